@@ -1,0 +1,341 @@
+"""The `pacsguard` command line: thin wrappers over the library, readable output, --json for CI."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from pacsguard import __version__
+from pacsguard.connection import Cluster
+from pacsguard.errors import MissingPlugin, PacsguardError
+from pacsguard.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="pacsguard",
+    help="Security monitoring pack for PACS audit trails on OpenSearch: install, plan, diff, upgrade, uninstall.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+cluster_app = typer.Typer(help="A local development/CI OpenSearch node (or Docker where an engine runs).")
+app.add_typer(cluster_app, name="cluster")
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_ERROR, EXIT_MISSING_PLUGIN, EXIT_UNHEALTHY = 1, 3, 4
+
+
+@dataclass
+class Options:
+    settings_file: Path | None = None
+    overrides: dict[str, Any] | None = None
+    json: bool = False
+    verbose: bool = False
+
+    def settings(self) -> Settings:
+        return load_settings(self.settings_file, self.overrides)
+
+
+OPTS = Options()
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pacsguard {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    settings_file: Annotated[Path | None, typer.Option("--settings", envvar="PACSGUARD_SETTINGS",
+                                                        help="User settings YAML (overrides pack defaults).")] = None,
+    url: Annotated[str | None, typer.Option("--url", envvar="PACSGUARD_URL", help="Cluster URL.")] = None,
+    username: Annotated[str | None, typer.Option("--username", envvar="PACSGUARD_USERNAME",
+                                                 help="Basic-auth user (enables basic auth).")] = None,
+    password_file: Annotated[Path | None, typer.Option("--password-file", envvar="PACSGUARD_PASSWORD_FILE",
+                                                       help="File holding the password.")] = None,
+    ca_bundle: Annotated[Path | None, typer.Option("--ca-bundle", envvar="PACSGUARD_CA_BUNDLE",
+                                                   help="CA bundle that signs the cluster certificate.")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Do NOT verify TLS certificates (test clusters only).")] = False,
+    namespace: Annotated[str | None, typer.Option("--namespace", help="Data stream namespace.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    cluster: dict[str, Any] = {}
+    if url:
+        cluster["url"] = url
+    if username:
+        cluster.update(auth="basic", username=username)
+    if password_file:
+        cluster["password_file"] = str(password_file)
+    if ca_bundle:
+        cluster["ca_bundle"] = str(ca_bundle)
+    if insecure:
+        cluster["verify_tls"] = False
+    overrides: dict[str, Any] = {"cluster": cluster} if cluster else {}
+    if namespace:
+        overrides["namespace"] = namespace
+    OPTS.settings_file, OPTS.overrides, OPTS.json, OPTS.verbose = settings_file, overrides, json_out, verbose
+
+
+def handle_errors(func: F) -> F:
+    """Expected failures print one line to stderr and exit non-zero; no traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MissingPlugin as exc:
+            _fail(str(exc), EXIT_MISSING_PLUGIN)
+        except PacsguardError as exc:
+            _fail(str(exc), EXIT_ERROR)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _fail(message: str, code: int) -> None:
+    if OPTS.json:
+        typer.echo(json.dumps({"ok": False, "error": message}))
+    else:
+        typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def progress(message: str) -> None:
+    if not OPTS.json:
+        typer.secho(f"  {message}", err=True, fg=typer.colors.BRIGHT_BLACK)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(c) for c in headers]] + [[("" if c is None else str(c)) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def connect() -> tuple[Cluster, Settings]:
+    settings = OPTS.settings()
+    return Cluster.connect(settings.cluster), settings
+
+
+def emit(data: Any, text: str) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str) if OPTS.json else text)
+
+
+# ------------------------------------------------------------------ pack
+
+
+def _plan_rows(plan: Any, include_unchanged: bool) -> list[list[str]]:
+    return [[c.action, c.kind, c.id, c.reason] for c in plan.changes if include_unchanged or c.action != "unchanged"]
+
+
+@app.command()
+@handle_errors
+def plan(all_objects: Annotated[bool, typer.Option("--all", help="Also list unchanged objects.")] = False) -> None:
+    """Show what `install` would change, without changing anything."""
+    from pacsguard.installer import install as do_install
+
+    cluster, settings = connect()
+    result = do_install(cluster, settings, dry_run=True)
+    counts = result.plan.summary()
+    data = {"ok": True, "summary": counts,
+            "changes": [{"action": c.action, "kind": c.kind, "id": c.id, "reason": c.reason}
+                        for c in result.plan.changes if all_objects or c.action != "unchanged"]}
+    rows = _plan_rows(result.plan, all_objects)
+    body = table(["action", "kind", "id", "reason"], rows) if rows else "nothing to change"
+    emit(data, f"{body}\n\nplan: {counts['create']} to create, {counts['update']} to update, "
+               f"{counts['delete']} to delete, {counts['unchanged']} unchanged")
+
+
+@app.command()
+@handle_errors
+def diff() -> None:
+    """Show, per object that would change, a unified diff of cluster vs pack content."""
+    from pacsguard.installer import desired_objects, make_plan
+    from pacsguard.objects import KINDS
+
+    cluster, settings = connect()
+    plan_ = make_plan(cluster, settings, desired_objects(cluster, settings))
+    out: list[str] = []
+    data: list[dict[str, Any]] = []
+    for change in plan_.pending:
+        kind = KINDS[change.kind]
+        live = kind.get(cluster, change.id) if change.action != "create" else None
+        want = change.obj.body if change.obj else None
+        left = json.dumps(live, indent=2, sort_keys=True).splitlines() if live is not None else []
+        right = json.dumps(want, indent=2, sort_keys=True).splitlines() if want is not None else []
+        lines = list(difflib.unified_diff(left, right, f"cluster/{change.kind}/{change.id}",
+                                          f"pack/{change.kind}/{change.id}", lineterm=""))
+        out.extend(lines or [f"= {change.kind} {change.id}: only the pacsguard stamp differs"])
+        data.append({"kind": change.kind, "id": change.id, "action": change.action, "diff": lines})
+    emit({"ok": True, "changes": data}, "\n".join(out) if out else "no differences")
+
+
+@app.command()
+@handle_errors
+def install(dry_run: Annotated[bool, typer.Option("--dry-run", help="Same as `plan`.")] = False) -> None:
+    """Install or upgrade the pack: writes only objects whose content changed."""
+    from pacsguard.installer import install as do_install
+
+    cluster, settings = connect()
+    result = do_install(cluster, settings, progress=progress, dry_run=dry_run)
+    counts = result.plan.summary()
+    changed = len(result.applied) + len(result.data_streams)
+    data = {"ok": True, "changes": changed, "summary": counts,
+            "applied": [{"action": c.action, "kind": c.kind, "id": c.id} for c in result.applied],
+            "data_streams": result.data_streams, "dry_run": dry_run}
+    verb = "would change" if dry_run else "changed"
+    emit(data, f"pacsguard {__version__} at {cluster.url}: {verb} {changed} object(s) "
+               f"({counts['create']} created, {counts['update']} updated, {counts['delete']} deleted, "
+               f"{counts['unchanged']} unchanged)")
+
+
+@app.command()
+@handle_errors
+def upgrade() -> None:
+    """Alias of install: replaces only what changed since the installed version."""
+    install(dry_run=False)
+
+
+@app.command()
+@handle_errors
+def status(strict: Annotated[bool, typer.Option("--strict", help="Exit 4 on drift or missing plugins.")] = False) -> None:
+    """Installed version, drift (objects changed by hand) and the plugins the pack needs."""
+    from pacsguard.installer import status as do_status
+
+    cluster, settings = connect()
+    st = do_status(cluster, settings)
+    data = {"ok": st.healthy, "url": st.url, "cluster_version": st.cluster_version,
+            "installed_version": st.installed_version, "missing_plugins": st.missing_plugins,
+            "objects": [o.__dict__ for o in st.objects], "data_streams": st.data_streams}
+    lines = [f"cluster   {st.url} (OpenSearch {st.cluster_version})",
+             f"installed {st.installed_version or 'not installed'} (this CLI: {__version__})"]
+    for name, why in st.missing_plugins.items():
+        lines.append(f"MISSING   {name}: needed for {why}")
+    for name, count in st.data_streams.items():
+        lines.append(f"data      {name}: {count} events")
+    lines.append("")
+    lines.append(table(["state", "kind", "id", "detail"], [[o.state, o.kind, o.id, o.detail] for o in st.objects]))
+    emit(data, "\n".join(lines))
+    if strict and not st.healthy:
+        raise typer.Exit(EXIT_UNHEALTHY)
+
+
+@app.command()
+@handle_errors
+def uninstall(
+    purge: Annotated[bool, typer.Option("--purge", help="Also delete event data and failures.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Remove exactly the pack's objects. Event data is kept unless --purge."""
+    from pacsguard.installer import uninstall as do_uninstall
+
+    cluster, settings = connect()
+    if purge and not yes:
+        if not sys.stdin.isatty():
+            raise PacsguardError("--purge deletes event data: add --yes to confirm when not interactive")
+        typer.confirm(f"Delete ALL pacsguard event data in {cluster.url}?", abort=True)
+    result = do_uninstall(cluster, settings, purge=purge, progress=progress)
+    data = {"ok": True, "removed": [{"kind": k, "id": i} for k, i in result.removed],
+            "kept": result.kept, "purged": result.purged}
+    text = f"removed {len(result.removed)} pack object(s)"
+    if result.kept:
+        text += f"; kept event data: {', '.join(result.kept)}"
+    if result.purged:
+        text += f"; purged: {', '.join(result.purged)}"
+    emit(data, text)
+
+
+# -------------------------------------------------------------- local node
+
+
+PortOpt = Annotated[int, typer.Option("--port", envvar="PACSGUARD_NODE_PORT", help="HTTP port on 127.0.0.1.")]
+
+
+@cluster_app.command("up")
+@handle_errors
+def cluster_up(
+    port: PortOpt = 9200,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start with empty data.")] = False,
+    mode: Annotated[str, typer.Option("--mode", help="local | docker | auto (docker if an engine answers).")] = "auto",
+) -> None:
+    """Build (first time, cached) and start an OpenSearch 2.19 node; print its URL."""
+    from pacsguard.cluster import start
+
+    node = start(port=port, mode=mode, fresh=fresh, progress=progress)
+    emit({"ok": True, **node}, f"OpenSearch is up at {node['url']} ({node['mode']} mode)")
+
+
+@cluster_app.command("down")
+@handle_errors
+def cluster_down(port: PortOpt = 9200) -> None:
+    """Stop the node this project started on --port (and only that one)."""
+    from pacsguard.cluster import stop
+
+    stopped = stop(port=port)
+    emit({"ok": True, "stopped": stopped}, "stopped" if stopped else f"no pacsguard node running on port {port}")
+
+
+@cluster_app.command("status")
+@handle_errors
+def cluster_status(port: PortOpt = 9200) -> None:
+    """Whether the node runs, and the plugins and modules it really has."""
+    from pacsguard.cluster import describe
+
+    info = describe(port=port)
+    if not info["running"]:
+        emit({"ok": False, **info}, f"no pacsguard node running on port {port}")
+        raise typer.Exit(EXIT_ERROR)
+    lines = [f"url       {info['url']} ({info['mode']} mode, OpenSearch {info['version']}, {info['health']})",
+             f"modules   {', '.join(info['modules'])}",
+             f"plugins   {', '.join(info['plugins']) or '(none)'}"]
+    for name, why in info["missing"].items():
+        lines.append(f"MISSING   {name}: needed for {why}")
+    emit({"ok": True, **info}, "\n".join(lines))
+
+
+@cluster_app.command("logs")
+@handle_errors
+def cluster_logs(port: PortOpt = 9200, lines: Annotated[int, typer.Option("--lines", "-n")] = 50) -> None:
+    """The last lines of the node's log."""
+    from pacsguard.cluster import logs
+
+    typer.echo(logs(port=port, lines=lines))
+
+
+@app.command()
+@handle_errors
+def up(port: PortOpt = 9200) -> None:
+    """The main job on the embedded default: start the local node, install the pack, show status."""
+    from pacsguard.cluster import start
+    from pacsguard.installer import install as do_install
+
+    node = start(port=port, mode="auto", fresh=False, progress=progress)
+    OPTS.overrides = {**(OPTS.overrides or {}), "cluster": {"url": node["url"]}}
+    cluster, settings = connect()
+    result = do_install(cluster, settings, progress=progress)
+    counts = result.plan.summary()
+    plugins, modules = cluster.installed_components()
+    missing = [p for p in ("opensearch-alerting", "opensearch-notifications") if p not in plugins]
+    data = {"ok": True, "url": node["url"], "summary": counts, "missing_plugins": missing}
+    text = (f"OpenSearch {node['url']} ({node['mode']}); pack installed: {counts['create']} created, "
+            f"{counts['update']} updated, {counts['unchanged']} unchanged.\n"
+            f"Send events to the data stream {settings.index('events_data_stream')} (op_type=create).")
+    if missing:
+        text += f"\nnote: this node lacks {', '.join(missing)}: detection monitors cannot be installed on it."
+    emit(data, text)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

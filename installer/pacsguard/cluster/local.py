@@ -1,0 +1,438 @@
+"""A local OpenSearch node assembled from Maven Central, for development and CI.
+
+The integ-test distribution only carries transport-netty4; the modules the pack
+needs (painless, mustache, ingest-common, user-agent, geoip, ...) are published
+as plain jars, so we lay them out as modules/<name>/ with a descriptor and a
+security policy. The result is cached per recipe hash outside the work tree.
+OpenSearch refuses to run as root, so as root the node runs as a system user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pacsguard.content import content_path
+from pacsguard.errors import PacsguardError
+
+NODE_USER = "pacsguard"
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def cache_root() -> Path:
+    """Where downloads and assembled nodes live (outside any work tree).
+
+    As root the node runs as an unprivileged user who cannot enter /root, so the
+    cache moves to /var/cache/pacsguard there.
+    """
+    env = os.environ.get("PACSGUARD_CACHE")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/cache/pacsguard")
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pacsguard"
+
+
+def load_recipe() -> dict[str, Any]:
+    with content_path("pack", "local-node.yaml").open() as fh:
+        recipe: dict[str, Any] = yaml.safe_load(fh)
+    return recipe
+
+
+def recipe_hash(recipe: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------- downloads
+
+
+def _coordinate_path(coord: str, version: str) -> tuple[str, str]:
+    parts = coord.format(version=version).split(":")
+    group, artifact, ver = parts[0], parts[1], parts[2]
+    ext = parts[3] if len(parts) > 3 else "jar"
+    name = f"{artifact}-{ver}.{ext}"
+    return f"{group.replace('.', '/')}/{artifact}/{ver}/{name}", name
+
+
+def fetch(coord: str, version: str, repo: str, progress: Progress = _quiet) -> Path:
+    """Download one Maven artifact into the shared download cache (once)."""
+    rel, name = _coordinate_path(coord, version)
+    target = cache_root() / "downloads" / rel
+    if target.exists() and target.stat().st_size > 0:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    url = f"{repo.rstrip('/')}/{rel}"
+    progress(f"downloading {name}")
+    last: Exception | None = None
+    for attempt in range(4):
+        try:
+            with urllib.request.urlopen(url, timeout=120) as resp:
+                tmp = target.with_suffix(target.suffix + ".part")
+                with tmp.open("wb") as out:
+                    shutil.copyfileobj(resp, out, length=1 << 20)
+                tmp.replace(target)
+                return target
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                raise PacsguardError(f"{coord.format(version=version)} is not on {repo} (HTTP 404)") from exc
+            last = exc
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            last = exc
+        time.sleep(2**attempt)
+    raise PacsguardError(f"could not download {url}: {last}")
+
+
+# ------------------------------------------------------------------- build
+
+
+@dataclass
+class BuildReport:
+    home: Path
+    cached: bool
+    seconds: float
+    modules: list[str]
+    plugins: list[str]
+    missing_plugins: dict[str, str]
+
+
+def node_home(recipe: dict[str, Any]) -> Path:
+    return cache_root() / "nodes" / f"opensearch-{recipe['opensearch_version']}-{recipe_hash(recipe)}"
+
+
+def _descriptor(name: str, spec: dict[str, Any], version: str, java_release: int) -> str:
+    lines = [
+        f"description={spec['description']}",
+        f"version={version}",
+        f"name={name}",
+        f"classname={spec['classname']}",
+        f"java.version={java_release}",
+        f"opensearch.version={version}",
+        f"extended.plugins={','.join(spec.get('extended_plugins', []))}",
+        "has.native.controller=false",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _install_plugin_zips(home: Path, recipe: dict[str, Any], java_home: Path, progress: Progress) -> tuple[list[str], dict[str, str]]:
+    version, repo = recipe["opensearch_version"], recipe["maven_repository"]
+    installed: list[str] = []
+    missing: dict[str, str] = {}
+    local_dir = os.environ.get("PACSGUARD_PLUGIN_ZIPS")
+    for coord in recipe.get("plugins", []):
+        rel, name = _coordinate_path(coord, version)
+        zip_path: Path | None = None
+        if local_dir and (Path(local_dir) / name).exists():
+            zip_path = Path(local_dir) / name
+        else:
+            try:
+                zip_path = fetch(coord, version, repo, progress)
+            except PacsguardError as exc:
+                missing[coord.format(version=version)] = str(exc)
+                continue
+        progress(f"installing plugin {name}")
+        env = dict(os.environ, OPENSEARCH_JAVA_HOME=str(java_home), JAVA_HOME=str(java_home))
+        proc = subprocess.run(
+            [str(home / "bin" / "opensearch-plugin"), "install", "--batch", f"file://{zip_path.resolve()}"],
+            env=env, capture_output=True, text=True, check=False,
+        )
+        if proc.returncode != 0:
+            raise PacsguardError(f"opensearch-plugin install {name} failed: {proc.stderr.strip()[-2000:]}")
+        installed.append(name)
+    return installed, missing
+
+
+def build(progress: Progress = _quiet, force: bool = False) -> BuildReport:
+    """Assemble the node (or reuse the cached one) and return where it is."""
+    recipe = load_recipe()
+    home = node_home(recipe)
+    marker = home / ".pacsguard-build.json"
+    if marker.exists() and not force:
+        info = json.loads(marker.read_text())
+        return BuildReport(home, True, 0.0, info["modules"], info["plugins"], info["missing_plugins"])
+    started = time.monotonic()
+    version, repo = recipe["opensearch_version"], recipe["maven_repository"]
+    java_home = ensure_java(recipe, progress)
+    dist = fetch(recipe["distribution"], version, repo, progress)
+    home.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".build-", dir=home.parent))
+    progress("unpacking distribution")
+    with zipfile.ZipFile(dist) as zf:
+        zf.extractall(staging)
+    root = next(staging.iterdir())
+    for path in (root / "bin").iterdir():
+        path.chmod(0o755)
+    lib_jars = {p.name for p in (root / "lib").glob("*.jar")}
+    for name, spec in recipe["modules"].items():
+        mdir = root / "modules" / name
+        mdir.mkdir(parents=True, exist_ok=True)
+        for coord in [spec["artifact"], *spec.get("deps", [])]:
+            jar = fetch(coord, version, repo, progress)
+            if jar.name not in lib_jars:
+                shutil.copy2(jar, mdir / jar.name)
+        if spec.get("databases"):
+            with zipfile.ZipFile(fetch(spec["databases"], version, repo, progress)) as zf:
+                for member in zf.namelist():
+                    if member.endswith(".mmdb"):
+                        (mdir / Path(member).name).write_bytes(zf.read(member))
+        (mdir / "plugin-descriptor.properties").write_text(
+            _descriptor(name, spec, version, recipe["java_release"])
+        )
+        if spec.get("policy"):
+            body = "\n".join(f"  {line}" for line in spec["policy"])
+            (mdir / "plugin-security.policy").write_text("grant {\n" + body + "\n};\n")
+    plugins, missing = _install_plugin_zips(root, recipe, java_home, progress)
+    modules = sorted(p.name for p in (root / "modules").iterdir())
+    info = {"modules": modules, "plugins": plugins, "missing_plugins": missing, "recipe": recipe_hash(recipe)}
+    (root / ".pacsguard-build.json").write_text(json.dumps(info, indent=2))
+    if home.exists():
+        shutil.rmtree(home)
+    root.rename(home)
+    shutil.rmtree(staging, ignore_errors=True)
+    return BuildReport(home, False, time.monotonic() - started, modules, plugins, missing)
+
+
+# -------------------------------------------------------------------- java
+
+
+def _java_release(java: Path) -> int | None:
+    try:
+        out = subprocess.run([str(java), "-version"], capture_output=True, text=True, check=False).stderr
+    except OSError:
+        return None
+    for token in out.split('"')[1:2]:
+        head = token.split(".")[0]
+        return int(head) if head.isdigit() else None
+    return None
+
+
+def find_java(release: int) -> Path | None:
+    candidates: list[Path] = []
+    for var in ("OPENSEARCH_JAVA_HOME", "JAVA_HOME"):
+        if os.environ.get(var):
+            candidates.append(Path(os.environ[var]))
+    jvm = Path("/usr/lib/jvm")
+    if jvm.is_dir():
+        candidates += sorted(p for p in jvm.iterdir() if str(release) in p.name)
+    for home in candidates:
+        java = home / "bin" / "java"
+        if java.exists() and _java_release(java) == release:
+            return home.resolve()
+    return None
+
+
+def ensure_java(recipe: dict[str, Any], progress: Progress = _quiet) -> Path:
+    release = recipe["java_release"]
+    found = find_java(release)
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise PacsguardError(
+            f"OpenSearch {recipe['opensearch_version']} needs Java {release}; none found. "
+            f"Install one (e.g. apt-get install {recipe['jdk_package']}) or set OPENSEARCH_JAVA_HOME."
+        )
+    progress(f"installing {recipe['jdk_package']} (no Java {release} found)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", recipe["jdk_package"]]):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise PacsguardError(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-1000:]}")
+    found = find_java(release)
+    if not found:
+        raise PacsguardError(f"installed {recipe['jdk_package']} but still no Java {release} under /usr/lib/jvm")
+    return found
+
+
+# ------------------------------------------------------------------ run/stop
+
+
+@dataclass
+class NodeState:
+    pid: int
+    port: int
+    url: str
+    home: str
+    run_dir: str
+    log: str
+
+    @classmethod
+    def load(cls, path: Path) -> NodeState | None:
+        if not path.exists():
+            return None
+        return cls(**json.loads(path.read_text()))
+
+
+def run_dir_for(port: int) -> Path:
+    return cache_root() / "run" / str(port)
+
+
+def _state_file(port: int) -> Path:
+    return run_dir_for(port) / "node.json"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"org.opensearch.bootstrap.OpenSearch" in cmdline
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _health(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(f"{url}/_cluster/health", timeout=2) as resp:
+            status: str = json.load(resp)["status"]
+            return status
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _node_user() -> tuple[int, int]:
+    try:
+        entry = pwd.getpwnam(NODE_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", NODE_USER],
+            check=True, capture_output=True,
+        )
+        entry = pwd.getpwnam(NODE_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _chown_tree(path: Path, uid: int, gid: int) -> None:
+    os.chown(path, uid, gid)
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+
+
+def status(port: int) -> NodeState | None:
+    state = NodeState.load(_state_file(port))
+    if state and _pid_alive(state.pid):
+        return state
+    return None
+
+
+def up(port: int, progress: Progress = _quiet, fresh: bool = False, timeout: float = 180.0) -> NodeState:
+    """Start the node on 127.0.0.1:<port>; reuse it if it is already ours and running."""
+    running = status(port)
+    if running and not fresh:
+        return running
+    if running and fresh:
+        down(port)
+    if _port_open(port):
+        raise PacsguardError(f"port {port} on 127.0.0.1 is taken by another process; choose --port")
+    recipe = load_recipe()
+    report = build(progress)
+    java_home = ensure_java(recipe, progress)
+    run = run_dir_for(port)
+    if fresh and run.exists():
+        shutil.rmtree(run)
+    conf, data, logs = run / "config", run / "data", run / "logs"
+    for d in (data, logs):
+        d.mkdir(parents=True, exist_ok=True)
+    if conf.exists():
+        shutil.rmtree(conf)
+    shutil.copytree(report.home / "config", conf)
+    settings = {
+        "cluster.name": "pacsguard-dev",
+        "node.name": f"pacsguard-{port}",
+        "discovery.type": "single-node",
+        "network.host": "127.0.0.1",
+        "http.port": port,
+        "transport.port": port + 100,
+        "path.data": str(data),
+        "path.logs": str(logs),
+        "cluster.routing.allocation.disk.threshold_enabled": False,
+        "action.auto_create_index": True,
+    }
+    (conf / "opensearch.yml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    env = dict(
+        os.environ,
+        OPENSEARCH_JAVA_HOME=str(java_home),
+        OPENSEARCH_PATH_CONF=str(conf),
+        OPENSEARCH_JAVA_OPTS=f"-Xms{recipe['heap']} -Xmx{recipe['heap']}",
+    )
+    env.pop("JAVA_TOOL_OPTIONS", None)
+    kwargs: dict[str, Any] = {}
+    if os.geteuid() == 0:
+        uid, gid = _node_user()
+        _chown_tree(run, uid, gid)
+        _chown_tree(report.home, uid, gid)
+        kwargs.update(user=uid, group=gid, extra_groups=[])
+        env["HOME"] = str(run)
+    log_path = logs / "stdout.log"
+    progress(f"starting OpenSearch {recipe['opensearch_version']} on 127.0.0.1:{port}")
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(  # noqa: S603 - fixed argv
+            [str(report.home / "bin" / "opensearch")],
+            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=str(run), **kwargs,
+        )
+    url = f"http://127.0.0.1:{port}"
+    state = NodeState(proc.pid, port, url, str(report.home), str(run), str(log_path))
+    _state_file(port).write_text(json.dumps(state.__dict__, indent=2))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise PacsguardError(f"OpenSearch exited with code {proc.returncode}; last log lines:\n{tail(log_path)}")
+        if _health(url) in ("green", "yellow"):
+            return state
+        time.sleep(0.5)
+    down(port)
+    raise PacsguardError(f"OpenSearch did not become healthy within {timeout:.0f}s; log:\n{tail(log_path)}")
+
+
+def down(port: int, timeout: float = 60.0) -> bool:
+    """Stop only the node this project started on <port> (by pid). True if one was stopped."""
+    state = NodeState.load(_state_file(port))
+    if not state:
+        return False
+    stopped = False
+    if _pid_alive(state.pid):
+        os.kill(state.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _pid_alive(state.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _pid_alive(state.pid):
+            os.kill(state.pid, signal.SIGKILL)
+        stopped = True
+    deadline = time.monotonic() + 20
+    while _port_open(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    _state_file(port).unlink(missing_ok=True)
+    return stopped
+
+
+def tail(path: Path | str, lines: int = 30) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

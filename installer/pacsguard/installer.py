@@ -1,0 +1,379 @@
+"""Plan, install, upgrade, status and uninstall of the pack in a cluster.
+
+The plan compares what the content renders to (desired) with what the cluster
+holds (live) by content hash, so a second install writes nothing, an
+interrupted install converges, and an object that left the content is removed
+on the next install. A small state index remembers a fingerprint of each
+object as written, which is how `status` tells a hand edit (drift) from a
+content change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pacsguard import __version__
+from pacsguard.connection import REQUIRED_MODULES, REQUIRED_PLUGINS, ApiError, Cluster
+from pacsguard.content import content_root
+from pacsguard.content import content_path
+from pacsguard.errors import PacsguardError
+from pacsguard.objects import KINDS, PackObject, live_fingerprint
+from pacsguard.render import ContentError, render_context, render_yaml
+from pacsguard.secrets import resolve_salt
+from pacsguard.settings import Settings
+
+Progress = Callable[[str], None]
+
+# Where each kind's content lives (relative to the content root).
+CONTENT_GLOBS = (("pack/index", "*.yaml"), ("pipelines", "*.yaml"))
+
+
+@dataclass
+class Change:
+    action: str  # create | update | delete | unchanged
+    kind: str
+    id: str
+    reason: str = ""
+    obj: PackObject | None = None
+
+
+@dataclass
+class Plan:
+    changes: list[Change] = field(default_factory=list)
+
+    @property
+    def pending(self) -> list[Change]:
+        return [c for c in self.changes if c.action != "unchanged"]
+
+    def summary(self) -> dict[str, int]:
+        counts = {"create": 0, "update": 0, "delete": 0, "unchanged": 0}
+        for change in self.changes:
+            counts[change.action] += 1
+        return counts
+
+
+def load_objects(settings: Settings, salt: str | None = None,
+                 capabilities: Iterable[str] = ()) -> list[PackObject]:
+    """Render every content file into a PackObject. Errors name the file (and line)."""
+    context = render_context(settings, salt, capabilities)
+    objects: list[PackObject] = []
+    seen: dict[str, Path] = {}
+    for folder, pattern in CONTENT_GLOBS:
+        for path in sorted(content_path(folder).glob(pattern)):
+            doc = render_yaml(path, context)
+            if not isinstance(doc, dict) or not {"kind", "id", "body"} <= doc.keys():
+                raise ContentError(f"{path}: a content file needs the keys kind, id and body")
+            if doc["kind"] not in KINDS:
+                raise ContentError(f"{path}: unknown kind {doc['kind']!r}; one of {', '.join(KINDS)}")
+            if not str(doc["id"]).startswith(f"{settings.id_prefix}-"):
+                raise ContentError(f"{path}: id {doc['id']!r} must start with '{settings.id_prefix}-'")
+            obj = PackObject(doc["kind"], str(doc["id"]), doc["body"], path)
+            if obj.key in seen:
+                raise ContentError(f"{path}: {obj.key} is also defined in {seen[obj.key]}")
+            seen[obj.key] = path
+            objects.append(obj)
+    objects.sort(key=lambda o: KINDS[o.kind].order)
+    return objects
+
+
+def desired_objects(cluster: Cluster, settings: Settings) -> list[PackObject]:
+    plugins, modules = cluster.installed_components()
+    return load_objects(settings, resolve_salt(settings), plugins | modules)
+
+
+def make_plan(cluster: Cluster, settings: Settings, objects: list[PackObject]) -> Plan:
+    plan = Plan()
+    wanted = {o.key for o in objects}
+    for obj in objects:
+        kind = KINDS[obj.kind]
+        live = kind.get(cluster, obj.id)
+        if live is None:
+            plan.changes.append(Change("create", obj.kind, obj.id, "not in cluster", obj))
+            continue
+        stamp = kind.stamp_of(live)
+        if stamp is None:
+            plan.changes.append(Change("update", obj.kind, obj.id, "exists without pacsguard stamp", obj))
+        elif stamp.hash != obj.hash:
+            plan.changes.append(Change("update", obj.kind, obj.id, f"content {stamp.hash} -> {obj.hash}", obj))
+        else:
+            plan.changes.append(Change("unchanged", obj.kind, obj.id, "", obj))
+    for kind in sorted(KINDS.values(), key=lambda k: -k.order):
+        for obj_id in kind.list_ids(cluster, settings.id_prefix):
+            if f"{kind.name}:{obj_id}" not in wanted and not _is_data(settings, kind.name, obj_id):
+                plan.changes.append(Change("delete", kind.name, obj_id, "no longer in the pack"))
+    return plan
+
+
+def _is_data(settings: Settings, kind: str, obj_id: str) -> bool:
+    """Indices that hold events are data: only --purge removes them."""
+    return kind == "index" and obj_id == settings.index("failures")
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(content_root()))
+    except ValueError:
+        return str(path)
+
+
+# ------------------------------------------------------------------ state
+
+
+def _state_index(settings: Settings) -> str:
+    return settings.index("state")
+
+
+def _record(cluster: Cluster, settings: Settings, change: Change, fingerprint: str | None) -> None:
+    doc_id = change.kind + ":" + change.id
+    index = _state_index(settings)
+    if fingerprint is None:
+        cluster.request("DELETE", f"/{index}/_doc/{doc_id}", ok_missing=True)
+        return
+    cluster.request("PUT", f"/{index}/_doc/{doc_id}", body={
+        "kind": change.kind, "id": change.id, "hash": change.obj.hash if change.obj else None,
+        "fingerprint": fingerprint, "pack_version": __version__,
+        "written_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+    })
+
+
+def _ensure_state_index(cluster: Cluster, settings: Settings) -> None:
+    index = _state_index(settings)
+    if cluster.request("HEAD", f"/{index}", ok_missing=True) is None:
+        cluster.request("PUT", f"/{index}", body={
+            "settings": {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1", "hidden": True}},
+            "mappings": {"dynamic": False, "properties": {
+                "kind": {"type": "keyword"}, "id": {"type": "keyword"}, "hash": {"type": "keyword"},
+                "fingerprint": {"type": "keyword"}, "pack_version": {"type": "keyword"},
+                "written_at": {"type": "date"}}},
+        })
+
+
+def _read_state(cluster: Cluster, settings: Settings) -> dict[str, dict[str, Any]]:
+    res = cluster.request("GET", f"/{_state_index(settings)}/_search",
+                          body={"size": 1000, "query": {"match_all": {}}}, ok_missing=True)
+    if not res:
+        return {}
+    return {h["_id"]: h["_source"] for h in res["hits"]["hits"]}
+
+
+# --------------------------------------------------------------- install
+
+
+@dataclass
+class InstallResult:
+    plan: Plan
+    applied: list[Change]
+    data_streams: list[str]
+
+
+def install(cluster: Cluster, settings: Settings, progress: Progress = lambda _: None,
+            dry_run: bool = False) -> InstallResult:
+    cluster.require_plugins(REQUIRED_MODULES)
+    objects = desired_objects(cluster, settings)
+    plan = make_plan(cluster, settings, objects)
+    if dry_run:
+        return InstallResult(plan, [], [])
+    applied: list[Change] = []
+    # An orphaned index template goes first: a new one with overlapping
+    # patterns and the same priority is refused while it exists. Other orphans
+    # go last, once nothing new refers to them.
+    pending = sorted(plan.pending, key=lambda c: 0 if (c.action, c.kind) == ("delete", "index_template") else 1)
+    if pending:
+        _ensure_state_index(cluster, settings)
+    for n, change in enumerate(pending, 1):
+        progress(f"[{n}/{len(pending)}] {change.action} {change.kind} {change.id}")
+        kind = KINDS[change.kind]
+        if change.action == "delete":
+            kind.delete(cluster, change.id)
+            _record(cluster, settings, change, None)
+        else:
+            assert change.obj is not None
+            try:
+                kind.put(cluster, change.obj, __version__)
+            except ApiError as exc:
+                rel = _relative(change.obj.source)
+                raise PacsguardError(f"{rel}: {change.kind} {change.id} was refused: {exc}") from None
+            live = kind.get(cluster, change.id)
+            _record(cluster, settings, change, live_fingerprint(kind, live or {}))
+        applied.append(change)
+    streams = ensure_data_stream(cluster, settings, progress)
+    return InstallResult(plan, applied, streams)
+
+
+def ensure_data_stream(cluster: Cluster, settings: Settings, progress: Progress) -> list[str]:
+    """Create the namespace's data stream, and route its existing write index through the router.
+
+    An uninstall without --purge detaches the backing indices from the pack's
+    pipeline (so the kept data stays writable); install re-attaches them.
+    Returns what it changed.
+    """
+    name = settings.index("events_data_stream")
+    router = f"{settings.id_prefix}-router"
+    changed: list[str] = []
+    res = cluster.request("GET", f"/_data_stream/{name}", ok_missing=True)
+    if not res or not res.get("data_streams"):
+        progress(f"create data stream {name}")
+        cluster.request("PUT", f"/_data_stream/{name}")
+        return [name]
+    for backing in res["data_streams"][0]["indices"]:
+        index = backing["index_name"]
+        current = cluster.request("GET", f"/{index}/_settings/index.default_pipeline")
+        pipeline = current.get(index, {}).get("settings", {}).get("index", {}).get("default_pipeline")
+        if pipeline != router:
+            cluster.request("PUT", f"/{index}/_settings", body={"index": {"default_pipeline": router}})
+            changed.append(index)
+    return changed
+
+
+# ---------------------------------------------------------------- status
+
+
+@dataclass
+class ObjectStatus:
+    kind: str
+    id: str
+    state: str  # ok | missing | outdated | drifted | unmanaged | orphan
+    detail: str = ""
+
+
+@dataclass
+class Status:
+    url: str
+    cluster_version: str
+    installed_version: str | None
+    objects: list[ObjectStatus]
+    missing_plugins: dict[str, str]
+    data_streams: dict[str, int]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.missing_plugins and all(o.state == "ok" for o in self.objects)
+
+
+def status(cluster: Cluster, settings: Settings) -> Status:
+    info = cluster.info()
+    plugins, modules = cluster.installed_components()
+    needed = {**REQUIRED_PLUGINS, **REQUIRED_MODULES}
+    missing = {n: why for n, why in needed.items() if n not in plugins | modules}
+    objects = desired_objects(cluster, settings)
+    state = _read_state(cluster, settings)
+    rows: list[ObjectStatus] = []
+    versions: set[str] = set()
+    for obj in objects:
+        kind = KINDS[obj.kind]
+        live = kind.get(cluster, obj.id)
+        if live is None:
+            rows.append(ObjectStatus(obj.kind, obj.id, "missing", "not installed"))
+            continue
+        stamp = kind.stamp_of(live)
+        recorded = state.get(obj.key)
+        if stamp is None:
+            rows.append(ObjectStatus(obj.kind, obj.id, "unmanaged", "exists without pacsguard stamp"))
+            continue
+        versions.add(stamp.version)
+        if recorded and recorded.get("fingerprint") != live_fingerprint(kind, live):
+            rows.append(ObjectStatus(obj.kind, obj.id, "drifted", "changed in the cluster by hand since install"))
+        elif stamp.hash != obj.hash:
+            rows.append(ObjectStatus(obj.kind, obj.id, "outdated", f"installed {stamp.hash}, pack has {obj.hash}"))
+        else:
+            rows.append(ObjectStatus(obj.kind, obj.id, "ok"))
+    wanted = {o.key for o in objects}
+    for kind in KINDS.values():
+        for obj_id in kind.list_ids(cluster, settings.id_prefix):
+            if f"{kind.name}:{obj_id}" not in wanted and not _is_data(settings, kind.name, obj_id):
+                rows.append(ObjectStatus(kind.name, obj_id, "orphan", "pack object no longer in the content"))
+    streams = cluster.request("GET", f"/_data_stream/{settings.index('events_data_stream')}", ok_missing=True)
+    counts: dict[str, int] = {}
+    for ds in (streams or {}).get("data_streams", []):
+        cnt = cluster.request("GET", f"/{ds['name']}/_count")
+        counts[ds["name"]] = int(cnt["count"])
+    installed = ", ".join(sorted(versions)) if versions else None
+    return Status(cluster.url, info["version"]["number"], installed, rows, missing, counts)
+
+
+# -------------------------------------------------------------- uninstall
+
+
+@dataclass
+class UninstallResult:
+    removed: list[tuple[str, str]]
+    kept: list[str]
+    purged: list[str]
+
+
+RETAINED_TEMPLATE_SUFFIX = "retained"
+
+
+def uninstall(cluster: Cluster, settings: Settings, purge: bool = False,
+              progress: Progress = lambda _: None) -> UninstallResult:
+    """Remove every object carrying the pack's stamp. Event data stays unless purge."""
+    removed: list[tuple[str, str]] = []
+    kept: list[str] = []
+    purged: list[str] = []
+    stream = settings.index("events_data_stream")
+    failures = settings.index("failures")
+    has_stream = bool((cluster.request("GET", f"/_data_stream/{stream}", ok_missing=True) or {}).get("data_streams"))
+    if purge:
+        for name in (stream,):
+            if has_stream:
+                progress(f"purge data stream {name}")
+                cluster.request("DELETE", f"/_data_stream/{name}", ok_missing=True)
+                purged.append(name)
+        if cluster.request("HEAD", f"/{failures}", ok_missing=True) is not None:
+            progress(f"purge index {failures}")
+            cluster.request("DELETE", f"/{failures}", ok_missing=True)
+            purged.append(failures)
+        _drop_retained_template(cluster, settings)
+    elif has_stream:
+        _retain_event_data(cluster, settings, stream)
+        kept.append(stream)
+    for kind in sorted(KINDS.values(), key=lambda k: -k.order):
+        for obj_id in kind.list_ids(cluster, settings.id_prefix):
+            if not purge and _is_data(settings, kind.name, obj_id):
+                kept.append(obj_id)
+                continue
+            progress(f"delete {kind.name} {obj_id}")
+            kind.delete(cluster, obj_id)
+            removed.append((kind.name, obj_id))
+    cluster.request("DELETE", f"/{_state_index(settings)}", ok_missing=True)
+    return UninstallResult(removed, kept, purged)
+
+
+def retained_template_name(settings: Settings) -> str:
+    return f"{settings.index('events_data_stream')}-{RETAINED_TEMPLATE_SUFFIX}"
+
+
+def _retain_event_data(cluster: Cluster, settings: Settings, stream: str) -> None:
+    """Keep the data stream valid and writable once the pack's template and pipelines are gone.
+
+    The cluster refuses to delete the last template a data stream matches, so
+    a plain template (no pipeline, no pacsguard stamp, not owned by the pack)
+    takes over for this one stream, with the mappings its data was written with.
+    """
+    res = cluster.request("GET", f"/_data_stream/{stream}")
+    backing = [i["index_name"] for i in res["data_streams"][0]["indices"]]
+    mapping = cluster.request("GET", f"/{backing[-1]}/_mapping")[backing[-1]]["mappings"]
+    mapping.pop("_meta", None)
+    cluster.request("PUT", f"/_index_template/{retained_template_name(settings)}", body={
+        "index_patterns": [stream], "data_stream": {}, "priority": 1,
+        "template": {"mappings": mapping},
+        "_meta": {"description": "keeps pacsguard event data valid after uninstall; remove with the data"},
+    })
+    for index in backing:
+        cluster.request("PUT", f"/{index}/_settings", body={"index": {"default_pipeline": "_none"}})
+
+
+def _drop_retained_template(cluster: Cluster, settings: Settings) -> None:
+    cluster.request("DELETE", f"/_index_template/{retained_template_name(settings)}", ok_missing=True)
+
+
+def format_changes(changes: Iterable[Change]) -> list[list[str]]:
+    return [[c.action, c.kind, c.id, c.reason] for c in changes]
+
+
+__all__ = ["install", "make_plan", "status", "uninstall", "desired_objects", "load_objects", "Plan", "Change",
+           "PacsguardError"]

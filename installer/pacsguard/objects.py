@@ -1,0 +1,186 @@
+"""The kinds of cluster object the pack owns, and how each is read, written and stamped.
+
+Every object carries a stamp: the pack version and the content hash of the
+body the pack rendered. Templates and indices keep it in `_meta.pacsguard`;
+ingest pipelines accept no `_meta` in 2.19, so their description ends with
+`[pacsguard <version> #<hash>]`. The stamp is what makes install idempotent
+and uninstall exact: an object is the pack's only if it carries one.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pacsguard.connection import Cluster
+from pacsguard.render import canonical_hash
+
+STAMP_KEY = "pacsguard"
+_DESC_STAMP = re.compile(r"\s*\[pacsguard (?P<version>\S+) #(?P<hash>[0-9a-f]{16})\]$")
+
+
+@dataclass(frozen=True)
+class Stamp:
+    version: str
+    hash: str
+
+
+@dataclass
+class PackObject:
+    kind: str
+    id: str
+    body: dict[str, Any]
+    source: Path
+    hash: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.hash = canonical_hash(self.body)
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+
+class Kind:
+    """How one kind of object is handled. Subclasses set name/order and the API paths."""
+
+    name: ClassVar[str]
+    order: ClassVar[int]  # install order; uninstall runs in reverse
+    list_path: ClassVar[str]
+
+    def path(self, obj_id: str) -> str:
+        raise NotImplementedError
+
+    def get(self, cluster: Cluster, obj_id: str) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def list_ids(self, cluster: Cluster, prefix: str) -> list[str]:
+        raise NotImplementedError
+
+    def stamped(self, body: dict[str, Any], version: str, content_hash: str) -> dict[str, Any]:
+        out = copy.deepcopy(body)
+        out.setdefault("_meta", {})[STAMP_KEY] = {"version": version, "hash": content_hash}
+        return out
+
+    def stamp_of(self, live: dict[str, Any]) -> Stamp | None:
+        meta = (live.get("_meta") or {}).get(STAMP_KEY)
+        if isinstance(meta, dict) and "hash" in meta:
+            return Stamp(str(meta.get("version")), str(meta["hash"]))
+        return None
+
+    def put(self, cluster: Cluster, obj: PackObject, version: str) -> None:
+        cluster.request("PUT", self.path(obj.id), body=self.stamped(obj.body, version, obj.hash))
+
+    def delete(self, cluster: Cluster, obj_id: str) -> None:
+        cluster.request("DELETE", self.path(obj_id), ok_missing=True)
+
+
+class ComponentTemplate(Kind):
+    name, order, list_path = "component_template", 10, "/_component_template"
+
+    def path(self, obj_id: str) -> str:
+        return f"/_component_template/{obj_id}"
+
+    def get(self, cluster: Cluster, obj_id: str) -> dict[str, Any] | None:
+        res = cluster.request("GET", self.path(obj_id), ok_missing=True)
+        if not res:
+            return None
+        body: dict[str, Any] = res["component_templates"][0]["component_template"]
+        return body
+
+    def list_ids(self, cluster: Cluster, prefix: str) -> list[str]:
+        res = cluster.request("GET", f"/_component_template/{prefix}-*", ok_missing=True) or {}
+        return [t["name"] for t in res.get("component_templates", []) if self.stamp_of(t["component_template"])]
+
+
+class IndexTemplate(Kind):
+    name, order, list_path = "index_template", 20, "/_index_template"
+
+    def path(self, obj_id: str) -> str:
+        return f"/_index_template/{obj_id}"
+
+    def get(self, cluster: Cluster, obj_id: str) -> dict[str, Any] | None:
+        res = cluster.request("GET", self.path(obj_id), ok_missing=True)
+        if not res:
+            return None
+        body: dict[str, Any] = res["index_templates"][0]["index_template"]
+        return body
+
+    def list_ids(self, cluster: Cluster, prefix: str) -> list[str]:
+        res = cluster.request("GET", f"/_index_template/{prefix}-*", ok_missing=True) or {}
+        return [t["name"] for t in res.get("index_templates", []) if self.stamp_of(t["index_template"])]
+
+
+class IngestPipeline(Kind):
+    name, order, list_path = "ingest_pipeline", 30, "/_ingest/pipeline"
+
+    def path(self, obj_id: str) -> str:
+        return f"/_ingest/pipeline/{obj_id}"
+
+    def get(self, cluster: Cluster, obj_id: str) -> dict[str, Any] | None:
+        res = cluster.request("GET", self.path(obj_id), ok_missing=True)
+        if not res or obj_id not in res:
+            return None
+        body: dict[str, Any] = res[obj_id]
+        return body
+
+    def list_ids(self, cluster: Cluster, prefix: str) -> list[str]:
+        res = cluster.request("GET", f"/_ingest/pipeline/{prefix}-*", ok_missing=True) or {}
+        return [name for name, body in res.items() if self.stamp_of(body)]
+
+    def stamped(self, body: dict[str, Any], version: str, content_hash: str) -> dict[str, Any]:
+        out = copy.deepcopy(body)
+        out["description"] = f"{out.get('description', '').strip()} [pacsguard {version} #{content_hash}]".strip()
+        return out
+
+    def stamp_of(self, live: dict[str, Any]) -> Stamp | None:
+        match = _DESC_STAMP.search(str(live.get("description", "")))
+        return Stamp(match["version"], match["hash"]) if match else None
+
+
+class Index(Kind):
+    """A plain index the pack owns (reference data, failures). Its stamp lives in mappings._meta."""
+
+    name, order, list_path = "index", 40, "/_cat/indices"
+
+    def path(self, obj_id: str) -> str:
+        return f"/{obj_id}"
+
+    def get(self, cluster: Cluster, obj_id: str) -> dict[str, Any] | None:
+        res = cluster.request("GET", f"/{obj_id}/_mapping", ok_missing=True)
+        if not res or obj_id not in res:
+            return None
+        return {"mappings": res[obj_id]["mappings"]}
+
+    def list_ids(self, cluster: Cluster, prefix: str) -> list[str]:
+        res = cluster.request("GET", f"/{prefix}-*/_mapping", params={"expand_wildcards": "open,closed"},
+                              ok_missing=True) or {}
+        return [name for name, body in res.items() if self.stamp_of(body.get("mappings", {}))]
+
+    def stamped(self, body: dict[str, Any], version: str, content_hash: str) -> dict[str, Any]:
+        out = copy.deepcopy(body)
+        out.setdefault("mappings", {}).setdefault("_meta", {})[STAMP_KEY] = {"version": version, "hash": content_hash}
+        return out
+
+    def stamp_of(self, live: dict[str, Any]) -> Stamp | None:
+        return super().stamp_of(live.get("mappings", live))
+
+    def put(self, cluster: Cluster, obj: PackObject, version: str) -> None:
+        body = self.stamped(obj.body, version, obj.hash)
+        if self.get(cluster, obj.id) is None:
+            cluster.request("PUT", self.path(obj.id), body=body)
+        else:
+            # Existing data is kept: mappings change additively (a conflicting
+            # change is refused by the cluster and reported with the index name).
+            cluster.request("PUT", f"/{obj.id}/_mapping", body=body["mappings"])
+
+
+KINDS: dict[str, Kind] = {k.name: k for k in (ComponentTemplate(), IndexTemplate(), IngestPipeline(), Index())}
+
+
+def live_fingerprint(kind: Kind, live: dict[str, Any]) -> str:
+    """Hash of what the cluster holds, to spot hand edits made after install."""
+    return canonical_hash(live)

@@ -1,0 +1,69 @@
+"""Render content files (YAML with Jinja2) into cluster objects.
+
+A sandboxed environment with StrictUndefined: a typo in a template variable is
+an error naming the file and line, never an empty string in a cluster object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
+from jinja2.sandbox import SandboxedEnvironment
+
+from pacsguard.content import content_path
+from pacsguard.errors import PacsguardError
+from pacsguard.settings import Settings, duration_seconds
+
+_ENV = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
+_ENV.filters["tojson"] = lambda value: json.dumps(value)
+_ENV.filters["seconds"] = duration_seconds
+
+
+class ContentError(PacsguardError):
+    """A content file that cannot be rendered or parsed; names file and line."""
+
+
+def render_context(settings: Settings, salt: str | None = None,
+                   capabilities: Iterable[str] = ()) -> dict[str, Any]:
+    """What content templates may use. capabilities: modules/plugins the target cluster has."""
+    caps = set(capabilities)
+    with content_path("pack", "schema.yaml").open() as fh:
+        schema = yaml.safe_load(fh)
+    return {
+        "schema": schema,
+        "capabilities": {"geoip": "ingest-geoip" in caps},
+        "prefix": settings.id_prefix,
+        "namespace": settings.namespace,
+        "indices": {key: settings.index(key) for key in type(settings.indices).model_fields},
+        "thresholds": settings.thresholds.model_dump(),
+        "internal_domains": list(settings.internal_domains),
+        "salt": salt or "",
+    }
+
+
+def render_yaml(path: Path, context: dict[str, Any]) -> Any:
+    text = path.read_text()
+    try:
+        rendered = _ENV.from_string(text).render(**context)
+    except TemplateSyntaxError as exc:
+        raise ContentError(f"{path}:{exc.lineno}: template error: {exc.message}") from None
+    except TemplateError as exc:
+        raise ContentError(f"{path}: template error: {exc}") from None
+    try:
+        return yaml.safe_load(rendered)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ContentError(f"{path}{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+
+
+def canonical_hash(body: Any) -> str:
+    """Content hash of a rendered body: stable across key order and whitespace."""
+    blob = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
