@@ -7,6 +7,7 @@ never part of a message.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,9 @@ from opensearchpy import OpenSearch
 from opensearchpy import exceptions as osx
 
 from pacsguard.errors import ConnectionProblem, MissingPlugin, PacsguardError
+
+# opensearch-py logs every non-2xx (404s are normal here) as a warning; our errors say it better.
+logging.getLogger("opensearch").setLevel(logging.CRITICAL)
 from pacsguard.settings import ClusterSettings
 
 # Plugins the pack needs, by the name _cat/plugins shows, and what needs them.
@@ -143,6 +147,10 @@ class Cluster:
                 ) from None
             raise ApiError(status, f"{method} {path} failed (HTTP {status}): {_error_detail(exc.info)}",
                            exc.info) from None
+
+    def exists(self, path: str) -> bool:
+        """HEAD <path>: True on 200, False on 404."""
+        return bool(self.request("HEAD", path, ok_missing=True))
 
     # ---------------------------------------------------------- facts
 

@@ -21,7 +21,7 @@ from pacsguard.connection import REQUIRED_MODULES, REQUIRED_PLUGINS, ApiError, C
 from pacsguard.content import content_root
 from pacsguard.content import content_path
 from pacsguard.errors import PacsguardError
-from pacsguard.objects import KINDS, PackObject, live_fingerprint
+from pacsguard.objects import KINDS, PackObject, delete_index_template, live_fingerprint
 from pacsguard.render import ContentError, render_context, render_yaml
 from pacsguard.secrets import resolve_salt
 from pacsguard.settings import Settings
@@ -142,7 +142,7 @@ def _record(cluster: Cluster, settings: Settings, change: Change, fingerprint: s
 
 def _ensure_state_index(cluster: Cluster, settings: Settings) -> None:
     index = _state_index(settings)
-    if cluster.request("HEAD", f"/{index}", ok_missing=True) is None:
+    if not cluster.exists(f"/{index}"):
         cluster.request("PUT", f"/{index}", body={
             "settings": {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1", "hidden": True}},
             "mappings": {"dynamic": False, "properties": {
@@ -200,6 +200,8 @@ def install(cluster: Cluster, settings: Settings, progress: Progress = lambda _:
             live = kind.get(cluster, change.id)
             _record(cluster, settings, change, live_fingerprint(kind, live or {}))
         applied.append(change)
+    if pending:
+        cluster.request("POST", f"/{_state_index(settings)}/_refresh")
     streams = ensure_data_stream(cluster, settings, progress)
     return InstallResult(plan, applied, streams)
 
@@ -214,6 +216,8 @@ def ensure_data_stream(cluster: Cluster, settings: Settings, progress: Progress)
     name = settings.index("events_data_stream")
     router = f"{settings.id_prefix}-router"
     changed: list[str] = []
+    if _drop_retained_template(cluster, settings):
+        changed.append(retained_template_name(settings))
     res = cluster.request("GET", f"/_data_stream/{name}", ok_missing=True)
     if not res or not res.get("data_streams"):
         progress(f"create data stream {name}")
@@ -306,6 +310,7 @@ class UninstallResult:
 
 
 RETAINED_TEMPLATE_SUFFIX = "retained"
+RETAINED_PRIORITY = 100  # below the pack template, so a reinstall takes over at once
 
 
 def uninstall(cluster: Cluster, settings: Settings, purge: bool = False,
@@ -323,19 +328,22 @@ def uninstall(cluster: Cluster, settings: Settings, purge: bool = False,
                 progress(f"purge data stream {name}")
                 cluster.request("DELETE", f"/_data_stream/{name}", ok_missing=True)
                 purged.append(name)
-        if cluster.request("HEAD", f"/{failures}", ok_missing=True) is not None:
+        if cluster.exists(f"/{failures}"):
             progress(f"purge index {failures}")
             cluster.request("DELETE", f"/{failures}", ok_missing=True)
             purged.append(failures)
         _drop_retained_template(cluster, settings)
-    elif has_stream:
-        _retain_event_data(cluster, settings, stream)
-        kept.append(stream)
+    else:
+        if has_stream:
+            _retain_event_data(cluster, settings, stream)
+            kept.append(stream)
+        if cluster.exists(f"/{failures}"):
+            # Kept as data, no longer a pack object: its stamp goes (_meta is replaced whole).
+            cluster.request("PUT", f"/{failures}/_mapping", body={
+                "_meta": {"description": "pacsguard failed events, kept after uninstall"}})
+            kept.append(failures)
     for kind in sorted(KINDS.values(), key=lambda k: -k.order):
         for obj_id in kind.list_ids(cluster, settings.id_prefix):
-            if not purge and _is_data(settings, kind.name, obj_id):
-                kept.append(obj_id)
-                continue
             progress(f"delete {kind.name} {obj_id}")
             kind.delete(cluster, obj_id)
             removed.append((kind.name, obj_id))
@@ -359,7 +367,7 @@ def _retain_event_data(cluster: Cluster, settings: Settings, stream: str) -> Non
     mapping = cluster.request("GET", f"/{backing[-1]}/_mapping")[backing[-1]]["mappings"]
     mapping.pop("_meta", None)
     cluster.request("PUT", f"/_index_template/{retained_template_name(settings)}", body={
-        "index_patterns": [stream], "data_stream": {}, "priority": 1,
+        "index_patterns": [stream], "data_stream": {}, "priority": RETAINED_PRIORITY,
         "template": {"mappings": mapping},
         "_meta": {"description": "keeps pacsguard event data valid after uninstall; remove with the data"},
     })
@@ -367,8 +375,9 @@ def _retain_event_data(cluster: Cluster, settings: Settings, stream: str) -> Non
         cluster.request("PUT", f"/{index}/_settings", body={"index": {"default_pipeline": "_none"}})
 
 
-def _drop_retained_template(cluster: Cluster, settings: Settings) -> None:
-    cluster.request("DELETE", f"/_index_template/{retained_template_name(settings)}", ok_missing=True)
+def _drop_retained_template(cluster: Cluster, settings: Settings) -> bool:
+    """Remove the template an earlier uninstall left for kept data. True if there was one."""
+    return delete_index_template(cluster, retained_template_name(settings))
 
 
 def format_changes(changes: Iterable[Change]) -> list[list[str]]:

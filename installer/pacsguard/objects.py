@@ -113,6 +113,27 @@ class IndexTemplate(Kind):
         res = cluster.request("GET", f"/_index_template/{prefix}-*", ok_missing=True) or {}
         return [t["name"] for t in res.get("index_templates", []) if self.stamp_of(t["index_template"])]
 
+    def delete(self, cluster: Cluster, obj_id: str) -> None:
+        delete_index_template(cluster, obj_id)
+
+
+def delete_index_template(cluster: Cluster, name: str) -> bool:
+    """Delete an index template even while a data stream matches it. True if it existed.
+
+    The cluster refuses to delete a template whose patterns match a live data
+    stream, whatever its priority; pointing the template at a pattern nothing
+    matches first lets it go. The data stream keeps its backing indices and
+    takes its next template from whatever else matches it.
+    """
+    res = cluster.request("GET", f"/_index_template/{name}", ok_missing=True)
+    if not res:
+        return False
+    body = res["index_templates"][0]["index_template"]
+    body["index_patterns"] = [f"{name}-detached-never-matches"]
+    cluster.request("PUT", f"/_index_template/{name}", body=body)
+    cluster.request("DELETE", f"/_index_template/{name}", ok_missing=True)
+    return True
+
 
 class IngestPipeline(Kind):
     name, order, list_path = "ingest_pipeline", 30, "/_ingest/pipeline"

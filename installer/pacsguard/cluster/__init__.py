@@ -35,8 +35,8 @@ def _docker_client() -> Any | None:
 
 
 def _docker_image() -> str:
-    version = local.load_recipe()["opensearch_version"]
-    return f"opensearchproject/opensearch:{version}"
+    image: str = local.load_recipe()["docker_image"]
+    return image
 
 
 def _wait_healthy(url: str, timeout: float) -> None:
