@@ -1,0 +1,1 @@
+"""Parsers that turn raw audit input (ATNA XML, syslog frames) into schema events."""

@@ -1,0 +1,776 @@
+"""One DICOM PS3.15 / IHE ATNA ``AuditMessage`` -> one pacsguard event (docs/schema.md).
+
+The collector receives ATNA XML over syslog and OpenSearch has no XML processor,
+so this module does the XML work in Python, with the standard library only.
+
+Three steps, each in its own section below:
+
+1. ``_parse_xml``: expat fed into an ElementTree ``TreeBuilder``. We drive expat
+   ourselves so that a DOCTYPE is refused the moment it starts: no DTD means no
+   entity can be declared, which closes billion-laughs and external-entity tricks
+   before anything is expanded.
+2. ``_read_message``: the tree becomes small typed records. Both coded-value
+   spellings (``csd-code``/``originalText`` and ``code``/``displayName``) meet here.
+3. ``_to_event``: the records become the normalized event. Patient names never
+   leave this module and free text is scrubbed of patient identifiers (D8).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from xml.etree.ElementTree import Element, TreeBuilder
+from xml.parsers import expat
+
+from pacsguard.errors import PacsguardError
+
+DEFAULT_MAX_BYTES = 1024 * 1024
+"""Largest message we parse. Real audit messages are a few KiB; HL7 payloads
+inside ParticipantObjectDetail can reach tens of KiB."""
+
+REDACTED = "[REDACTED]"
+
+
+class AtnaParseError(PacsguardError):
+    """The input is not a usable ATNA AuditMessage; the message says what is wrong."""
+
+
+def parse_audit_message(
+    xml: bytes | str,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    fallback_timestamp: str | None = None,
+) -> dict[str, Any]:
+    """Convert one ATNA AuditMessage into a JSON-ready event in the pacsguard schema.
+
+    ``fallback_timestamp`` (ISO 8601) is used only when the message has no
+    EventDateTime, e.g. the syslog TIMESTAMP the collector saw; without it such
+    a message is rejected. ``event.original`` is left to the collector.
+    """
+    root = _parse_xml(xml, max_bytes)
+    message = _read_message(root)
+    return _to_event(message, fallback_timestamp)
+
+
+# --------------------------------------------------------------------------
+# 1. Safe XML
+# --------------------------------------------------------------------------
+
+
+def _parse_xml(xml: bytes | str, max_bytes: int) -> Element:
+    data, encoding = _as_bytes(xml)
+    if len(data) > max_bytes:
+        raise AtnaParseError(f"audit message is {len(data)} bytes, over the {max_bytes}-byte limit")
+    builder = TreeBuilder()
+    parser = _safe_expat(builder, encoding)
+    try:
+        parser.Parse(data, True)
+    except expat.ExpatError as exc:
+        reason = expat.ErrorString(exc.code)
+        raise AtnaParseError(f"malformed XML: {reason} at line {exc.lineno}, column {exc.offset}") from None
+    except LookupError as exc:  # the XML declaration names an encoding Python does not know
+        raise AtnaParseError(f"malformed XML: {exc}") from None
+    return builder.close()
+
+
+def _as_bytes(xml: bytes | str) -> tuple[bytes, str | None]:
+    """Bytes for expat, plus an encoding override when we did the encoding ourselves."""
+    if isinstance(xml, str):
+        # A str has no bytes of its own; we encode it, so its declaration (if
+        # any) no longer describes the data and expat must be told UTF-8.
+        return xml.lstrip().encode("utf-8"), "UTF-8"
+    if not isinstance(xml, (bytes, bytearray, memoryview)):
+        raise AtnaParseError(f"audit message must be bytes or str, not {type(xml).__name__}")
+    # Senders put stray newlines before the XML declaration, which XML forbids.
+    return bytes(xml).lstrip(b" \t\r\n"), None
+
+
+def _safe_expat(builder: TreeBuilder, encoding: str | None) -> Any:
+    parser = expat.ParserCreate(encoding)
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    parser.StartDoctypeDeclHandler = _refuse_doctype
+    parser.EntityDeclHandler = _refuse_entity
+    parser.ExternalEntityRefHandler = _refuse_external_entity
+    parser.StartElementHandler = builder.start
+    parser.EndElementHandler = builder.end
+    parser.CharacterDataHandler = builder.data
+    return parser
+
+
+def _refuse_doctype(name: str, *_: Any) -> None:
+    raise AtnaParseError(f"DOCTYPE is not allowed in an audit message (found <!DOCTYPE {name}>)")
+
+
+def _refuse_entity(name: str, *_: Any) -> None:
+    raise AtnaParseError(f"entity declarations are not allowed in an audit message (found {name!r})")
+
+
+def _refuse_external_entity(*_: Any) -> int:
+    raise AtnaParseError("external entities are not allowed in an audit message")
+
+
+def _local(tag: str) -> str:
+    """Element name without a namespace or prefix: senders differ, the names don't."""
+    return tag.rsplit("}", 1)[-1].rsplit(":", 1)[-1]
+
+
+def _children(parent: Element, name: str) -> list[Element]:
+    return [child for child in parent if _local(child.tag) == name]
+
+
+def _child(parent: Element, name: str) -> Element | None:
+    found = _children(parent, name)
+    return found[0] if found else None
+
+
+def _attr(element: Element, name: str) -> str | None:
+    value = element.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _text(element: Element | None) -> str | None:
+    if element is None or element.text is None:
+        return None
+    return element.text.strip() or None
+
+
+# --------------------------------------------------------------------------
+# 2. Typed records
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Coded:
+    code: str
+    text: str | None
+
+
+@dataclass(frozen=True)
+class _Event:
+    event_id: _Coded
+    type_codes: tuple[_Coded, ...]
+    action_code: str | None
+    date_time: str | None
+    outcome_indicator: str | None
+    outcome_description: str | None
+
+
+@dataclass(frozen=True)
+class _Participant:
+    user_id: str | None
+    alt_user_id: str | None
+    user_name: str | None
+    requestor: bool
+    user_type: str | None
+    nap_id: str | None
+    nap_type: str | None
+    roles: tuple[_Coded, ...]
+    id_type: _Coded | None
+
+    @property
+    def is_person(self) -> bool:
+        if self.user_type == "1" or self.user_name:
+            return True
+        id_type = self.id_type
+        return id_type is not None and (
+            id_type.code == _PERSON_ID or (id_type.text or "").lower() == "person id"
+        )
+
+    @property
+    def is_application(self) -> bool:
+        return self.user_type == "2" or any(role.code == _ROLE_APPLICATION for role in self.roles)
+
+    @property
+    def is_destination(self) -> bool:
+        return any(role.code == _ROLE_DESTINATION for role in self.roles)
+
+    @property
+    def is_uri(self) -> bool:
+        """dcm4chee names its own endpoints by request URI; those are not users."""
+        if self.id_type is not None and self.id_type.code == _USER_ID_URI:
+            return True
+        value = self.user_id or ""
+        return "://" in value or value.startswith("/")
+
+
+@dataclass(frozen=True)
+class _Object:
+    object_id: str | None
+    id_type: _Coded | None
+    name: str | None  # read only so that it can be scrubbed from free text; never output
+    query: str | None
+    details: tuple[tuple[str, str], ...]
+    instance_counts: tuple[int, ...]
+    contained_studies: tuple[str, ...]
+
+    @property
+    def is_study(self) -> bool:
+        return self.id_type is not None and self.id_type.code == _STUDY_INSTANCE_UID
+
+    @property
+    def is_patient(self) -> bool:
+        return self.id_type is not None and self.id_type.code == _PATIENT_NUMBER
+
+
+@dataclass(frozen=True)
+class _Message:
+    event: _Event
+    participants: tuple[_Participant, ...]
+    source_id: str | None
+    objects: tuple[_Object, ...]
+
+
+def _read_message(root: Element) -> _Message:
+    if _local(root.tag) != "AuditMessage":
+        raise AtnaParseError(f"root element is <{root.tag}>, expected <AuditMessage>")
+    identification = _child(root, "EventIdentification")
+    if identification is None:
+        raise AtnaParseError("AuditMessage has no EventIdentification")
+    source = _child(root, "AuditSourceIdentification")
+    return _Message(
+        event=_read_event(identification),
+        participants=tuple(_read_participant(p) for p in _children(root, "ActiveParticipant")),
+        source_id=_attr(source, "AuditSourceID") if source is not None else None,
+        objects=tuple(_read_object(o) for o in _children(root, "ParticipantObjectIdentification")),
+    )
+
+
+def _coded(element: Element | None) -> _Coded | None:
+    """Accept DICOM (csd-code/originalText) and RFC 3881 (code/displayName) spellings."""
+    if element is None:
+        return None
+    code = _attr(element, "csd-code") or _attr(element, "code")
+    if code is None:
+        return None
+    return _Coded(code, _attr(element, "originalText") or _attr(element, "displayName"))
+
+
+def _coded_list(parent: Element, name: str) -> tuple[_Coded, ...]:
+    return tuple(c for c in (_coded(e) for e in _children(parent, name)) if c is not None)
+
+
+def _read_event(identification: Element) -> _Event:
+    id_element = _child(identification, "EventID")
+    if id_element is None:
+        raise AtnaParseError("EventIdentification has no EventID")
+    event_id = _coded(id_element)
+    if event_id is None:
+        raise AtnaParseError("EventID has no csd-code or code attribute")
+    action = _attr(identification, "EventActionCode")
+    return _Event(
+        event_id=event_id,
+        type_codes=_coded_list(identification, "EventTypeCode"),
+        action_code=action.upper() if action else None,
+        date_time=_attr(identification, "EventDateTime"),
+        outcome_indicator=_attr(identification, "EventOutcomeIndicator"),
+        outcome_description=_text(_child(identification, "EventOutcomeDescription")),
+    )
+
+
+def _read_participant(element: Element) -> _Participant:
+    requestor = (_attr(element, "UserIsRequestor") or "").lower() in ("true", "1")
+    return _Participant(
+        user_id=_attr(element, "UserID"),
+        alt_user_id=_attr(element, "AlternativeUserID"),
+        user_name=_attr(element, "UserName"),
+        requestor=requestor,
+        user_type=_attr(element, "UserTypeCode"),
+        nap_id=_attr(element, "NetworkAccessPointID"),
+        nap_type=_attr(element, "NetworkAccessPointTypeCode"),
+        roles=_coded_list(element, "RoleIDCode"),
+        id_type=_coded(_child(element, "UserIDTypeCode")),
+    )
+
+
+def _read_object(element: Element) -> _Object:
+    description = _children(element, "ParticipantObjectDescription")
+    return _Object(
+        object_id=_attr(element, "ParticipantObjectID"),
+        id_type=_coded(_child(element, "ParticipantObjectIDTypeCode")),
+        name=_text(_child(element, "ParticipantObjectName")),
+        query=_text(_child(element, "ParticipantObjectQuery")),
+        details=tuple(
+            (_attr(d, "type") or "", _attr(d, "value") or "")
+            for d in _children(element, "ParticipantObjectDetail")
+        ),
+        instance_counts=tuple(n for d in description for n in _instance_counts(d)),
+        contained_studies=tuple(uid for d in description for uid in _contained_studies(d)),
+    )
+
+
+def _instance_counts(description: Element) -> list[int]:
+    counts = []
+    for sop_class in _children(description, "SOPClass"):
+        value = _attr(sop_class, "NumberOfInstances")
+        if value is not None and value.isdigit():
+            counts.append(int(value))
+    return counts
+
+
+def _contained_studies(description: Element) -> list[str]:
+    """Storage commitment names every study it touches under ParticipantObjectContainsStudy."""
+    uids = []
+    for contains in _children(description, "ParticipantObjectContainsStudy"):
+        uids += [uid for uid in (_attr(s, "UID") for s in _children(contains, "StudyIDs")) if uid]
+    return uids
+
+
+# --------------------------------------------------------------------------
+# 3. Mapping to the schema
+# --------------------------------------------------------------------------
+
+# DICOM / RFC 3881 codes the mapping depends on.
+_PERSON_ID = "113871"
+_USER_ID_URI = "12"
+_ROLE_APPLICATION = "110150"
+_ROLE_DESTINATION = "110152"
+_STUDY_INSTANCE_UID = "110180"
+_PATIENT_NUMBER = "2"
+
+# category/type per action: mirrors pack/schema.yaml (a test keeps them equal;
+# this module is standard-library only, so it cannot read the YAML itself).
+ACTION_ECS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "user-login": (("authentication",), ("start",)),
+    "user-logout": (("authentication",), ("end",)),
+    "user-update": (("iam",), ("user", "change")),
+    "role-grant": (("iam",), ("user", "change", "admin")),
+    "study-view": (("file",), ("access",)),
+    "study-query": (("database",), ("access",)),
+    "study-export": (("file",), ("access",)),
+    "study-delete": (("file",), ("deletion",)),
+    "study-import": (("file",), ("creation",)),
+    "security-alert": (("configuration",), ("info",)),
+    "config-change": (("configuration",), ("change",)),
+    "patient-record": (("database",), ("change",)),
+    "other": (("process",), ("info",)),
+}
+
+# EventIDs whose action does not depend on anything else in the message.
+_EVENT_ID_ACTIONS = {
+    "110100": "config-change",  # Application Activity (start/stop)
+    "110101": "security-alert",  # Audit Log Used
+    "110105": "study-delete",
+    "110106": "study-export",
+    "110107": "study-import",
+    "110108": "security-alert",  # Network Entry
+    "110110": "patient-record",
+    "110112": "study-query",
+    # dcm4chee-arc sends the Login/Logout type code as EventID (user-authentication sample).
+    "110122": "user-login",
+    "110123": "user-logout",
+}
+
+_AUTHENTICATION_TYPES = {"110122": "user-login", "110123": "user-logout", "110126": "user-login"}
+
+# Security Alert (110113) type codes with a more specific action; every other
+# type (emergency override 110127/110138, restricted function 110132, dcm4chee
+# task and association alerts) stays "security-alert".
+_SECURITY_ALERT_TYPES = {
+    "110126": "user-login",  # Node Authentication
+    "110128": "config-change",  # Network Configuration
+    "110129": "config-change",  # Security Configuration
+    "110130": "config-change",  # Hardware Configuration
+    "110131": "config-change",  # Software Configuration
+    "110136": "role-grant",  # Security Roles Changed
+    "110137": "user-update",  # User Security Attributes Changed (e.g. password update)
+}
+
+_OUTCOMES = {
+    "0": ("success", None),
+    "4": ("failure", "minor"),
+    "8": ("failure", "serious"),
+    "12": ("failure", "major"),
+}
+
+# ParticipantObjectDetail types safe and useful to decode. Others (HL7v2
+# messages, DICOM identifiers, task JSON) carry patient data or are bulky.
+_DECODED_DETAILS = frozenset(
+    {"Alert Description", "Count", "Failed", "Filters", "QueueName", "PatientVerificationStatus", "MSH-9"}
+)
+_ERROR_DETAIL = re.compile(r"error|reason", re.IGNORECASE)
+
+
+def _to_event(message: _Message, fallback_timestamp: str | None) -> dict[str, Any]:
+    actor = _pick_actor(message.participants)
+    action = _action(message)
+    scrub = _PhiScrubber(message.objects)
+    details = _decoded_details(message.objects, scrub)
+    event = {
+        "@timestamp": _timestamp(message.event.date_time, fallback_timestamp),
+        "event": _event_fields(message.event, action, details, scrub),
+        "user": _user_fields(actor, action, details),
+        "source": _source_fields(actor, message.participants),
+        "related": _related_fields(actor, message.participants),
+        "observer": _observer_fields(message),
+        "pacs": _pacs_fields(message, action, details, scrub),
+    }
+    return _prune(event)
+
+
+def _prune(value: Any) -> Any:
+    """Drop None and empty containers so the event holds only what the source said."""
+    if isinstance(value, dict):
+        pruned = {k: _prune(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v not in (None, "", [], {})}
+    if isinstance(value, list):
+        return [_prune(v) for v in value]
+    return value
+
+
+# -- when -------------------------------------------------------------------
+
+_DATETIME = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:[.,](\d+))?(Z|[+-]\d{2}:?\d{2})?$", re.IGNORECASE
+)
+
+
+def _timestamp(raw: str | None, fallback: str | None) -> str:
+    if raw is None:
+        if fallback is None:
+            raise AtnaParseError("EventIdentification has no EventDateTime")
+        raw = fallback
+    match = _DATETIME.match(raw.strip())
+    if match is None:
+        raise AtnaParseError(f"EventDateTime {raw!r} is not an ISO 8601 date-time")
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    micro = int((match[7] or "0")[:6].ljust(6, "0"))
+    try:
+        moment = datetime(year, month, day, hour, minute, second, micro, tzinfo=_offset(match[8]))
+    except ValueError as exc:
+        raise AtnaParseError(f"EventDateTime {raw!r} is not a valid date-time: {exc}") from None
+    # Offset kept as sent: the ingest pipeline converts to UTC.
+    return moment.isoformat(timespec="milliseconds")
+
+
+def _offset(text: str | None) -> timezone | None:
+    if text is None:
+        return None
+    if text.upper() == "Z":
+        return timezone.utc
+    sign = -1 if text[0] == "-" else 1
+    digits = text[1:].replace(":", "")
+    return timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
+
+
+# -- what ---------------------------------------------------------------------
+
+
+def _action(message: _Message) -> str:
+    event = message.event
+    code = event.event_id.code
+    types = [t.code for t in event.type_codes]
+    if code == "110114":
+        return _first_match(types, _AUTHENTICATION_TYPES, default="other")
+    if code == "110113":
+        return _first_match(types, _SECURITY_ALERT_TYPES, default="security-alert")
+    if code in ("110102", "110104"):
+        return _transfer_action(message)
+    if code == "110103":
+        # Instances Accessed with action D is dcm4chee's rejection of series or
+        # instances: a deletion, and watched as one.
+        return "study-delete" if event.action_code == "D" else "study-view"
+    return _EVENT_ID_ACTIONS.get(code, "other")
+
+
+def _first_match(codes: list[str], table: dict[str, str], default: str) -> str:
+    return next((table[c] for c in codes if c in table), default)
+
+
+def _transfer_action(message: _Message) -> str:
+    """Begin Transferring (110102) and Instances Transferred (110104).
+
+    Create means instances came in. Otherwise instances went out: to a third
+    node (a Destination that is neither the requestor nor the archive itself)
+    that is an export; to the requestor itself (C-GET, WADO) it is a view.
+    """
+    if message.event.action_code == "C":
+        return "study-import"
+    if _remote_destination(message) is not None:
+        return "study-export"
+    return "study-view"
+
+
+def _remote_destination(message: _Message) -> _Participant | None:
+    for participant in message.participants:
+        if participant.is_destination and not participant.requestor and not _is_local(participant, message):
+            return participant
+    return None
+
+
+def _is_local(participant: _Participant, message: _Message) -> bool:
+    """A participant that names the audit source itself (device name or one of its URLs)."""
+    source = message.source_id
+    value = participant.user_id or ""
+    return bool(source) and (value == source or f"/{source}/" in value)
+
+
+def _outcome(indicator: str | None) -> tuple[str, str | None]:
+    return _OUTCOMES.get(indicator or "", ("unknown", None))
+
+
+def _event_fields(event: _Event, action: str, details: dict[str, str], scrub: _PhiScrubber) -> dict[str, Any]:
+    outcome, severity = _outcome(event.outcome_indicator)
+    category, kind = ACTION_ECS[action]
+    return {
+        "action": action,
+        "category": list(category),
+        "type": list(kind),
+        "outcome": outcome,
+        "code": event.event_id.code,
+        "severity_name": severity,
+        "reason": _reason(event, details, scrub) if outcome == "failure" else None,
+    }
+
+
+def _reason(event: _Event, details: dict[str, str], scrub: _PhiScrubber) -> str | None:
+    if event.outcome_description:
+        return scrub(event.outcome_description)
+    return next((text for kind, text in details.items() if _ERROR_DETAIL.search(kind)), None)
+
+
+# -- who and from where --------------------------------------------------------
+
+
+def _pick_actor(participants: tuple[_Participant, ...]) -> _Participant | None:
+    """The requestor; among several, a person, then anything not an application."""
+    requestors = [p for p in participants if p.requestor]
+    if not requestors:
+        return participants[0] if participants else None
+    for wanted in (lambda p: p.is_person, lambda p: not p.is_application):
+        chosen = next((p for p in requestors if wanted(p)), None)
+        if chosen is not None:
+            return chosen
+    return requestors[0]
+
+
+def _user_fields(actor: _Participant | None, action: str, details: dict[str, str]) -> dict[str, Any]:
+    if actor is None:
+        return {}
+    fields: dict[str, Any] = {
+        "name": actor.user_id or actor.user_name or actor.alt_user_id,
+        "id": actor.alt_user_id,
+        "roles": _unique(role.text or role.code for role in actor.roles),
+    }
+    if action in ("role-grant", "user-update"):
+        fields.update(_keycloak_changes(details.get("Alert Description")))
+    return fields
+
+
+def _keycloak_changes(description: str | None) -> dict[str, Any]:
+    """dcm4chee's Keycloak listener writes 'Representation: <json>' / 'ResourcePath: ...'."""
+    if not description:
+        return {}
+    lines = dict(line.split(": ", 1) for line in description.splitlines() if ": " in line)
+    fields: dict[str, Any] = {}
+    path = re.match(r"users/([^/\s]+)", lines.get("ResourcePath", "").strip())
+    if path:
+        fields["target"] = {"id": path[1]}
+    representation = _json(lines.get("Representation"))
+    if isinstance(representation, list):
+        roles = _unique(str(r["name"]) for r in representation if isinstance(r, dict) and r.get("name"))
+        fields["changes"] = {"roles": roles}
+    elif isinstance(representation, dict) and representation.get("username"):
+        fields.setdefault("target", {})["name"] = str(representation["username"])
+    return fields
+
+
+def _json(text: str | None) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _source_fields(actor: _Participant | None, participants: tuple[_Participant, ...]) -> dict[str, Any]:
+    """The actor's network access point; if it has none, another requestor's (same client side)."""
+    if actor is None:
+        return {}
+    if actor.nap_id:
+        return _address(actor.nap_id)
+    if _ip(actor.user_id) is not None:
+        return _address(actor.user_id or "")
+    for other in participants:
+        if other.requestor and other.nap_id:
+            return _address(other.nap_id)
+    return {}
+
+
+def _address(value: str) -> dict[str, str]:
+    # NetworkAccessPointTypeCode 2 claims an IP, but only a value that parses
+    # as one may go to source.ip (an ip field rejects anything else).
+    ip = _ip(value)
+    return {"ip": ip} if ip is not None else {"address": value}
+
+
+def _ip(value: str | None) -> str | None:
+    """Normalized IP text, or None. An IPv6 zone (fe80::1%11) is dropped: ip fields refuse it."""
+    if not value:
+        return None
+    try:
+        return str(ipaddress.ip_address(value.split("%", 1)[0].strip("[]")))
+    except ValueError:
+        return None
+
+
+def _related_fields(actor: _Participant | None, participants: tuple[_Participant, ...]) -> dict[str, Any]:
+    people = [p for p in participants if not p.is_uri]
+    users = [actor.user_id, actor.alt_user_id] if actor is not None and not actor.is_uri else []
+    users += [value for p in people for value in (p.user_id, p.user_name)]
+    ips = [_ip(value) for p in participants for value in (p.nap_id, p.user_id)]
+    return {"user": _unique(users), "ip": _unique(ips)}
+
+
+def _unique(values: Any) -> list[str]:
+    """Order-preserving de-duplication that also drops empty values."""
+    return list(dict.fromkeys(v for v in values if v))
+
+
+def _observer_fields(message: _Message) -> dict[str, Any]:
+    names = [message.source_id] + [p.user_id for p in message.participants]
+    if any(_names_dcm4chee(name) for name in names):
+        product = "dcm4chee-arc"
+    else:
+        product = message.source_id or "atna"
+    return {"hostname": message.source_id, "product": product}
+
+
+def _names_dcm4chee(value: str | None) -> bool:
+    if not value:
+        return False
+    return value.lower().startswith("dcm4chee-arc") or "/dcm4chee-arc/" in value
+
+
+# -- imaging facts ---------------------------------------------------------------
+
+
+def _pacs_fields(
+    message: _Message, action: str, details: dict[str, str], scrub: _PhiScrubber
+) -> dict[str, Any]:
+    studies = _study_uids(message.objects)
+    instances = [n for o in message.objects if o.is_study for n in o.instance_counts]
+    event = message.event
+    return {
+        "source_format": "atna",
+        "atna": {
+            "event_type_codes": _unique(t.code for t in event.type_codes),
+            "action_code": event.action_code,
+            "details": details,
+        },
+        "study": {"uids": studies, "count": len(studies) or None},
+        "instance": {"count": sum(instances) if instances else None},
+        # Raw on purpose: the ingest pipeline salts and hashes it, then removes it.
+        "patient": {"id": _patient_id(message.objects)},
+        "query": _query(message.objects, scrub),
+        "export": {"destination": _export_destination(message) if action == "study-export" else None},
+    }
+
+
+def _study_uids(objects: tuple[_Object, ...]) -> list[str]:
+    uids: list[str | None] = []
+    for obj in objects:
+        if obj.is_study:
+            uids += [obj.object_id, *obj.contained_studies]
+    return _unique(uids)
+
+
+def _patient_id(objects: tuple[_Object, ...]) -> str | None:
+    # "<none>" is dcm4chee's placeholder for a missing id; hashing it would
+    # merge unrelated events under one fake patient.
+    ids = [o.object_id for o in objects if o.is_patient and o.object_id not in (None, "<none>")]
+    return ids[0] if ids else None
+
+
+def _export_destination(message: _Message) -> str | None:
+    destination = _remote_destination(message)
+    if destination is None:
+        return None
+    return destination.user_id or _ae_title(destination.alt_user_id)
+
+
+def _ae_title(alt_user_id: str | None) -> str | None:
+    """DICOM puts AE titles in AlternativeUserID as 'AETITLES=AE1;AE2'."""
+    if alt_user_id and alt_user_id.upper().startswith("AETITLES="):
+        return alt_user_id.split("=", 1)[1].split(";")[0] or None
+    return None
+
+
+def _query(objects: tuple[_Object, ...], scrub: _PhiScrubber) -> str | None:
+    for obj in objects:
+        raw = _b64decode(obj.query)
+        if raw is not None:
+            return scrub(_mask_hl7_query(raw.decode("utf-8", errors="replace")))
+    return None
+
+
+def _decoded_details(objects: tuple[_Object, ...], scrub: _PhiScrubber) -> dict[str, str]:
+    details: dict[str, str] = {}
+    for obj in objects:
+        for kind, value in obj.details:
+            if kind in details or not (kind in _DECODED_DETAILS or _ERROR_DETAIL.search(kind)):
+                continue
+            raw = _b64decode(value)
+            if raw is not None:
+                details[kind] = scrub(raw.decode("utf-8", errors="replace"))
+    return details
+
+
+def _b64decode(value: str | None) -> bytes | None:
+    """Decoded bytes, or None for a missing or broken value: bad base64 must not lose the event."""
+    if not value:
+        return None
+    try:
+        return base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+_HL7_QPD = re.compile(r"(^|[\r\n])(QPD\|[^|\r\n]*\|[^|\r\n]*)\|[^\r\n]*")
+
+
+def _mask_hl7_query(text: str) -> str:
+    """PIX/PDQ queries carry the searched patient's ids and demographics in QPD-3 onwards."""
+    return _HL7_QPD.sub(lambda m: f"{m[1]}{m[2]}|{REDACTED}", text)
+
+
+class _PhiScrubber:
+    """Removes the message's patient ids and names from free text (reason, query, details)."""
+
+    # dcm4chee renders patients in exception text as Patient[pk=.., id=[..], name=..].
+    _DCM4CHEE_PATIENT = re.compile(r"Patient\[[^\[\]]*(?:\[[^\]]*\][^\[\]]*)*\]")
+
+    def __init__(self, objects: tuple[_Object, ...]) -> None:
+        terms: set[str] = set()
+        for obj in objects:
+            if obj.is_patient:
+                terms |= self._id_terms(obj.object_id) | self._name_terms(obj.name)
+        ordered = sorted(terms, key=len, reverse=True)  # longest first, so "A^B" wins over "A"
+        self._terms = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    @staticmethod
+    def _id_terms(patient_id: str | None) -> set[str]:
+        if not patient_id or patient_id == "<none>":
+            return set()
+        number = patient_id.split("^", 1)[0]
+        return {patient_id} | ({number} if len(number) >= 3 else set())
+
+    @staticmethod
+    def _name_terms(name: str | None) -> set[str]:
+        if not name:
+            return set()
+        parts = {part.strip() for part in re.split(r"[\^=]", name)}
+        return {name} | {part for part in parts if len(part) >= 3}
+
+    def __call__(self, text: str) -> str:
+        text = self._DCM4CHEE_PATIENT.sub(f"Patient{REDACTED}", text)
+        return self._terms.sub(REDACTED, text) if self._terms else text
