@@ -76,7 +76,7 @@ def golden_pack(cluster_url: str) -> Settings:
     from pacsguard.installer import install
 
     settings = make_settings(cluster_url, "pggold", "golden")
-    install(Cluster.connect(settings.cluster), settings)
+    install(Cluster.connect(settings.cluster), settings, allow_missing_plugins=True)
     return settings
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from pacsguard.connection import Cluster
 from pacsguard.content import content_root
-from pacsguard.installer import desired_objects, install, make_plan, status, uninstall
+from pacsguard.installer import desired_objects, install, make_plan, status, uninstall, usable_kinds
 from pacsguard.objects import KINDS
 from pacsguard.settings import Settings
 
@@ -17,7 +17,8 @@ pytestmark = pytest.mark.cluster
 
 
 def owned_objects(cluster: Cluster, settings: Settings) -> list[str]:
-    return [f"{k.name}:{i}" for k in KINDS.values() for i in k.list_ids(cluster, settings.id_prefix)]
+    usable = usable_kinds(cluster)
+    return [f"{k.name}:{i}" for k in KINDS.values() if k.name in usable for i in k.list_ids(cluster, settings.id_prefix)]
 
 
 def write_event(cluster: Cluster, settings: Settings, user: str) -> None:
@@ -32,12 +33,17 @@ def count(cluster: Cluster, index: str) -> int:
 
 
 def test_install_creates_everything_and_second_install_changes_nothing(cluster: Cluster, pack_settings: Settings) -> None:
-    first = install(cluster, pack_settings)
-    expected = {o.key for o in desired_objects(cluster, pack_settings)}
+    first = install(cluster, pack_settings, allow_missing_plugins=True)
+    usable = usable_kinds(cluster)
+    desired = desired_objects(cluster, pack_settings)
+    expected = {o.key for o in desired if o.kind in usable}
     assert {f"{c.kind}:{c.id}" for c in first.applied} == expected
+    # monitors and channels wait for their plugin; nothing else does
+    assert {f"{c.kind}:{c.id}" for c in first.plan.blocked} == {o.key for o in desired if o.kind not in usable}
+    assert all(c.kind in ("monitor", "notification_channel") for c in first.plan.blocked)
     assert first.data_streams == [pack_settings.index("events_data_stream")]
 
-    second = install(cluster, pack_settings)
+    second = install(cluster, pack_settings, allow_missing_plugins=True)
     assert second.applied == []
     assert second.data_streams == []
     assert second.plan.summary()["unchanged"] == len(expected)
@@ -52,7 +58,7 @@ def test_install_creates_everything_and_second_install_changes_nothing(cluster: 
 def test_plan_after_one_file_change_lists_exactly_that_object(
     cluster: Cluster, pack_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    install(cluster, pack_settings)
+    install(cluster, pack_settings, allow_missing_plugins=True)
     copy = tmp_path / "content"
     shutil.copytree(content_root(), copy, ignore=shutil.ignore_patterns("__pycache__"))
     generic = copy / "pipelines" / "generic.yaml"
@@ -64,7 +70,7 @@ def test_plan_after_one_file_change_lists_exactly_that_object(
     assert [(c.action, c.kind, c.id) for c in plan.pending] == [
         ("update", "ingest_pipeline", f"{pack_settings.id_prefix}-generic")
     ]
-    applied = install(cluster, pack_settings).applied
+    applied = install(cluster, pack_settings, allow_missing_plugins=True).applied
     assert [(c.action, c.id) for c in applied] == [("update", f"{pack_settings.id_prefix}-generic")]
 
 
@@ -77,18 +83,18 @@ def test_interrupted_install_converges(cluster: Cluster, pack_settings: Settings
             raise KeyboardInterrupt  # the operator hits Ctrl-C mid-way
 
     with pytest.raises(KeyboardInterrupt):
-        install(cluster, pack_settings, progress=crash_after_three)
+        install(cluster, pack_settings, progress=crash_after_three, allow_missing_plugins=True)
     partial = make_plan(cluster, pack_settings, desired_objects(cluster, pack_settings))
     assert 0 < len(partial.pending) < len(partial.changes)
 
-    resumed = install(cluster, pack_settings)
+    resumed = install(cluster, pack_settings, allow_missing_plugins=True)
     assert {c.id for c in resumed.applied} == {c.id for c in partial.pending}
-    assert install(cluster, pack_settings).applied == []
+    assert install(cluster, pack_settings, allow_missing_plugins=True).applied == []
 
 
 def test_status_reports_drift_after_a_hand_edit(cluster: Cluster, pack_settings: Settings) -> None:
-    install(cluster, pack_settings)
-    assert {o.state for o in status(cluster, pack_settings).objects} == {"ok"}
+    install(cluster, pack_settings, allow_missing_plugins=True)
+    assert {o.state for o in status(cluster, pack_settings).objects} <= {"ok", "blocked"}
 
     pipeline_id = f"{pack_settings.id_prefix}-generic"
     live = KINDS["ingest_pipeline"].get(cluster, pipeline_id)
@@ -96,17 +102,17 @@ def test_status_reports_drift_after_a_hand_edit(cluster: Cluster, pack_settings:
     live["processors"].append({"set": {"field": "tags", "value": "hand-edited"}})
     cluster.request("PUT", f"/_ingest/pipeline/{pipeline_id}", body=live)  # keeps the stamp in the description
 
-    rows = {o.id: o for o in status(cluster, pack_settings).objects}
+    rows = {o.id: o for o in status(cluster, pack_settings).objects if o.state != "blocked"}
     assert rows[pipeline_id].state == "drifted"
     assert all(o.state == "ok" for i, o in rows.items() if i != pipeline_id)
     # install puts the pack's version back
-    install(cluster, pack_settings)
+    install(cluster, pack_settings, allow_missing_plugins=True)
     plan = make_plan(cluster, pack_settings, desired_objects(cluster, pack_settings))
     assert not plan.pending
 
 
 def test_uninstall_removes_every_pack_object_and_keeps_data(cluster: Cluster, pack_settings: Settings) -> None:
-    install(cluster, pack_settings)
+    install(cluster, pack_settings, allow_missing_plugins=True)
     write_event(cluster, pack_settings, "bob")
     cluster.request("POST", f"/{pack_settings.index('events_data_stream')}/_doc",
                     params={"op_type": "create", "refresh": "true"}, body={"message": "not an audit event"})
@@ -124,7 +130,7 @@ def test_uninstall_removes_every_pack_object_and_keeps_data(cluster: Cluster, pa
     assert count(cluster, stream) == 2
 
     # Reinstall attaches the kept data stream to the pack again.
-    again = install(cluster, pack_settings)
+    again = install(cluster, pack_settings, allow_missing_plugins=True)
     assert again.data_streams  # the backing index got its default pipeline back
     write_event(cluster, pack_settings, "carol")
     users = {h["_source"].get("user", {}).get("name")
@@ -133,7 +139,7 @@ def test_uninstall_removes_every_pack_object_and_keeps_data(cluster: Cluster, pa
 
 
 def test_purge_removes_data_too(cluster: Cluster, pack_settings: Settings) -> None:
-    install(cluster, pack_settings)
+    install(cluster, pack_settings, allow_missing_plugins=True)
     write_event(cluster, pack_settings, "dave")
     uninstall(cluster, pack_settings, purge=True)
     stream = pack_settings.index("events_data_stream")

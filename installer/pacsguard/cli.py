@@ -16,6 +16,7 @@ import typer
 from pacsguard import __version__
 from pacsguard.connection import Cluster
 from pacsguard.errors import MissingPlugin, PacsguardError
+from pacsguard.jobs.schedule import JobName
 from pacsguard.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -26,6 +27,8 @@ app = typer.Typer(
 )
 cluster_app = typer.Typer(help="A local development/CI OpenSearch node (or Docker where an engine runs).")
 app.add_typer(cluster_app, name="cluster")
+jobs_app = typer.Typer(help="Scheduled jobs that keep per-user baselines and profiles for the rules.")
+app.add_typer(jobs_app, name="jobs")
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_ERROR, EXIT_MISSING_PLUGIN, EXIT_UNHEALTHY = 1, 3, 4
@@ -154,8 +157,9 @@ def plan(all_objects: Annotated[bool, typer.Option("--all", help="Also list unch
                         for c in result.plan.changes if all_objects or c.action != "unchanged"]}
     rows = _plan_rows(result.plan, all_objects)
     body = table(["action", "kind", "id", "reason"], rows) if rows else "nothing to change"
+    blocked = f", {counts['blocked']} blocked (plugin missing)" if counts["blocked"] else ""
     emit(data, f"{body}\n\nplan: {counts['create']} to create, {counts['update']} to update, "
-               f"{counts['delete']} to delete, {counts['unchanged']} unchanged")
+               f"{counts['delete']} to delete, {counts['unchanged']} unchanged{blocked}")
 
 
 @app.command()
@@ -184,12 +188,16 @@ def diff() -> None:
 
 @app.command()
 @handle_errors
-def install(dry_run: Annotated[bool, typer.Option("--dry-run", help="Same as `plan`.")] = False) -> None:
+def install(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Same as `plan`.")] = False,
+    skip_detections: Annotated[bool, typer.Option(
+        "--skip-detections", help="Install without monitors/channels where the cluster lacks Alerting/Notifications.")] = False,
+) -> None:
     """Install or upgrade the pack: writes only objects whose content changed."""
     from pacsguard.installer import install as do_install
 
     cluster, settings = connect()
-    result = do_install(cluster, settings, progress=progress, dry_run=dry_run)
+    result = do_install(cluster, settings, progress=progress, dry_run=dry_run, allow_missing_plugins=skip_detections)
     counts = result.plan.summary()
     changed = len(result.applied) + len(result.data_streams)
     data = {"ok": True, "changes": changed, "summary": counts,
@@ -205,7 +213,7 @@ def install(dry_run: Annotated[bool, typer.Option("--dry-run", help="Same as `pl
 @handle_errors
 def upgrade() -> None:
     """Alias of install: replaces only what changed since the installed version."""
-    install(dry_run=False)
+    install(dry_run=False, skip_detections=False)
 
 
 @app.command()
@@ -255,6 +263,123 @@ def uninstall(
     if result.purged:
         text += f"; purged: {', '.join(result.purged)}"
     emit(data, text)
+
+
+# -------------------------------------------------------------- jobs
+
+
+@jobs_app.command("run")
+@handle_errors
+def jobs_run(
+    job: Annotated[JobName, typer.Argument(help="baselines | profiles | all")],
+    every: Annotated[str | None, typer.Option("--every", help="Run on this interval (e.g. 5m) until "
+                                              "SIGTERM / Ctrl-C; without it, run once.")] = None,
+    lookback: Annotated[str | None, typer.Option("--lookback", help="Profiles: mark values first seen this "
+                                                 "recently as new (default: 2 x --every, at least 15m and "
+                                                 "at least the escalation window).")] = None,
+    page_size: Annotated[int, typer.Option("--page-size", min=1, max=1000,
+                                           help="Composite aggregation page size.")] = 1000,
+) -> None:
+    """Recompute baselines and/or profiles from the events: once, or every --every."""
+    from pacsguard.jobs.profiles import default_lookback
+    from pacsguard.jobs.schedule import loop, run_once, stop_on_signals
+    from pacsguard.settings import duration_seconds
+
+    try:
+        every_s = duration_seconds(every) if every else None
+        lookback_s = duration_seconds(lookback) if lookback else None
+    except ValueError as exc:
+        raise PacsguardError(str(exc)) from None
+    if every_s is not None and every_s < 60:
+        raise PacsguardError("--every must be at least 1m: a run pages through the whole window")
+    cluster, settings = connect()
+    if lookback_s is None:
+        lookback_s = default_lookback(settings, every_s)
+
+    def show(reports: list[Any]) -> None:
+        for r in reports:
+            if OPTS.json:
+                typer.echo(json.dumps({"ok": True, **r.as_dict()}))
+            else:
+                typer.echo(f"{r.started_at} {r.summary()}")
+
+    if every_s is None:
+        show(run_once(cluster, settings, job, lookback_seconds=lookback_s, page_size=page_size))
+        return
+    with stop_on_signals() as stop:
+        progress(f"running {job.value} every {every} (lookback {lookback_s}s); SIGTERM or Ctrl-C stops")
+        runs = loop(lambda: run_once(cluster, settings, job, lookback_seconds=lookback_s,
+                                     page_size=page_size, stop=stop),
+                    every_s, stop, show, lambda msg: typer.secho(f"error: {msg}", err=True, fg=typer.colors.RED))
+    if OPTS.json:
+        typer.echo(json.dumps({"ok": True, "stopped": True, "runs": runs}))
+    else:
+        progress(f"stopped after {runs} run(s)")
+
+
+# ------------------------------------------------------------ detections
+
+rules_app = typer.Typer(help="Detection rules: validate and inspect.")
+app.add_typer(rules_app, name="rules")
+
+
+@rules_app.command("validate")
+@handle_errors
+def rules_validate(folder: Annotated[Path | None, typer.Argument(help="Rules folder (default: the pack's).")] = None) -> None:
+    """Validate every rule file; each problem is reported with file:line."""
+    from pacsguard.detections.compiler import render_monitor, rules_folder
+    from pacsguard.detections.model import load_rules
+
+    rules = load_rules(folder or rules_folder())
+    settings = OPTS.settings()
+    for rule in rules:
+        render_monitor(rule, settings)  # a rule must also compile with this installation's settings
+    rows = [[r.signal, r.severity, r.detection.type, str(r.id), r.name] for r in sorted(rules, key=lambda r: r.signal)]
+    emit({"ok": True, "rules": [{"signal": r[0], "severity": r[1], "type": r[2], "id": r[3], "name": r[4]} for r in rows]},
+         table(["signal", "severity", "type", "id", "name"], rows) + f"\n\n{len(rules)} rule(s) valid")
+
+
+@app.command("test-rules")
+@handle_errors
+def test_rules(
+    signal: Annotated[list[str] | None, typer.Option("--signal", help="Only these signals (repeatable).")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the scenario install for inspection.")] = False,
+) -> None:
+    """Run every rule's positive and negative scenarios against the cluster (isolated install, removed after)."""
+    from pacsguard.detections.scenarios import run_scenarios
+
+    cluster, settings = connect()
+    report = run_scenarios(cluster, settings, progress=progress, only=set(signal) if signal else None, keep=keep)
+    rows = [["PASS" if r.passed else "FAIL", r.signal, r.case, ",".join(sorted(r.expected)) or "-",
+             ",".join(sorted(r.fired)) or "-"] for r in report.results]
+    engines = sorted({r.engine for r in report.results})
+    data = {"ok": report.passed, "engine": engines, "monitor_ms": report.monitor_ms,
+            "results": [{"signal": r.signal, "case": r.case, "passed": r.passed, "expected": sorted(r.expected),
+                         "fired": sorted(r.fired), "escalated": sorted(r.escalated)} for r in report.results]}
+    failed = sum(not r.passed for r in report.results)
+    emit(data, table(["result", "signal", "case", "expected", "fired"], rows)
+         + f"\n\n{len(report.results) - failed} passed, {failed} failed (engine: {', '.join(engines)})")
+    if failed:
+        raise typer.Exit(EXIT_ERROR)
+
+
+@app.command()
+@handle_errors
+def respond(rule: Annotated[str, typer.Argument(help="Rule id or signal (e.g. 4a).")]) -> None:
+    """The response routine for an alert: contain, preserve evidence, scope, reset."""
+    from pacsguard.detections.compiler import evidence_query, rules_folder
+    from pacsguard.detections.model import load_rules
+
+    found = [r for r in load_rules(rules_folder()) if rule in (str(r.id), r.signal)]
+    if not found:
+        raise PacsguardError(f"no rule with id or signal {rule!r}")
+    r = found[0]
+    g = r.guide
+    steps = [("triage", g.triage), ("1 contain", g.contain), ("2 preserve", g.preserve), ("3 scope", g.scope),
+             ("4 reset", g.reset)]
+    text = "\n".join([f"{r.name} (signal {r.signal}, {r.severity})", f"evidence: {evidence_query(r)}", ""]
+                     + [f"{k:<11} {v}" for k, v in steps])
+    emit({"ok": True, "rule": str(r.id), "signal": r.signal, **g.model_dump(), "evidence": evidence_query(r)}, text)
 
 
 # -------------------------------------------------------------- local node
@@ -324,7 +449,7 @@ def up(port: PortOpt = 9200) -> None:
     node = start(port=port, mode="auto", fresh=False, progress=progress)
     OPTS.overrides = {**(OPTS.overrides or {}), "cluster": {"url": node["url"]}}
     cluster, settings = connect()
-    result = do_install(cluster, settings, progress=progress)
+    result = do_install(cluster, settings, progress=progress, allow_missing_plugins=True)
     counts = result.plan.summary()
     plugins, modules = cluster.installed_components()
     missing = [p for p in ("opensearch-alerting", "opensearch-notifications") if p not in plugins]
@@ -333,7 +458,8 @@ def up(port: PortOpt = 9200) -> None:
             f"{counts['update']} updated, {counts['unchanged']} unchanged.\n"
             f"Send events to the data stream {settings.index('events_data_stream')} (op_type=create).")
     if missing:
-        text += f"\nnote: this node lacks {', '.join(missing)}: detection monitors cannot be installed on it."
+        text += (f"\nnote: this node lacks {', '.join(missing)}: {counts['blocked']} detection object(s) were not "
+                 "installed; `pacsguard test-rules` still evaluates the rules on it with core search.")
     emit(data, text)
 
 

@@ -20,8 +20,9 @@ from pacsguard import __version__
 from pacsguard.connection import REQUIRED_MODULES, REQUIRED_PLUGINS, ApiError, Cluster
 from pacsguard.content import content_root
 from pacsguard.content import content_path
-from pacsguard.errors import PacsguardError
-from pacsguard.objects import KINDS, PackObject, delete_index_template, live_fingerprint
+from pacsguard.detections.compiler import channel_objects, monitor_objects
+from pacsguard.errors import MissingPlugin, PacsguardError
+from pacsguard.objects import KIND_PLUGINS, KINDS, PackObject, delete_index_template, live_fingerprint
 from pacsguard.render import ContentError, render_context, render_yaml
 from pacsguard.secrets import resolve_salt
 from pacsguard.settings import Settings
@@ -34,7 +35,7 @@ CONTENT_GLOBS = (("pack/index", "*.yaml"), ("pipelines", "*.yaml"))
 
 @dataclass
 class Change:
-    action: str  # create | update | delete | unchanged
+    action: str  # create | update | delete | unchanged | blocked (the cluster lacks the plugin)
     kind: str
     id: str
     reason: str = ""
@@ -47,10 +48,14 @@ class Plan:
 
     @property
     def pending(self) -> list[Change]:
-        return [c for c in self.changes if c.action != "unchanged"]
+        return [c for c in self.changes if c.action not in ("unchanged", "blocked")]
+
+    @property
+    def blocked(self) -> list[Change]:
+        return [c for c in self.changes if c.action == "blocked"]
 
     def summary(self) -> dict[str, int]:
-        counts = {"create": 0, "update": 0, "delete": 0, "unchanged": 0}
+        counts = {"create": 0, "update": 0, "delete": 0, "unchanged": 0, "blocked": 0}
         for change in self.changes:
             counts[change.action] += 1
         return counts
@@ -82,14 +87,27 @@ def load_objects(settings: Settings, salt: str | None = None,
 
 def desired_objects(cluster: Cluster, settings: Settings) -> list[PackObject]:
     plugins, modules = cluster.installed_components()
-    return load_objects(settings, resolve_salt(settings), plugins | modules)
+    objects = load_objects(settings, resolve_salt(settings), plugins | modules)
+    objects += channel_objects(settings) + monitor_objects(settings)
+    objects.sort(key=lambda o: KINDS[o.kind].order)
+    return objects
+
+
+def usable_kinds(cluster: Cluster) -> set[str]:
+    """Kinds whose plugin the cluster runs; the others cannot be read or written there."""
+    plugins, _ = cluster.installed_components()
+    return {name for name in KINDS if KIND_PLUGINS.get(name, "") in plugins or name not in KIND_PLUGINS}
 
 
 def make_plan(cluster: Cluster, settings: Settings, objects: list[PackObject]) -> Plan:
     plan = Plan()
     wanted = {o.key for o in objects}
+    usable = usable_kinds(cluster)
     for obj in objects:
         kind = KINDS[obj.kind]
+        if obj.kind not in usable:
+            plan.changes.append(Change("blocked", obj.kind, obj.id, f"cluster lacks {KIND_PLUGINS[obj.kind]}", obj))
+            continue
         live = kind.get(cluster, obj.id)
         if live is None:
             plan.changes.append(Change("create", obj.kind, obj.id, "not in cluster", obj))
@@ -102,6 +120,8 @@ def make_plan(cluster: Cluster, settings: Settings, objects: list[PackObject]) -
         else:
             plan.changes.append(Change("unchanged", obj.kind, obj.id, "", obj))
     for kind in sorted(KINDS.values(), key=lambda k: -k.order):
+        if kind.name not in usable:
+            continue
         for obj_id in kind.list_ids(cluster, settings.id_prefix):
             if f"{kind.name}:{obj_id}" not in wanted and not _is_data(settings, kind.name, obj_id):
                 plan.changes.append(Change("delete", kind.name, obj_id, "no longer in the pack"))
@@ -171,7 +191,10 @@ class InstallResult:
 
 
 def install(cluster: Cluster, settings: Settings, progress: Progress = lambda _: None,
-            dry_run: bool = False) -> InstallResult:
+            dry_run: bool = False, allow_missing_plugins: bool = False) -> InstallResult:
+    """Apply the plan. Objects whose plugin the cluster lacks (monitors without
+    Alerting) are left out; unless allow_missing_plugins, that ends in
+    MissingPlugin once everything else is installed."""
     cluster.require_plugins(REQUIRED_MODULES)
     objects = desired_objects(cluster, settings)
     plan = make_plan(cluster, settings, objects)
@@ -203,6 +226,13 @@ def install(cluster: Cluster, settings: Settings, progress: Progress = lambda _:
     if pending:
         cluster.request("POST", f"/{_state_index(settings)}/_refresh")
     streams = ensure_data_stream(cluster, settings, progress)
+    if plan.blocked and not allow_missing_plugins:
+        plugins = sorted({KIND_PLUGINS[c.kind] for c in plan.blocked})
+        raise MissingPlugin(
+            f"installed the rest, but {len(plan.blocked)} object(s) need {', '.join(plugins)} which "
+            f"{cluster.url} lacks ({', '.join(sorted({c.kind for c in plan.blocked}))}); install the plugin, "
+            "or pass --skip-detections to install without them"
+        )
     return InstallResult(plan, applied, streams)
 
 
@@ -267,8 +297,12 @@ def status(cluster: Cluster, settings: Settings) -> Status:
     state = _read_state(cluster, settings)
     rows: list[ObjectStatus] = []
     versions: set[str] = set()
+    usable = usable_kinds(cluster)
     for obj in objects:
         kind = KINDS[obj.kind]
+        if obj.kind not in usable:
+            rows.append(ObjectStatus(obj.kind, obj.id, "blocked", f"cluster lacks {KIND_PLUGINS[obj.kind]}"))
+            continue
         live = kind.get(cluster, obj.id)
         if live is None:
             rows.append(ObjectStatus(obj.kind, obj.id, "missing", "not installed"))
@@ -287,6 +321,8 @@ def status(cluster: Cluster, settings: Settings) -> Status:
             rows.append(ObjectStatus(obj.kind, obj.id, "ok"))
     wanted = {o.key for o in objects}
     for kind in KINDS.values():
+        if kind.name not in usable:
+            continue
         for obj_id in kind.list_ids(cluster, settings.id_prefix):
             if f"{kind.name}:{obj_id}" not in wanted and not _is_data(settings, kind.name, obj_id):
                 rows.append(ObjectStatus(kind.name, obj_id, "orphan", "pack object no longer in the content"))
@@ -342,7 +378,10 @@ def uninstall(cluster: Cluster, settings: Settings, purge: bool = False,
             cluster.request("PUT", f"/{failures}/_mapping", body={
                 "_meta": {"description": "pacsguard failed events, kept after uninstall"}})
             kept.append(failures)
+    usable = usable_kinds(cluster)
     for kind in sorted(KINDS.values(), key=lambda k: -k.order):
+        if kind.name not in usable:
+            continue
         for obj_id in kind.list_ids(cluster, settings.id_prefix):
             progress(f"delete {kind.name} {obj_id}")
             kind.delete(cluster, obj_id)

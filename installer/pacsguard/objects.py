@@ -205,3 +205,109 @@ KINDS: dict[str, Kind] = {k.name: k for k in (ComponentTemplate(), IndexTemplate
 def live_fingerprint(kind: Kind, live: dict[str, Any]) -> str:
     """Hash of what the cluster holds, to spot hand edits made after install."""
     return canonical_hash(live)
+
+
+class Monitor(Kind):
+    """An Alerting monitor. Alerting picks monitor ids itself, so the pack's
+    stable id and stamp live in the monitor's ui_metadata."""
+
+    name, order, list_path = "monitor", 60, "/_plugins/_alerting/monitors/_search"
+
+    def _all(self, cluster: Cluster) -> list[dict[str, Any]]:
+        res = cluster.request("POST", "/_plugins/_alerting/monitors/_search",
+                              body={"size": 1000, "query": {"match_all": {}}}, ok_missing=True) or {}
+        return [dict(h["_source"], _monitor_id=h["_id"]) for h in res.get("hits", {}).get("hits", [])
+                if isinstance(h.get("_source"), dict)]
+
+    def _find(self, cluster: Cluster, obj_id: str) -> dict[str, Any] | None:
+        for monitor in self._all(cluster):
+            if ((monitor.get("ui_metadata") or {}).get(STAMP_KEY) or {}).get("id") == obj_id:
+                return monitor
+        return None
+
+    def get(self, cluster: Cluster, obj_id: str) -> dict[str, Any] | None:
+        found = self._find(cluster, obj_id)
+        if found is None:
+            return None
+        found.pop("_monitor_id", None)
+        for volatile in ("last_update_time", "enabled_time", "schema_version", "data_sources", "owner"):
+            found.pop(volatile, None)
+        return found
+
+    def list_ids(self, cluster: Cluster, prefix: str) -> list[str]:
+        ids = []
+        for monitor in self._all(cluster):
+            stamp = (monitor.get("ui_metadata") or {}).get(STAMP_KEY) or {}
+            if str(stamp.get("id", "")).startswith(f"{prefix}-") and "hash" in stamp:
+                ids.append(str(stamp["id"]))
+        return ids
+
+    def stamped(self, body: dict[str, Any], version: str, content_hash: str) -> dict[str, Any]:
+        out = copy.deepcopy(body)
+        meta = out.setdefault("ui_metadata", {}).setdefault(STAMP_KEY, {})
+        meta.update({"version": version, "hash": content_hash})
+        return out
+
+    def stamp_of(self, live: dict[str, Any]) -> Stamp | None:
+        meta = (live.get("ui_metadata") or {}).get(STAMP_KEY)
+        if isinstance(meta, dict) and "hash" in meta:
+            return Stamp(str(meta.get("version")), str(meta["hash"]))
+        return None
+
+    def put(self, cluster: Cluster, obj: PackObject, version: str) -> None:
+        body = self.stamped(obj.body, version, obj.hash)
+        body["ui_metadata"][STAMP_KEY]["id"] = obj.id
+        existing = self._find(cluster, obj.id)
+        if existing is None:
+            cluster.request("POST", "/_plugins/_alerting/monitors", body=body)
+        else:
+            cluster.request("PUT", f"/_plugins/_alerting/monitors/{existing['_monitor_id']}", body=body)
+
+    def delete(self, cluster: Cluster, obj_id: str) -> None:
+        existing = self._find(cluster, obj_id)
+        if existing is not None:
+            cluster.request("DELETE", f"/_plugins/_alerting/monitors/{existing['_monitor_id']}", ok_missing=True)
+
+
+class NotificationChannel(Kind):
+    """A Notifications config; config ids are ours to choose, the stamp sits in the description."""
+
+    name, order, list_path = "notification_channel", 50, "/_plugins/_notifications/configs"
+
+    def path(self, obj_id: str) -> str:
+        return f"/_plugins/_notifications/configs/{obj_id}"
+
+    def get(self, cluster: Cluster, obj_id: str) -> dict[str, Any] | None:
+        res = cluster.request("GET", self.path(obj_id), ok_missing=True)
+        if not res or not res.get("config_list"):
+            return None
+        item = res["config_list"][0]
+        return {"config_id": item["config_id"], "config": item["config"]}
+
+    def list_ids(self, cluster: Cluster, prefix: str) -> list[str]:
+        res = cluster.request("GET", "/_plugins/_notifications/configs", params={"max_items": 1000},
+                              ok_missing=True) or {}
+        return [c["config_id"] for c in res.get("config_list", [])
+                if str(c.get("config_id", "")).startswith(f"{prefix}-") and self.stamp_of(c)]
+
+    def stamped(self, body: dict[str, Any], version: str, content_hash: str) -> dict[str, Any]:
+        out = copy.deepcopy(body)
+        config = out["config"]
+        config["description"] = f"{config.get('description', '').strip()} [pacsguard {version} #{content_hash}]".strip()
+        return out
+
+    def stamp_of(self, live: dict[str, Any]) -> Stamp | None:
+        match = _DESC_STAMP.search(str((live.get("config") or {}).get("description", "")))
+        return Stamp(match["version"], match["hash"]) if match else None
+
+    def put(self, cluster: Cluster, obj: PackObject, version: str) -> None:
+        body = self.stamped(obj.body, version, obj.hash)
+        if self.get(cluster, obj.id) is None:
+            cluster.request("POST", "/_plugins/_notifications/configs", body=body)
+        else:
+            cluster.request("PUT", self.path(obj.id), body={"config": body["config"]})
+
+
+KINDS.update({k.name: k for k in (NotificationChannel(), Monitor())})
+# Which plugin each kind needs: objects of these kinds are only planned where it runs.
+KIND_PLUGINS = {"monitor": "opensearch-alerting", "notification_channel": "opensearch-notifications"}

@@ -20,9 +20,9 @@ from pacsguard.content import content_path
 from pacsguard.errors import PacsguardError
 from pacsguard.settings import Settings, duration_seconds
 
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
-_ENV.filters["tojson"] = lambda value: json.dumps(value)
-_ENV.filters["seconds"] = duration_seconds
+ENV = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
+ENV.filters["tojson"] = lambda value: json.dumps(value)
+ENV.filters["seconds"] = duration_seconds
 
 
 class ContentError(PacsguardError):
@@ -50,7 +50,7 @@ def render_context(settings: Settings, salt: str | None = None,
 def render_yaml(path: Path, context: dict[str, Any]) -> Any:
     text = path.read_text()
     try:
-        rendered = _ENV.from_string(text).render(**context)
+        rendered = ENV.from_string(text).render(**context)
     except TemplateSyntaxError as exc:
         raise ContentError(f"{path}:{exc.lineno}: template error: {exc.message}") from None
     except TemplateError as exc:

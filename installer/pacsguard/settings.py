@@ -96,6 +96,20 @@ class Thresholds(Frozen):
         return value
 
 
+class Channel(Frozen):
+    """A Notifications channel the monitors send to (DESIGN.md D9)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
+    type: Literal["webhook", "slack", "chime", "smtp"]
+    url: str | None = None
+    smtp_account: str | None = None
+    recipients: list[str] = []
+
+
+class Notifications(Frozen):
+    channels: list[Channel] = []
+
+
 class Settings(Frozen):
     cluster: ClusterSettings
     namespace: str = Field(pattern=r"^[a-z0-9_]+$")
@@ -104,6 +118,7 @@ class Settings(Frozen):
     pseudonymization: Pseudonymization
     thresholds: Thresholds
     internal_domains: list[str] = []
+    notifications: Notifications = Notifications()
 
     def index(self, key: str) -> str:
         """A resolved index / data stream name, e.g. index('failures')."""

@@ -1,0 +1,211 @@
+"""Detection rules: one YAML file per rule under detections/, loaded into frozen typed models.
+
+Validation errors name the file and the line of the offending key, so a rule
+author can fix them without reading Python. Thresholds are not written in
+rules: a rule names the pack setting (pack/settings.yaml `thresholds`) that
+holds each number, so there is one place for every threshold.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pacsguard.errors import PacsguardError
+from pacsguard.settings import DURATION, Thresholds
+
+FILE_NAME = re.compile(r"^(?P<tactic>[a-z_]+)_(?P<what>[a-z0-9_]+)\.yml$")
+SEVERITIES = {"critical": 1, "high": 2, "medium": 3, "low": 4, "info": 5}
+RISK_RANGES = {"critical": (90, 100), "high": (70, 89), "medium": (40, 69), "low": (20, 39), "info": (0, 19)}
+THRESHOLD_KEYS = set(Thresholds.model_fields)
+
+
+class RuleError(PacsguardError):
+    """A rule file that does not validate; the message names file:line."""
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Mitre(Frozen):
+    tactic_id: str = Field(pattern=r"^TA\d{4}$")
+    tactic: str
+    technique_id: str = Field(pattern=r"^T\d{4}(\.\d{3})?$")
+    technique: str
+
+
+class Guide(Frozen):
+    """The 10-minute routine every alert carries (DESIGN.md section 1)."""
+
+    triage: str
+    contain: str
+    preserve: str
+    scope: str
+    reset: str
+
+
+class Filter(Frozen):
+    """Which events count. Fields of the normalized schema only."""
+
+    actions: list[str] = Field(min_length=1)
+    outcome: Literal["success", "failure"] | None = None
+    exclude_admins: bool = False
+    external_only: bool = False
+
+
+class Detection(Frozen):
+    type: Literal["threshold", "sequence", "baseline", "new_value", "event"]
+    entity: Literal["user.name", "source.ip"] = "user.name"
+    filter: Filter | None = None
+    # names of pack thresholds (validated against Thresholds' fields)
+    window: str | None = None
+    threshold: str | None = None
+    count: Literal["events", "distinct_studies", "studies"] = "events"
+    # sequence: the run of failures before a success
+    before: Filter | None = None
+    # new_value: which profile kind (written by the profiles job)
+    profile_kind: Literal["country", "region", "device", "recipient"] | None = None
+    require_new_flag: bool = True
+    # baseline: which baseline metric (written by the baselines job)
+    baseline_metric: Literal["export", "share", "external_recipients"] | None = None
+    # escalation (4c): raise to critical when a new-device/country login of the
+    # same entity happened within this window (a pack threshold name)
+    escalate_after_new_login: str | None = None
+    # event: doc-level queries (query_string syntax), any match alerts
+    queries: dict[str, str] | None = None
+
+    @field_validator("window", "threshold", "escalate_after_new_login")
+    @classmethod
+    def _known_threshold(cls, value: str | None) -> str | None:
+        if value is not None and value not in THRESHOLD_KEYS:
+            raise ValueError(f"unknown pack threshold {value!r}; known: {', '.join(sorted(THRESHOLD_KEYS))}")
+        return value
+
+    @model_validator(mode="after")
+    def _needs(self) -> Detection:
+        need: dict[str, list[str]] = {
+            "threshold": ["filter", "window", "threshold"],
+            "sequence": ["filter", "before", "window", "threshold"],
+            "baseline": ["filter", "baseline_metric"],
+            "new_value": ["profile_kind", "window"],
+            "event": ["queries"],
+        }
+        missing = [f for f in need[self.type] if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"a {self.type} detection needs {', '.join(missing)}")
+        return self
+
+
+class Rule(Frozen):
+    id: uuid.UUID
+    name: str = Field(min_length=5, max_length=120)
+    signal: str = Field(pattern=r"^[1-5][a-c]?$")
+    version: int = Field(ge=1)
+    created: dt.date
+    updated: dt.date
+    maturity: Literal["development", "experimental", "production"]
+    author: str
+    description: str = Field(min_length=20)
+    severity: Literal["critical", "high", "medium", "low", "info"]
+    risk_score: int = Field(ge=0, le=100)
+    mitre: list[Mitre] = Field(min_length=1)
+    data_sources: list[str] = Field(min_length=1)
+    false_positives: list[str] = Field(min_length=1)
+    references: list[str] = []
+    guide: Guide
+    schedule: str = Field(pattern=DURATION.pattern)
+    detection: Detection
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Rule:
+        low, high = RISK_RANGES[self.severity]
+        if not low <= self.risk_score <= high:
+            raise ValueError(f"risk_score {self.risk_score} does not match severity {self.severity} ({low}-{high})")
+        if self.updated < self.created:
+            raise ValueError("updated is before created")
+        if not self.schedule.endswith(("m", "h", "d")):
+            raise ValueError("schedule: Alerting takes minutes, hours or days (minimum 1m)")
+        return self
+
+    @property
+    def monitor_severity(self) -> str:
+        return str(SEVERITIES[self.severity])
+
+
+def _key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Line number (1-based) of every mapping key path in a YAML document."""
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = (*path, str(key.value))
+                lines[sub] = key.start_mark.line + 1
+                walk(value, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                sub = (*path, str(i))
+                lines[sub] = item.start_mark.line + 1
+                walk(item, sub)
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _line_for(lines: dict[tuple[str, ...], int], loc: tuple[Any, ...]) -> int:
+    path = tuple(str(p) for p in loc)
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return 1
+
+
+def load_rule(path: Path) -> Rule:
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise RuleError(f"{path}:{mark.line + 1 if mark else 1}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise RuleError(f"{path}:1: a rule file is a mapping")
+    if not FILE_NAME.match(path.name):
+        raise RuleError(f"{path}:1: file name must be <tactic>_<what>.yml in lower case")
+    try:
+        return Rule.model_validate(data)
+    except ValidationError as exc:
+        lines = _key_lines(text)
+        problems = [f"{path}:{_line_for(lines, err['loc'])}: {'.'.join(str(p) for p in err['loc']) or 'rule'}: "
+                    f"{err['msg']}" for err in exc.errors()]
+        raise RuleError("\n".join(problems)) from None
+
+
+def load_rules(folder: Path) -> list[Rule]:
+    """Every rule of a folder; all offenders reported at once, duplicate ids refused."""
+    rules: list[Rule] = []
+    problems: list[str] = []
+    ids: dict[uuid.UUID, Path] = {}
+    for path in sorted(folder.glob("*.yml")):
+        try:
+            rule = load_rule(path)
+        except RuleError as exc:
+            problems.append(str(exc))
+            continue
+        if rule.id in ids:
+            problems.append(f"{path}:1: id {rule.id} is also used by {ids[rule.id].name}")
+        ids[rule.id] = path
+        rules.append(rule)
+    if problems:
+        raise RuleError("\n".join(problems))
+    return rules

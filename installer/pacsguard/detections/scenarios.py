@@ -1,0 +1,249 @@
+"""Rule scenarios: event sequences with relative timestamps, loaded into a real cluster,
+run through each rule's monitor, and checked against the entities expected to fire.
+
+One isolated install per run (its own id_prefix and namespace): every case's
+events go in at once, the baseline/profile jobs run once if any rule needs
+them, each monitor runs once, and each case is judged on its own entities
+(user names are prefixed with the case key, so cases never see each other).
+`pacsguard test-rules` runs the same scenarios against any cluster, so a team
+that tunes thresholds can check what still fires.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pacsguard.connection import Cluster
+from pacsguard.content import content_path
+from pacsguard.detections.compiler import render_monitor
+from pacsguard.detections.evaluate import MonitorRun, run_monitor
+from pacsguard.detections.model import Rule, RuleError, load_rules
+from pacsguard.settings import Settings, duration_seconds
+
+Progress = Callable[[str], None]
+JOB_RULE_TYPES = {"baseline", "new_value"}
+ESCALATED_SEVERITY = "1"
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EventSpec(Frozen):
+    at: str = Field(pattern=r"^-\d+[smhd]$")  # relative to now
+    action: str
+    user: str
+    count: int = Field(default=1, ge=1, le=5000)
+    every: str = "10s"  # spacing of repeated events, forward from `at` (the first one)
+    days_before: int = Field(default=0, ge=0, le=90)  # repeat the same burst on each of N previous days
+    outcome: str = "success"
+    source_ip: str | None = None
+    user_agent: str | None = None
+    device_id: str | None = None
+    roles: list[str] = []
+    studies: int = 0  # distinct study UIDs per event
+    target_user: str | None = None
+    roles_changed: list[str] = []
+    recipients: list[str] = []
+    external: bool | None = None
+
+
+class Case(Frozen):
+    name: str
+    events: list[EventSpec] = Field(min_length=1)
+    fires: list[str]
+    escalated: list[str] = []
+
+
+class ScenarioFile(Frozen):
+    signal: str
+    cases: list[Case] = Field(min_length=1)
+
+
+@dataclass
+class CaseResult:
+    signal: str
+    case: str
+    expected: set[str]
+    fired: set[str]
+    expected_escalated: set[str]
+    escalated: set[str]
+    engine: str
+    source: str
+
+    @property
+    def passed(self) -> bool:
+        return self.expected == self.fired and self.escalated == self.expected_escalated
+
+
+@dataclass
+class RunReport:
+    results: list[CaseResult] = field(default_factory=list)
+    monitor_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(r.passed for r in self.results)
+
+
+def load_scenarios(folder: Path) -> list[tuple[Path, ScenarioFile]]:
+    out = []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            out.append((path, ScenarioFile.model_validate(yaml.safe_load(path.read_text()))))
+        except (ValidationError, yaml.YAMLError) as exc:
+            raise RuleError(f"{path}: invalid scenario: {exc}") from None
+    return out
+
+
+def _case_key(path: Path, index: int) -> str:
+    """Prefix of a case's user names: the scenario file's signal part and the case number."""
+    return f"s{path.stem.split('_')[0]}c{index}"
+
+
+def _uid(*parts: Any) -> str:
+    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()
+    return "2.25." + str(int(digest[:30], 16))
+
+
+def expand(spec: EventSpec, key: str, now: dt.datetime, seq: Iterator[int]) -> list[dict[str, Any]]:
+    """One EventSpec -> generic-JSON events (docs/generic-json.md) with absolute timestamps."""
+    start = now - dt.timedelta(seconds=duration_seconds(spec.at[1:]))
+    step = dt.timedelta(seconds=duration_seconds(spec.every))
+    if start + (spec.count - 1) * step > now:
+        raise RuleError(f"case {key}: {spec.count} events every {spec.every} from {spec.at} run into the future")
+    events = []
+    for day, i in ((d, i) for d in range(spec.days_before + 1) for i in range(spec.count)):
+        n = next(seq)
+        event: dict[str, Any] = {
+            "timestamp": (start + i * step - dt.timedelta(days=day)).isoformat(), "app": "pacsguard-scenario",
+            "action": spec.action, "outcome": spec.outcome, "user": f"{key}-{spec.user}",
+            "id": f"{key}-{n}",
+        }
+        for name in ("source_ip", "user_agent", "device_id"):
+            if getattr(spec, name):
+                event[name] = getattr(spec, name)
+        if spec.roles:
+            event["roles"] = spec.roles
+        if spec.studies:
+            event["studies"] = [_uid(key, n, s) for s in range(spec.studies)]
+        if spec.target_user:
+            event["target_user"] = f"{key}-{spec.target_user}"
+        if spec.roles_changed:
+            event["roles_changed"] = spec.roles_changed
+        if spec.recipients:
+            event["share"] = {"id": f"{key}-share-{n}", "recipients": [f"{key}-{r}" for r in spec.recipients]}
+            if spec.external is not None:
+                event["share"]["external"] = spec.external
+        events.append(event)
+    return events
+
+
+def _bulk(cluster: Cluster, index: str, events: list[dict[str, Any]]) -> None:
+    for start in range(0, len(events), 1000):
+        lines = []
+        for event in events[start:start + 1000]:
+            lines.append(json.dumps({"create": {"_index": index}}))
+            lines.append(json.dumps({"message": json.dumps(event)}))
+        res = cluster.request("POST", "/_bulk", body="\n".join(lines) + "\n", params={"refresh": "false"})
+        if res.get("errors"):
+            bad = next(i for i in res["items"] if i["create"].get("error"))
+            raise RuleError(f"scenario events were refused: {bad['create']['error']}")
+
+
+def scenario_settings(base: Settings) -> Settings:
+    suffix = uuid.uuid4().hex[:6]
+    return base.model_copy(update={"id_prefix": f"{base.id_prefix}-rt{suffix}", "namespace": f"rt{suffix}"})
+
+
+def run_scenarios(cluster: Cluster, base: Settings, progress: Progress = lambda _: None,
+                  only: set[str] | None = None, keep: bool = False) -> RunReport:
+    from pacsguard.installer import install, uninstall
+
+    rules = {r.signal: r for r in load_rules(content_path("detections"))}
+    files = load_scenarios(content_path("detections", "scenarios"))
+    if only:
+        files = [(p, f) for p, f in files if f.signal in only]
+    settings = scenario_settings(base)
+    progress(f"installing an isolated pack ({settings.id_prefix}, namespace {settings.namespace})")
+    install(cluster, settings, allow_missing_plugins=True)
+    report = RunReport()
+    try:
+        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        seq = iter(range(10**9))
+        events: list[dict[str, Any]] = []
+        for path, scen in files:
+            if scen.signal not in rules:
+                raise RuleError(f"{path}: no rule for signal {scen.signal}")
+            for i, case in enumerate(scen.cases):
+                key = _case_key(path, i)
+                for spec in case.events:
+                    events += expand(spec, key, now, seq)
+        progress(f"loading {len(events)} scenario events through the pipeline")
+        _bulk(cluster, settings.index("events_data_stream"), events)
+        cluster.request("POST", f"/{settings.index('events_data_stream')},{settings.index('failures')}/_refresh")
+        failed = cluster.request("GET", f"/{settings.index('failures')}/_count")["count"]
+        if failed:
+            sample = cluster.request("GET", f"/{settings.index('failures')}/_search", body={"size": 1})
+            raise RuleError(f"{failed} scenario event(s) failed the pipeline, e.g. "
+                            f"{sample['hits']['hits'][0]['_source'].get('error')}")
+        needed = {rules[f.signal].detection.type for _, f in files} | {
+            "new_value" for _, f in files if rules[f.signal].detection.escalate_after_new_login}
+        if needed & JOB_RULE_TYPES:
+            progress("running the baseline and profile jobs")
+            _run_jobs(cluster, settings, now)
+        for path, scen in files:
+            rule = rules[scen.signal]
+            run = run_monitor(cluster, render_monitor(rule, settings), period_end=now)
+            report.monitor_ms[rule.signal] = run.took_ms
+            for i, case in enumerate(scen.cases):
+                report.results.append(_judge(rule, case, _case_key(path, i), run, path, cluster, settings))
+    finally:
+        if not keep:
+            uninstall(cluster, settings, purge=True)
+    return report
+
+
+def _run_jobs(cluster: Cluster, settings: Settings, now: dt.datetime) -> None:
+    from pacsguard.jobs import run_job
+
+    for job in ("baselines", "profiles"):
+        run_job(cluster, settings, job, now=now)
+    cluster.request("POST", f"/{settings.index('baselines')},{settings.index('profiles')}/_refresh")
+
+
+def _judge(rule: Rule, case: Case, key: str, run: MonitorRun, path: Path, cluster: Cluster,
+           settings: Settings) -> CaseResult:
+    mine = f"{key}-"
+    if rule.detection.type == "event":
+        # doc-level: the entities are the users of the matching events
+        ids = run.fired()
+        fired = _users_of(cluster, settings, ids) if ids else set()
+        escalated: set[str] = set()
+    else:
+        fired = run.fired()
+        escalated = run.fired(ESCALATED_SEVERITY) if rule.detection.escalate_after_new_login else set()
+    strip = {e[len(mine):] for e in fired if e.startswith(mine)}
+    ips = {e.source_ip for e in case.events if e.source_ip}
+    if rule.detection.entity == "source.ip":
+        strip = {e for e in fired if e in ips}
+    esc = {e[len(mine):] for e in escalated if e.startswith(mine)}
+    return CaseResult(rule.signal, case.name, set(case.fires), strip, set(case.escalated), esc, run.engine,
+                      str(path.name))
+
+
+def _users_of(cluster: Cluster, settings: Settings, doc_ids: set[str]) -> set[str]:
+    res = cluster.request("POST", f"/{settings.index('events_data_stream')}/_search",
+                          body={"size": len(doc_ids), "query": {"ids": {"values": sorted(doc_ids)}},
+                                "_source": ["user.name"]})
+    return {h["_source"]["user"]["name"] for h in res["hits"]["hits"]}

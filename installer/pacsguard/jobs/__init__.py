@@ -1,0 +1,36 @@
+"""Scheduled jobs that keep the reference indices the detection rules read (DESIGN.md D5).
+
+- baselines: per-user export/share statistics and a threshold (signals 4b, 5b);
+- profiles: per-user known countries, regions, devices and external recipients,
+  with markers for values first seen in the job's lookback (signals 2a, 2b, 4c, 5b).
+
+Both page through the events with composite aggregations and stream the pages,
+so memory stays flat in the number of users (docs/baselines.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+from pacsguard.connection import Cluster
+from pacsguard.errors import PacsguardError
+from pacsguard.jobs.baselines import run_baselines
+from pacsguard.jobs.composite import MAX_PAGE_SIZE
+from pacsguard.jobs.profiles import run_profiles
+from pacsguard.jobs.report import JobReport, JobStopped
+from pacsguard.settings import Settings
+
+__all__ = ["JobReport", "JobStopped", "run_baselines", "run_job", "run_profiles"]
+
+
+def run_job(cluster: Cluster, settings: Settings, job: str, *, now: dt.datetime | None = None,
+            lookback_seconds: int | None = None, page_size: int = MAX_PAGE_SIZE,
+            stop: threading.Event | None = None) -> JobReport:
+    """One run of one job by name ("baselines" or "profiles")."""
+    if job == "baselines":
+        return run_baselines(cluster, settings, now=now, page_size=page_size, stop=stop)
+    if job == "profiles":
+        return run_profiles(cluster, settings, now=now, lookback_seconds=lookback_seconds,
+                            page_size=page_size, stop=stop)
+    raise PacsguardError(f"unknown job {job!r}: use baselines or profiles")

@@ -1,0 +1,159 @@
+"""Baselines job: per-user export and share statistics and the threshold the rules use.
+
+Signals 4b (exports far above the user's own baseline) and 5b (a rise in
+distinct external recipients) compare the last hour or day against these
+documents. The window is [now - baseline_window, now - 1h): the last hour is
+what a rule looks at, so it must not raise the baseline it is compared with.
+See docs/baselines.md for the statistic and why.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pacsguard.connection import Cluster
+from pacsguard.jobs.clock import RunClock, start_run
+from pacsguard.jobs.composite import (
+    MAX_PAGE_SIZE,
+    PageCounter,
+    by_user,
+    iter_composite,
+    require_index,
+    time_range,
+)
+from pacsguard.jobs.recipients import internal_set, is_external
+from pacsguard.jobs.report import JobReport, iso_ms
+from pacsguard.jobs.stats import DAY, HOUR, baseline
+from pacsguard.jobs.writer import BulkWriter, job_stamp, refresh, sweep_stale
+from pacsguard.settings import Settings, duration_seconds
+
+EXPORT_ACTIONS = ["study-export", "study-download"]
+USER = "user"
+
+
+@dataclass(frozen=True)
+class Series:
+    """One metric: which events, how they are bucketed, and each bucket's value per unit."""
+
+    metric: str
+    unit_seconds: int
+    filters: list[dict[str, Any]]
+    extra_sources: list[dict[str, Any]]
+    aggs: dict[str, Any] | None
+    # Turns one user's consecutive buckets into the values of its active units.
+    unit_values: Callable[[Iterable[dict[str, Any]]], list[float]]
+
+
+def _studies_per_hour(buckets: Iterable[dict[str, Any]]) -> list[float]:
+    # pacs.study.count where the source gave it, else one study per event.
+    return [b["studies"]["value"] + b["no_count"]["doc_count"] for b in buckets]
+
+
+def _events_per_hour(buckets: Iterable[dict[str, Any]]) -> list[float]:
+    return [float(b["doc_count"]) for b in buckets]
+
+
+def _external_recipients_per_day(internal: frozenset[str]) -> Callable[[Iterable[dict[str, Any]]], list[float]]:
+    def values(buckets: Iterable[dict[str, Any]]) -> list[float]:
+        # Buckets are (day, recipient) sorted by day: one distinct recipient per bucket.
+        return [float(sum(1 for b in day if is_external(str(b["key"]["recipient"]), internal)))
+                for _, day in itertools.groupby(buckets, key=lambda b: b["key"]["t"])]
+    return values
+
+
+def _histogram(unit_seconds: int, interval: str, end_ms: int) -> dict[str, Any]:
+    # The offset aligns buckets on the window's end, so the last bucket is a full
+    # unit ending exactly where the rule's own window starts.
+    offset = (end_ms // 1000) % unit_seconds
+    return {"t": {"date_histogram": {"field": "@timestamp", "fixed_interval": interval, "offset": f"+{offset}s"}}}
+
+
+def series_for(settings: Settings, end_ms: int) -> list[Series]:
+    hourly = _histogram(HOUR, "1h", end_ms)
+    daily = _histogram(DAY, "1d", end_ms)
+    not_failed = {"bool": {"must_not": [{"term": {"event.outcome": "failure"}}]}}
+    return [
+        Series("export", HOUR, [{"terms": {"event.action": EXPORT_ACTIONS}}, not_failed], [hourly],
+               {"studies": {"sum": {"field": "pacs.study.count"}},
+                "no_count": {"missing": {"field": "pacs.study.count"}}},
+               _studies_per_hour),
+        Series("share", HOUR, [{"term": {"event.action": "share-create"}}, not_failed], [hourly], None,
+               _events_per_hour),
+        Series("external_recipients", DAY,
+               [{"term": {"event.action": "share-create"}}, {"term": {"pacs.share.external": True}}, not_failed],
+               [daily, {"recipient": {"terms": {"field": "pacs.share.recipients"}}}], None,
+               _external_recipients_per_day(internal_set(settings.internal_domains))),
+    ]
+
+
+
+def _document(settings: Settings, clock: RunClock, series: Series, user: str, values: list[float],
+              start_ms: int, end_ms: int, doc_id: str) -> dict[str, Any]:
+    t = settings.thresholds
+    stats = baseline(values, series.unit_seconds, (end_ms - start_ms) // 1000, t.baseline_multiplier,
+                     t.baseline_floor)
+    body: dict[str, Any] = {
+        "metric": series.metric,
+        "unit": "hour" if series.unit_seconds == HOUR else "day",
+        "window": t.baseline_window,
+        "window_start": iso_ms(start_ms),
+        "window_end": iso_ms(end_ms),
+        "samples": stats.samples,
+        "total": stats.total,
+        "hourly_mean": round(stats.hourly_mean, 6),
+        "daily_mean": round(stats.daily_mean, 6),
+        "p95": stats.p95,
+        "max": stats.max,
+        "threshold": stats.threshold,
+        "multiplier": t.baseline_multiplier,
+        "floor": t.baseline_floor,
+    }
+    if series.unit_seconds == HOUR:
+        body.update(hourly_p95=stats.p95, hourly_p99=stats.p99)
+    else:
+        body.update(daily_p95=stats.p95)
+    return {"@timestamp": clock.now_iso, "user": {"name": user}, "baseline": body,
+            "job": job_stamp(clock.run_id, clock.now_iso, doc_id)}
+
+
+def baseline_id(metric: str, user: str) -> str:
+    return f"{metric}:{user}"
+
+
+def run_baselines(cluster: Cluster, settings: Settings, *, now: dt.datetime | None = None,
+                  page_size: int = MAX_PAGE_SIZE, stop: threading.Event | None = None) -> JobReport:
+    """Recompute every user's baselines, then delete those of users with nothing left in the window."""
+    began = time.monotonic()
+    clock = start_run(now)
+    events, target = settings.index("events_data_stream"), settings.index("baselines")
+    require_index(cluster, events, "events data stream")
+    require_index(cluster, target, "baselines index")
+    start_ms = clock.now_ms - duration_seconds(settings.thresholds.baseline_window) * 1000
+    end_ms = clock.now_ms - HOUR * 1000
+    report = JobReport("baselines", clock.run_id, clock.now_iso)
+    counter = PageCounter()
+    writer = BulkWriter(cluster, target, flush_every=page_size)
+    for series in series_for(settings, end_ms):
+        query = {"bool": {"filter": [*series.filters, time_range("@timestamp", start_ms, end_ms)]}}
+        sources = [{USER: {"terms": {"field": "user.name"}}}, *series.extra_sources]
+        buckets = iter_composite(cluster, events, query, sources, series.aggs, page_size, counter, stop)
+        users = 0
+        for user, group in by_user(buckets, USER):
+            doc_id = baseline_id(series.metric, user)
+            writer.put(doc_id, _document(settings, clock, series, user, series.unit_values(group),
+                                         start_ms, end_ms, doc_id))
+            users += 1
+        report.users[series.metric] = users
+    writer.flush()
+    refresh(cluster, target)
+    report.deleted = sweep_stale(cluster, writer, clock.run_id, page_size)
+    refresh(cluster, target)
+    report.written, report.pages = writer.written, counter.pages
+    report.seconds = round(time.monotonic() - began, 3)
+    return report

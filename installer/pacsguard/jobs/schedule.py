@@ -1,0 +1,82 @@
+"""Running the jobs once or on an interval, and stopping cleanly.
+
+The loop never overlaps itself (the next run starts after the previous one
+ended), which the stale sweep relies on: two concurrent runs of one job would
+each delete the other's documents. Under cron or a Kubernetes CronJob, forbid
+concurrency there (e.g. concurrencyPolicy: Forbid).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import Enum
+from types import FrameType
+
+from pacsguard.connection import Cluster
+from pacsguard.errors import PacsguardError
+from pacsguard.jobs.baselines import run_baselines
+from pacsguard.jobs.profiles import run_profiles
+from pacsguard.jobs.report import JobReport, JobStopped
+from pacsguard.settings import Settings
+
+
+class JobName(str, Enum):
+    baselines = "baselines"
+    profiles = "profiles"
+    all = "all"
+
+
+def run_once(cluster: Cluster, settings: Settings, job: JobName, *, lookback_seconds: int | None,
+             page_size: int, stop: threading.Event | None = None) -> list[JobReport]:
+    reports: list[JobReport] = []
+    if job in (JobName.baselines, JobName.all):
+        reports.append(run_baselines(cluster, settings, page_size=page_size, stop=stop))
+    if job in (JobName.profiles, JobName.all):
+        reports.append(run_profiles(cluster, settings, lookback_seconds=lookback_seconds,
+                                    page_size=page_size, stop=stop))
+    return reports
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM / SIGINT set the returned event; a second one interrupts at once.
+
+    The first signal lets the current page finish and skips the rest of the run
+    (nothing half-written matters: the next run rewrites every document), so a
+    service manager's stop is quick and leaves no error behind.
+    """
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def loop(run: Callable[[], list[JobReport]], every_seconds: int, stop: threading.Event,
+         on_reports: Callable[[list[JobReport]], None], on_error: Callable[[str], None]) -> int:
+    """Run, sleep out the rest of the interval, repeat until stopped. Returns the number of runs."""
+    runs = 0
+    while not stop.is_set():
+        began = time.monotonic()
+        try:
+            on_reports(run())
+        except JobStopped:
+            break
+        except PacsguardError as exc:
+            # A scheduler outlives a cluster restart: report and try again next tick.
+            on_error(str(exc))
+        runs += 1
+        stop.wait(max(0.0, every_seconds - (time.monotonic() - began)))
+    return runs
