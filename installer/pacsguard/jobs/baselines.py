@@ -92,7 +92,6 @@ def series_for(settings: Settings, end_ms: int) -> list[Series]:
     ]
 
 
-
 def _document(settings: Settings, clock: RunClock, series: Series, user: str, values: list[float],
               start_ms: int, end_ms: int, doc_id: str) -> dict[str, Any]:
     t = settings.thresholds
@@ -133,7 +132,7 @@ def run_baselines(cluster: Cluster, settings: Settings, *, now: dt.datetime | No
     clock = start_run(now)
     events, target = settings.index("events_data_stream"), settings.index("baselines")
     require_index(cluster, events, "events data stream")
-    require_index(cluster, target, "baselines index")
+    require_index(cluster, target, "baselines index", ("job.run_id", "job.key", "baseline.threshold"))
     start_ms = clock.now_ms - duration_seconds(settings.thresholds.baseline_window) * 1000
     end_ms = clock.now_ms - HOUR * 1000
     report = JobReport("baselines", clock.run_id, clock.now_iso)

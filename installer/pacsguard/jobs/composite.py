@@ -71,10 +71,18 @@ def iter_composite(
             return
 
 
-def require_index(cluster: Cluster, name: str, what: str) -> None:
-    """Fail with a clear line instead of letting a bulk write auto-create an unmapped index."""
+def require_index(cluster: Cluster, name: str, what: str, fields: tuple[str, ...] = ()) -> None:
+    """Fail with a clear line instead of auto-creating an unmapped index or writing
+    fields an older mapping ignores (the reference indices are dynamic: false)."""
     if not cluster.exists(f"/{name}"):
         raise PacsguardError(f"{what} {name} does not exist at {cluster.url}: run `pacsguard install` first")
+    if fields:
+        res = cluster.request("GET", f"/{name}/_mapping/field/{','.join(fields)}")
+        mapped = {f for body in res.values() for f in body.get("mappings", {})}
+        missing = sorted(set(fields) - mapped)
+        if missing:
+            raise PacsguardError(f"{what} {name} lacks the mapping of {', '.join(missing)} (installed by an "
+                                 "older pack): run `pacsguard install` to update it")
 
 
 def by_user(buckets: Iterator[dict[str, Any]], source: str = "user") -> Iterator[tuple[str, Iterator[dict[str, Any]]]]:

@@ -109,7 +109,6 @@ def _document(clock: RunClock, kind: Kind, user: str, s: Seen, new: bool, window
     }
 
 
-
 def run_profiles(cluster: Cluster, settings: Settings, *, now: dt.datetime | None = None,
                  lookback_seconds: int | None = None, page_size: int = MAX_PAGE_SIZE,
                  stop: threading.Event | None = None) -> JobReport:
@@ -123,7 +122,7 @@ def run_profiles(cluster: Cluster, settings: Settings, *, now: dt.datetime | Non
     clock = start_run(now)
     events, target = settings.index("events_data_stream"), settings.index("profiles")
     require_index(cluster, events, "events data stream")
-    require_index(cluster, target, "profiles index")
+    require_index(cluster, target, "profiles index", ("job.run_id", "job.key", "profile.new"))
     window = settings.thresholds.profile_history_window
     start_ms = clock.now_ms - duration_seconds(window) * 1000
     lookback_start_ms = clock.now_ms - lookback_seconds * 1000

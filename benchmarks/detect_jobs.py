@@ -1,0 +1,189 @@
+"""Benchmark of the baselines and profiles jobs at 10^3, 10^4 and 10^5 users (a script, not a test).
+
+For each scale it installs an isolated pack (prefix pgbench, namespace
+bench<users>), loads 30 days of history, runs each job in a fresh child
+process and prints its time and memory, then removes everything it created.
+
+The history is bulk-loaded already normalized (pipeline=_none) into the pack's
+own data stream: the ingest pipeline is not what is measured, and on a 2-core
+machine it would take longer than the jobs. Per user: 3 exports, 4 successful
+logins (one device, one country; 1 in 10 users also from a second country and
+device), and 1 in 5 users a share with 1-2 external recipients.
+
+Memory is measured twice per job, each in its own child so one run cannot
+inflate the next: a plain run (wall time, and ru_maxrss of the child before
+and after the job) and a run under tracemalloc (peak of Python allocations
+during the job). Flat memory shows as a peak that does not grow with users.
+
+    python benchmarks/detect_jobs.py                     # 1000 10000 100000
+    python benchmarks/detect_jobs.py --users 1000 10000  # a subset
+    python benchmarks/detect_jobs.py --url http://127.0.0.1:9200
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import resource
+import shlex
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Iterator
+from typing import Any
+
+from pacsguard.connection import Cluster
+from pacsguard.errors import MissingPlugin
+from pacsguard.installer import install, uninstall
+from pacsguard.jobs import run_job
+from pacsguard.settings import Settings, load_settings
+
+DAYS = 30
+# (ip, country, region) as the GeoLite2 test databases resolve them
+PLACES = [("81.2.69.142", "GB", "GB-OXF"), ("216.160.83.56", "US", "US-ID"),
+          ("89.160.20.112", "SE", "SE-AB"), ("175.16.199.1", "CN", "CN-JL")]
+CHUNK = 5000
+
+
+def bench_settings(url: str, users: int) -> Settings:
+    return load_settings(overrides={"cluster": {"url": url}, "id_prefix": "pgbench", "namespace": f"bench{users}",
+                                    "pseudonymization": {"salt": "benchmark-salt-0123456789"}}, environ={})
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def history(users: int, now: dt.datetime, seed: int = 7) -> Iterator[dict[str, Any]]:
+    """Normalized events as the pipeline would have written them, spread over 30 days."""
+    rng = random.Random(seed)
+    span = DAYS * 86400 - 7200  # keep clear of the hour the baseline excludes
+
+    def when() -> str:
+        return iso(now - dt.timedelta(seconds=7200 + rng.randrange(span)))
+
+    for i in range(users):
+        user = f"user{i:06d}"
+        base = {"event": {"dataset": "pacs.audit", "outcome": "success"}, "user": {"name": user}}
+        home = PLACES[i % 2]
+        away = PLACES[2 + i % 2]
+        for _ in range(3):
+            yield {**base, "@timestamp": when(), "event": {**base["event"], "action": "study-export"},
+                   "pacs": {"study": {"count": rng.randint(1, 3)}}}
+        for n in range(4):
+            ip, country, region = away if (i % 10 == 0 and n == 3) else home
+            yield {**base, "@timestamp": when(), "event": {**base["event"], "action": "user-login"},
+                   "source": {"ip": ip, "geo": {"country_iso_code": country, "region_iso_code": region}},
+                   "device": {"id": f"dev{i:06d}{'b' if country == away[1] else 'a'}"}}
+        if i % 5 == 0:
+            recipients = [f"r{i}-{k}@partner{k}.example" for k in range(1 + i % 2)]
+            yield {**base, "@timestamp": when(), "event": {**base["event"], "action": "share-create"},
+                   "pacs": {"share": {"id": f"lnk{i}", "recipients": recipients, "external": True}}}
+
+
+def load(cluster: Cluster, settings: Settings, users: int, now: dt.datetime) -> int:
+    stream = settings.index("events_data_stream")
+    sent = 0
+    lines: list[str] = []
+    for doc in history(users, now):
+        lines.append('{"create":{}}\n' + json.dumps(doc) + "\n")
+        if len(lines) == CHUNK:
+            sent += _bulk(cluster, stream, lines)
+            lines = []
+    if lines:
+        sent += _bulk(cluster, stream, lines)
+    cluster.request("POST", f"/{stream}/_refresh")
+    return sent
+
+
+def _bulk(cluster: Cluster, stream: str, lines: list[str]) -> int:
+    res = cluster.request("POST", f"/{stream}/_bulk", body="".join(lines), params={"pipeline": "_none"})
+    if res.get("errors"):
+        bad = next(item["create"] for item in res["items"] if "error" in item["create"])
+        raise SystemExit(f"bulk load failed: {bad['error']}")
+    return len(lines)
+
+
+def child(args: argparse.Namespace) -> None:
+    """One job run in this process; prints one JSON line."""
+    settings = bench_settings(args.url, args.users_one)
+    cluster = Cluster.connect(settings.cluster)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if args.trace:
+        tracemalloc.start()
+    began = time.monotonic()
+    report = run_job(cluster, settings, args.child)
+    seconds = time.monotonic() - began
+    peak = tracemalloc.get_traced_memory()[1] if args.trace else None
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": seconds, "tracemalloc_peak": peak, "rss_before_kb": rss_before,
+                      "rss_after_kb": rss_after, "report": report.as_dict()}))
+
+
+def run_child(url: str, users: int, job: str, trace: bool) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--url", url, "--child", job, "--users-one", str(users)]
+    if trace:
+        cmd.append("--trace")
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def bench(url: str, users: int) -> list[dict[str, Any]]:
+    settings = bench_settings(url, users)
+    cluster = Cluster.connect(settings.cluster)
+    uninstall(cluster, settings, purge=True)  # leftovers of an interrupted run
+    try:
+        install(cluster, settings)
+    except MissingPlugin:
+        pass  # no Alerting on the node: the monitors are left out, the jobs do not need them
+    rows = []
+    try:
+        began = time.monotonic()
+        events = load(cluster, settings, users, dt.datetime.now(dt.timezone.utc))
+        print(f"  {users} users: loaded {events} events in {time.monotonic() - began:.1f}s", flush=True)
+        for job in ("baselines", "profiles"):
+            plain = run_child(url, users, job, trace=False)
+            traced = run_child(url, users, job, trace=True)
+            rep = plain["report"]
+            rows.append({"users": users, "events": events, "job": job, "seconds": plain["seconds"],
+                         "pages": rep["pages"], "written": rep["written"], "deleted": rep["deleted"],
+                         "tracemalloc_peak_mb": traced["tracemalloc_peak"] / 2**20,
+                         "rss_delta_mb": (plain["rss_after_kb"] - plain["rss_before_kb"]) / 1024,
+                         "rss_max_mb": plain["rss_after_kb"] / 1024})
+            print(f"  {users} users: {job} done in {plain['seconds']:.1f}s", flush=True)
+    finally:
+        uninstall(cluster, settings, purge=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default=os.environ.get("PACSGUARD_TEST_URL", "http://127.0.0.1:9200"))
+    parser.add_argument("--users", type=int, nargs="+", default=[1000, 10_000, 100_000])
+    parser.add_argument("--child", choices=["baselines", "profiles"], help=argparse.SUPPRESS)
+    parser.add_argument("--users-one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    print(f"command: {shlex.join([os.path.basename(sys.executable), *sys.argv])}")
+    print(f"nproc: {os.cpu_count()}  cluster: {args.url}")
+    rows = [row for users in args.users for row in bench(args.url, users)]
+    header = f"{'users':>7} {'events':>8} {'job':<9} {'seconds':>8} {'pages':>6} {'written':>8} " \
+             f"{'deleted':>7} {'tracemalloc peak':>16} {'rss delta':>9} {'rss max':>8}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['users']:>7} {r['events']:>8} {r['job']:<9} {r['seconds']:>8.1f} {r['pages']:>6} "
+              f"{r['written']:>8} {r['deleted']:>7} {r['tracemalloc_peak_mb']:>13.2f} MB "
+              f"{r['rss_delta_mb']:>6.1f} MB {r['rss_max_mb']:>5.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
