@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from pacsguard.connection import Cluster
 from pacsguard.settings import Settings, load_settings
 

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
 from pacsguard.connection import Cluster
 from pacsguard.installer import install, uninstall
 from pacsguard.objects import KINDS
@@ -45,7 +44,7 @@ def receiver() -> Iterator[tuple[str, list[str]]]:
         def log_message(self, *args: object) -> None:
             return None
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server naming
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             received.append(self.rfile.read(length).decode(errors="replace"))
             self.send_response(200)
@@ -79,7 +78,7 @@ def test_scheduled_monitor_alerts_and_webhook_delivers(
         indexed_at = time.monotonic()
 
         monitor = KINDS["monitor"]
-        rule_monitor = next(m for m in monitor._all(alerting_cluster)  # noqa: SLF001 - test looks inside
+        rule_monitor = next(m for m in monitor._all(alerting_cluster)
                             if m.get("ui_metadata", {}).get("pacsguard", {}).get("signal") == "1a"
                             and m["ui_metadata"]["pacsguard"]["id"].startswith(settings.id_prefix))
         alert = None

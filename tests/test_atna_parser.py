@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from pacsguard.errors import PacsguardError
 from pacsguard.ingest.atna import ACTION_ECS, AtnaParseError, parse_audit_message
 from pacsguard.ingest.syslog import parse_rfc5424

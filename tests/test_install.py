@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from pacsguard.connection import Cluster
 from pacsguard.content import content_root
 from pacsguard.installer import desired_objects, install, make_plan, status, uninstall, usable_kinds

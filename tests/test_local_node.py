@@ -6,12 +6,11 @@ import os
 import socket
 
 import pytest
-from typer.testing import CliRunner
-
 from pacsguard.cli import app
 from pacsguard.cluster import local
 from pacsguard.connection import Cluster
 from pacsguard.settings import ClusterSettings
+from typer.testing import CliRunner
 
 pytestmark = pytest.mark.cluster
 NEEDED_MODULES = {"lang-painless", "lang-mustache", "ingest-common", "ingest-user-agent", "ingest-geoip"}

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from conftest import SAMPLES, get_path
 from pacsguard.collector.syslog_input import convert_frame
 

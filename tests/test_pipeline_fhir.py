@@ -13,7 +13,6 @@ import json
 from typing import Any
 
 import pytest
-
 from conftest import SAMPLES, get_path
 
 pytestmark = pytest.mark.cluster

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import get_path
 
 pytestmark = pytest.mark.cluster
@@ -105,7 +104,7 @@ def test_missing_timestamp_goes_to_failure_index(simulate: Any, golden_pack: Any
 def test_documented_examples_are_the_golden_files() -> None:
     """Every ```json block under an `Example:` line in the doc equals its golden file."""
     text = DOC.read_text()
-    blocks = re.findall(r"Example `tests/golden/generic/([\w-]+)\.json`:\s*```json\n(.*?)```", text, re.S)
+    blocks = re.findall(r"Example `tests/golden/generic/([\w-]+)\.json`:\s*```json\n(.*?)```", text, re.DOTALL)
     assert {name for name, _ in blocks} == set(EXPECTED)
     for name, body in blocks:
         assert json.loads(body) == json.loads(example(name)), name

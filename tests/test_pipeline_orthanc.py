@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import get_path
 
 pytestmark = pytest.mark.cluster

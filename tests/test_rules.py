@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
-
 from pacsguard.cli import app
 from pacsguard.connection import Cluster
 from pacsguard.content import content_path, content_root
@@ -17,6 +15,7 @@ from pacsguard.detections.compiler import monitor_objects, render_monitor
 from pacsguard.detections.model import RuleError, load_rule, load_rules
 from pacsguard.detections.scenarios import RunReport, load_scenarios, run_scenarios
 from pacsguard.settings import Settings, load_settings
+from typer.testing import CliRunner
 
 SIGNALS = {"1a", "1b", "1c", "2a", "2b", "3", "4a", "4b", "5a", "5b"}
 CASES = [(path.name, i, case.name) for path, f in load_scenarios(content_path("detections", "scenarios"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from pacsguard.errors import PacsguardError
 from pacsguard.settings import load_settings
 

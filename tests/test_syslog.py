@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from pacsguard.errors import PacsguardError
 from pacsguard.ingest.syslog import (
     ATNA_MSGIDS,

@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from pacsguard import __version__
-from pacsguard.connection import Cluster
+from pacsguard.connection import REQUIRED_PLUGINS, Cluster
 from pacsguard.errors import MissingPlugin, PacsguardError
 from pacsguard.jobs.schedule import JobName
 from pacsguard.settings import Settings, load_settings
@@ -382,6 +382,92 @@ def respond(rule: Annotated[str, typer.Argument(help="Rule id or signal (e.g. 4a
     emit({"ok": True, "rule": str(r.id), "signal": r.signal, **g.model_dump(), "evidence": evidence_query(r)}, text)
 
 
+# -------------------------------------------------------------- collector
+
+
+@app.command()
+@handle_errors
+def collect(
+    udp: Annotated[list[str] | None, typer.Option("--udp", metavar="HOST:PORT",
+                                                  help="Syslog over UDP (RFC 5426), e.g. 0.0.0.0:514.")] = None,
+    tcp: Annotated[list[str] | None, typer.Option("--tcp", metavar="HOST:PORT",
+                                                  help="Syslog over TCP, octet-counting or newline framing.")] = None,
+    tls: Annotated[list[str] | None, typer.Option("--tls", metavar="HOST:PORT",
+                                                  help="Syslog over TLS (RFC 5425), e.g. 0.0.0.0:6514.")] = None,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Server certificate chain (PEM).")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Server private key (PEM).")] = None,
+    tls_client_ca: Annotated[Path | None, typer.Option("--tls-client-ca",
+                                                       help="Require client certificates signed by this CA.")] = None,
+    http: Annotated[list[str] | None, typer.Option("--http", metavar="HOST:PORT",
+                                                   help="FHIR AuditEvent endpoint: POST /fhir, /fhir/AuditEvent.")] = None,
+    files: Annotated[list[Path] | None, typer.Option("--file", metavar="PATH", help="Tail a JSON-lines file (one event a line).")] = None,
+    keycloak_files: Annotated[list[Path] | None, typer.Option("--keycloak-file", metavar="PATH",
+                                                              help="Tail a Keycloak log; only event lines are sent.")] = None,
+    state_dir: Annotated[Path | None, typer.Option("--state-dir",
+                                                   help="File offsets and the spool (default ~/.local/state/pacsguard/...).")] = None,
+    spool_max: Annotated[str, typer.Option("--spool-max", help="Disk spool size cap.")] = "512MiB",
+    max_message_size: Annotated[str, typer.Option("--max-message-size", help="Larger events are rejected.")] = "1MiB",
+    http_max_body: Annotated[str, typer.Option("--http-max-body", help="Larger HTTP bodies get 413.")] = "16MiB",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Events per bulk request.")] = 500,
+    flush_interval: Annotated[float, typer.Option("--flush-interval", min=0.01,
+                                                  help="Seconds to wait to fill a batch.")] = 1.0,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Bulk requests in flight at once.")] = 2,
+    queue_size: Annotated[str, typer.Option("--queue-size", help="In-memory queue cap (bytes).")] = "64MiB",
+    retry_budget: Annotated[float, typer.Option("--retry-budget", min=0,
+                                                help="Seconds of retries before spooling to disk.")] = 5.0,
+    progress_interval: Annotated[float, typer.Option("--progress-interval",
+                                                     help="Seconds between progress lines (0: none).")] = 10.0,
+    shutdown_timeout: Annotated[float, typer.Option("--shutdown-timeout",
+                                                    help="Seconds to flush on SIGTERM before spooling the rest.")] = 15.0,
+) -> None:
+    """Receive audit events (syslog UDP/TCP/TLS, files, FHIR over HTTP) and bulk them into the data stream.
+
+    Runs until SIGTERM/SIGINT, then flushes (or spools) what is queued and prints the counters:
+    received = indexed + failed + spooled + rejected + in_flight.
+    """
+    import logging
+
+    from pacsguard.collector.sender import SenderConfig
+    from pacsguard.collector.service import (
+        CollectorConfig,
+        Listen,
+        default_state_dir,
+        parse_size,
+        run_collector,
+    )
+
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO if OPTS.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cluster, settings = connect()
+    config = CollectorConfig(
+        state_dir=state_dir or default_state_dir(settings),
+        udp=tuple(Listen.parse(a) for a in udp or []),
+        tcp=tuple(Listen.parse(a) for a in tcp or []),
+        tls=tuple(Listen.parse(a) for a in tls or []),
+        tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
+        http=tuple(Listen.parse(a) for a in http or []),
+        files=tuple([(p, "json") for p in files or []] + [(p, "keycloak") for p in keycloak_files or []]),
+        max_message_bytes=parse_size(max_message_size),
+        http_max_body_bytes=parse_size(http_max_body),
+        spool_max_bytes=parse_size(spool_max),
+        sender=SenderConfig(batch_size=batch_size, flush_interval=flush_interval, workers=workers,
+                            retry_budget=retry_budget, queue_bytes=parse_size(queue_size)),
+        progress_interval=progress_interval,
+        shutdown_timeout=shutdown_timeout,
+    )
+    config.validate()
+
+    def say(line: str) -> None:  # a long-running service: progress goes to stderr even with --json
+        typer.secho(f"  {line}", err=True, fg=typer.colors.BRIGHT_BLACK)
+
+    snap = run_collector(config, cluster, settings, say)
+    reconciles = snap["received"] == sum(snap[k] for k in ("indexed", "failed", "spooled", "rejected", "in_flight"))
+    emit({"ok": True, "counters": snap, "reconciles": reconciles},
+         f"received {snap['received']}: indexed {snap['indexed']}, failed {snap['failed']} (failure index), "
+         f"spooled {snap['spooled']}, rejected {snap['rejected']}, in flight {snap['in_flight']}; "
+         f"{snap['events_per_second']} events/s")
+
+
 # -------------------------------------------------------------- local node
 
 
@@ -451,8 +537,8 @@ def up(port: PortOpt = 9200) -> None:
     cluster, settings = connect()
     result = do_install(cluster, settings, progress=progress, allow_missing_plugins=True)
     counts = result.plan.summary()
-    plugins, modules = cluster.installed_components()
-    missing = [p for p in ("opensearch-alerting", "opensearch-notifications") if p not in plugins]
+    plugins, _ = cluster.installed_components()
+    missing = [p for p in REQUIRED_PLUGINS if p not in plugins]
     data = {"ok": True, "url": node["url"], "summary": counts, "missing_plugins": missing}
     text = (f"OpenSearch {node['url']} ({node['mode']}); pack installed: {counts['create']} created, "
             f"{counts['update']} updated, {counts['unchanged']} unchanged.\n"

@@ -18,8 +18,7 @@ from typing import Any
 
 from pacsguard import __version__
 from pacsguard.connection import REQUIRED_MODULES, REQUIRED_PLUGINS, ApiError, Cluster
-from pacsguard.content import content_root
-from pacsguard.content import content_path
+from pacsguard.content import content_path, content_root
 from pacsguard.detections.compiler import channel_objects, monitor_objects
 from pacsguard.errors import MissingPlugin, PacsguardError
 from pacsguard.objects import KIND_PLUGINS, KINDS, PackObject, delete_index_template, live_fingerprint
@@ -418,10 +417,3 @@ def _drop_retained_template(cluster: Cluster, settings: Settings) -> bool:
     """Remove the template an earlier uninstall left for kept data. True if there was one."""
     return delete_index_template(cluster, retained_template_name(settings))
 
-
-def format_changes(changes: Iterable[Change]) -> list[list[str]]:
-    return [[c.action, c.kind, c.id, c.reason] for c in changes]
-
-
-__all__ = ["install", "make_plan", "status", "uninstall", "desired_objects", "load_objects", "Plan", "Change",
-           "PacsguardError"]

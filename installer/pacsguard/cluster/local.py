@@ -141,7 +141,7 @@ def _install_plugin_zips(home: Path, recipe: dict[str, Any], java_home: Path, pr
     missing: dict[str, str] = {}
     local_dir = os.environ.get("PACSGUARD_PLUGIN_ZIPS")
     for coord in recipe.get("plugins", []):
-        rel, name = _coordinate_path(coord, version)
+        _, name = _coordinate_path(coord, version)
         zip_path: Path | None = None
         if local_dir and (Path(local_dir) / name).exists():
             zip_path = Path(local_dir) / name
@@ -391,7 +391,7 @@ def up(port: int, progress: Progress = _quiet, fresh: bool = False, timeout: flo
     log_path = logs / "stdout.log"
     progress(f"starting OpenSearch {recipe['opensearch_version']} on 127.0.0.1:{port}")
     with log_path.open("ab") as out:
-        proc = subprocess.Popen(  # noqa: S603 - fixed argv
+        proc = subprocess.Popen(
             [str(report.home / "bin" / "opensearch")],
             env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, cwd=str(run), **kwargs,

@@ -66,12 +66,13 @@ def _run_alerting(cluster: Cluster, monitor: dict[str, Any]) -> MonitorRun:
     res = cluster.request("POST", "/_plugins/_alerting/monitors/_execute", params={"dryrun": "true"}, body=monitor)
     took = (dt.datetime.now() - started).total_seconds() * 1000
     results: list[TriggerResult] = []
-    by_id = {}
+    by_id: dict[str, dict[str, Any]] = {}
     for trig in monitor.get("triggers", []):
         body = next(iter(trig.values()))
         by_id[body.get("id") or body["name"]] = body
     for trig_id, out in (res.get("trigger_results") or {}).items():
-        spec = by_id.get(trig_id) or next((b for b in by_id.values() if b["name"] == out.get("name")), {})
+        spec: dict[str, Any] = by_id.get(trig_id) or next(
+            (b for b in by_id.values() if b["name"] == out.get("name")), {})
         result = TriggerResult(out.get("name", trig_id), str(spec.get("severity", "")))
         if "agg_result_buckets" in out:
             result.entities = [_entity(b.get("bucket_keys") or b.get("key")) for b in out["agg_result_buckets"].values()]

@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from pacsguard.connection import Cluster
 from pacsguard.content import content_path
 from pacsguard.detections.compiler import render_monitor
 from pacsguard.detections.evaluate import MonitorRun, run_monitor
 from pacsguard.detections.model import Rule, RuleError, load_rules
 from pacsguard.settings import Settings, duration_seconds
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 Progress = Callable[[str], None]
 JOB_RULE_TYPES = {"baseline", "new_value"}
