@@ -1,0 +1,179 @@
+"""ATNA XML -> the JSON envelope pipelines/atna.yaml finishes, with patient data redacted.
+
+OpenSearch has no XML processor, so the collector parses the AuditMessage
+(pacsguard.ingest.atna) and sends, as JSON text in ``message``:
+
+    {"pacsguard_format": "atna", "original": <raw frame, patients redacted>, "doc": <normalized event>}
+
+``original`` becomes event.original, which is stored as is: every patient id
+and name found in a patient ParticipantObjectIdentification (ID type code 2
+"Patient Number", or object role 1 "Patient") is replaced by
+"[patient-redacted]" wherever it occurs in the frame, and base64 query/detail
+values that carry them (or HL7 patient segments) and patient ids in REST paths
+(``/patients/<id>``) are replaced too. The redaction
+works on the text with regular expressions, not on a parse tree, so it also
+covers frames whose XML is broken.
+
+A frame whose XML does not parse is not dropped: it is sent as an envelope with
+an ``error`` and no ``doc``; the atna pipeline refuses it and the router keeps
+it in the failure index with its original.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import html
+import json
+import logging
+import re
+from typing import Any
+
+from pacsguard.ingest.atna import AtnaParseError, parse_audit_message
+
+log = logging.getLogger("pacsguard.collector")
+
+PATIENT_REDACTED = "[patient-redacted]"
+# router.yaml size_guard: event.original above this goes to the failure index.
+ROUTER_MAX_CHARS = 1_048_576
+
+_XML_START = re.compile(rb"^(?:<\?xml|<(?:[\w.-]+:)?AuditMessage\b)")
+_OBJECT_BLOCK = re.compile(
+    r"<(?:[\w.-]+:)?ParticipantObjectIdentification\b[^>]*>.*?(?:</(?:[\w.-]+:)?ParticipantObjectIdentification\s*>|\Z)",
+    re.DOTALL)
+_START_TAG = re.compile(r"^<[^>]*>", re.DOTALL)
+_ROLE_PATIENT = re.compile(r"""\bParticipantObjectTypeCodeRole\s*=\s*["']1["']""")
+_IDTYPE_PATIENT = re.compile(
+    r"""<(?:[\w.-]+:)?ParticipantObjectIDTypeCode\b[^>]*\b(?:csd-)?code\s*=\s*["']2["']""")
+_OBJECT_ID = re.compile(r"""(\bParticipantObjectID\s*=\s*)(["'])(.*?)\2""", re.DOTALL)
+_OBJECT_NAME = re.compile(
+    r"(<(?:[\w.-]+:)?ParticipantObjectName\b[^>]*>)(.*?)(</(?:[\w.-]+:)?ParticipantObjectName\s*>)", re.DOTALL)
+_QUERY = re.compile(
+    r"(<(?:[\w.-]+:)?ParticipantObjectQuery\b[^>]*>)(.*?)(</(?:[\w.-]+:)?ParticipantObjectQuery\s*>)", re.DOTALL)
+_DETAIL_VALUE = re.compile(r"""(<(?:[\w.-]+:)?ParticipantObjectDetail\b[^>]*?\bvalue\s*=\s*)(["'])(.*?)\2""",
+                           re.DOTALL)
+# REST paths name patients by id: dcm4chee's .../rs/patients/<id> (a new id in an
+# "identifier changed" event is not in that message's patient object).
+_URI_PATIENT = re.compile(r"""(/patients/)([^/"'?#\s<&]+)""", re.IGNORECASE)
+# HL7 v2 segments that name a patient (PID, merge, PIX/PDQ query, next of kin).
+_HL7_PATIENT_SEGMENT = re.compile(r"(?:^|[\r\n])(?:PID|MRG|QPD|NK1|PD1)\|")
+
+
+def is_xml_payload(payload: bytes) -> bool:
+    return bool(_XML_START.match(payload.lstrip(b" \t\r\n\xef\xbb\xbf")[:200]))
+
+
+# ------------------------------------------------------------------ redaction
+
+
+def _is_patient_block(block: str) -> bool:
+    start = _START_TAG.match(block)
+    return bool((start and _ROLE_PATIENT.search(start.group(0))) or _IDTYPE_PATIENT.search(block))
+
+
+def _name_parts(name: str) -> set[str]:
+    """Components of a DICOM PN (family^given=ideographic=phonetic) long enough to be safe to replace."""
+    parts = {p.strip() for p in re.split(r"[\^=]", name)}
+    return {p for p in parts if len(p) >= 3 or (len(p) >= 2 and not p.isascii())}
+
+
+def _terms(raw_value: str, is_name: bool) -> set[str]:
+    values = {raw_value.strip(), html.unescape(raw_value).strip()}
+    terms: set[str] = set()
+    for value in values:
+        if not value or value == "<none>":
+            continue
+        terms.add(value)
+        terms.add(html.escape(value, quote=True))
+        terms.add(html.escape(value, quote=False))
+        if is_name:
+            terms |= _name_parts(value)
+        else:
+            number = value.split("^", 1)[0]  # CX: id^^^authority
+            if len(number) >= 3:
+                terms.add(number)
+    return {t for t in terms if len(t) >= 3 or (t and not t.isascii())}
+
+
+def _sensitive_base64(value: str, terms: set[str]) -> bool:
+    try:
+        decoded = base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    text = decoded.decode("utf-8", errors="replace")
+    return bool(_HL7_PATIENT_SEGMENT.search(text)) or any(term in text for term in terms)
+
+
+def redact_patients(text: str) -> str:
+    """The raw frame with patient ids and names (and blobs that carry them) replaced."""
+    terms: set[str] = set()
+
+    def block(match: re.Match[str]) -> str:
+        content = match.group(0)
+        if not _is_patient_block(content):
+            return content
+
+        def object_id(m: re.Match[str]) -> str:
+            terms.update(_terms(m.group(3), is_name=False))
+            return f"{m.group(1)}{m.group(2)}{PATIENT_REDACTED}{m.group(2)}"
+
+        def object_name(m: re.Match[str]) -> str:
+            terms.update(_terms(m.group(2), is_name=True))
+            return f"{m.group(1)}{PATIENT_REDACTED}{m.group(3)}"
+
+        content = _OBJECT_ID.sub(object_id, content, count=1)
+        return _OBJECT_NAME.sub(object_name, content)
+
+    text = _OBJECT_BLOCK.sub(block, text)
+
+    def query(m: re.Match[str]) -> str:
+        return f"{m.group(1)}{PATIENT_REDACTED}{m.group(3)}" if _sensitive_base64(m.group(2), terms) else m.group(0)
+
+    def detail(m: re.Match[str]) -> str:
+        if _sensitive_base64(m.group(3), terms):
+            return f"{m.group(1)}{m.group(2)}{PATIENT_REDACTED}{m.group(2)}"
+        return m.group(0)
+
+    text = _QUERY.sub(query, text)
+    text = _DETAIL_VALUE.sub(detail, text)
+    text = _URI_PATIENT.sub(lambda m: f"{m.group(1)}{PATIENT_REDACTED}", text)
+    if terms:
+        # Longest first, so "DOE^JOHN" is replaced whole before "JOHN" alone.
+        pattern = re.compile("|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True)))
+        text = pattern.sub(PATIENT_REDACTED, text)
+    return text
+
+
+# ------------------------------------------------------------------ envelope
+
+
+def failure_envelope(original: str, error: str) -> str:
+    """An ATNA event the collector could not normalize: the pipeline sends it to the failure index."""
+    limit = ROUTER_MAX_CHARS - len(error) - 200
+    return json.dumps({"pacsguard_format": "atna", "original": original[:max(limit, 0)],
+                       "error": f"collector: {error}"}, ensure_ascii=False)
+
+
+def atna_message(frame_text: str, xml_text: str, hostname: str | None, timestamp: str | None,
+                 max_bytes: int) -> tuple[str, str | None]:
+    """(the ``message`` to send, the parse error or None)."""
+    original = redact_patients(frame_text)
+    try:
+        doc: dict[str, Any] = parse_audit_message(xml_text, max_bytes=max_bytes, fallback_timestamp=timestamp)
+    except AtnaParseError as exc:
+        return failure_envelope(original, str(exc)), str(exc)
+    except Exception as exc:  # a parser bug must not cost the event or the collector
+        log.exception("ATNA parser crashed on a frame: keeping it as a failure")
+        error = f"parser error {type(exc).__name__}: {exc}"
+        return failure_envelope(original, error), error
+    if hostname:
+        observer = doc.setdefault("observer", {})
+        if isinstance(observer, dict) and not observer.get("hostname"):
+            observer["hostname"] = hostname
+    message = json.dumps({"pacsguard_format": "atna", "original": original, "doc": doc}, ensure_ascii=False)
+    if len(message) > ROUTER_MAX_CHARS:
+        # The router would refuse it with the whole envelope (raw patient id in
+        # doc) as event.original; send the redacted frame alone instead.
+        error = f"ATNA envelope is {len(message)} characters, above the router's {ROUTER_MAX_CHARS}"
+        return failure_envelope(original, error), error
+    return message, None

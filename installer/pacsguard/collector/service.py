@@ -1,0 +1,324 @@
+"""The collector: sources + sender + spool on one asyncio loop, started and stopped as a unit.
+
+``run_collector`` is what ``pacsguard collect`` runs (until SIGTERM/SIGINT);
+``CollectorThread`` runs the same collector on a background thread for tests
+and the benchmark.
+
+Shutdown order matters for "nothing lost": stop the sources (no new events),
+then let the sender flush the queue (or spool it), then persist the file
+offsets, which only move once the events behind them are settled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import signal
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pacsguard.collector.counters import Counters, Throughput, progress_line
+from pacsguard.collector.events import NetworkIds
+from pacsguard.collector.files import FileKind, FileTailer
+from pacsguard.collector.http_input import FhirHttpServer
+from pacsguard.collector.sender import Sender, SenderConfig
+from pacsguard.collector.spool import Spool
+from pacsguard.collector.syslog_input import StreamServer, SyslogIntake, tls_context
+from pacsguard.connection import Cluster
+from pacsguard.errors import ConnectionProblem, PacsguardError
+from pacsguard.settings import Settings
+
+log = logging.getLogger("pacsguard.collector")
+MiB = 1024 * 1024
+
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": MiB, "mb": 1000**2, "mib": MiB,
+          "g": 1024 * MiB, "gb": 1000**3, "gib": 1024 * MiB}
+
+
+def parse_size(text: str) -> int:
+    """'1MiB', '512MiB', '10MB', '65536' -> bytes."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if not match or match[2].lower() not in _UNITS:
+        raise PacsguardError(f"bad size {text!r}: use e.g. 1MiB, 512MiB, 10MB or a number of bytes")
+    return int(float(match[1]) * _UNITS[match[2].lower()])
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, default_host: str = "0.0.0.0") -> Listen:  # a receiver listens on all interfaces
+        """'5514', ':5514', '127.0.0.1:5514' or '[::1]:5514'."""
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            host, port = "", text
+        host = host.strip("[]") or default_host
+        if not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise PacsguardError(f"bad listen address {text!r}: use HOST:PORT, e.g. 0.0.0.0:6514")
+        return cls(host, int(port))
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    state_dir: Path
+    udp: tuple[Listen, ...] = ()
+    tcp: tuple[Listen, ...] = ()
+    tls: tuple[Listen, ...] = ()
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    http: tuple[Listen, ...] = ()
+    files: tuple[tuple[Path, FileKind], ...] = ()
+    max_message_bytes: int = MiB
+    http_max_body_bytes: int = 16 * MiB
+    spool_max_bytes: int = 512 * MiB
+    sender: SenderConfig = field(default_factory=SenderConfig)
+    progress_interval: float = 10.0
+    shutdown_timeout: float = 15.0
+    file_poll_interval: float = 0.25
+
+    def validate(self, require_source: bool = True) -> None:
+        # Without sources a collector still replays its spool (tests, a drain-only run).
+        if require_source and not (self.udp or self.tcp or self.tls or self.http or self.files):
+            raise PacsguardError("no source: give at least one of --udp, --tcp, --tls, --http, --file, --keycloak-file")
+        if self.tls and not (self.tls_cert and self.tls_key):
+            raise PacsguardError("--tls needs --tls-cert and --tls-key (PEM files)")
+        for path in (self.tls_cert, self.tls_key, self.tls_client_ca):
+            if self.tls and path is not None and not path.is_file():
+                raise PacsguardError(f"{path} does not exist")
+        if self.max_message_bytes < 1024:
+            raise PacsguardError("--max-message-size must be at least 1KiB")
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.state_dir / "spool"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.state_dir / "files"
+
+
+def default_state_dir(settings: Settings) -> Path:
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return base / "pacsguard" / f"collector-{settings.id_prefix}-{settings.namespace}"
+
+
+def widen_pool(cluster: Cluster, size: int) -> None:
+    """Let `size` requests share the client's connections (urllib3's default pool holds one).
+
+    With several bulk workers and the replayer, a one-connection pool opens
+    and throws away a connection per concurrent request and logs a warning
+    each time. The transport rebuilds its connections with the same
+    auth/TLS options and the larger pool.
+    """
+    transport = cluster.client.transport
+    if getattr(transport, "pool_maxsize", None) == size or not hasattr(transport, "set_connections"):
+        return
+    old = transport.connection_pool
+    transport.pool_maxsize = size
+    del transport.connection_pool  # else set_connections keeps the existing connection for the same host
+    try:
+        transport.set_connections(transport.hosts)
+    except Exception:
+        transport.connection_pool = old
+        raise
+    old.close()
+
+
+class Collector:
+    def __init__(self, config: CollectorConfig, cluster: Cluster, data_stream: str, failures_index: str,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.cluster = cluster
+        widen_pool(cluster, config.sender.workers + 2)  # workers, the replayer, a diversion
+        self.data_stream = data_stream
+        self.failures_index = failures_index
+        self.progress = progress
+        self.counters = Counters()
+        self.ids = NetworkIds()
+        self.ports: dict[str, list[int]] = {"udp": [], "tcp": [], "tls": [], "http": []}
+        self.sender: Sender | None = None
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._streams: list[StreamServer] = []
+        self._http: list[FhirHttpServer] = []
+        self._tailers: list[FileTailer] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._reporter: asyncio.Task[None] | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        snap = self.counters.snapshot()
+        if self.sender is not None:
+            snap["spooling"] = self.sender.spooling
+            snap["spool_bytes"] = self.sender.spool.used_bytes
+        return snap
+
+    async def start(self) -> None:
+        cfg = self.config
+        cfg.validate(require_source=False)
+        spool = Spool(cfg.spool_dir, cfg.spool_max_bytes)
+        self.sender = Sender(self.cluster, self.data_stream, self.failures_index, self.counters, spool, cfg.sender)
+        try:
+            self.sender.start()
+        except OSError as exc:
+            raise PacsguardError(f"cannot use the spool directory {cfg.spool_dir}: {exc.strerror or exc}") from None
+        intake = SyslogIntake(self.sender, self.counters, self.ids, cfg.max_message_bytes)
+        try:
+            for listen in cfg.udp:
+                transport = await intake.serve_udp(listen.host, listen.port)
+                self._udp.append(transport)
+                self.ports["udp"].append(int(transport.get_extra_info("sockname")[1]))
+            for listen in cfg.tcp:
+                server = await intake.serve_stream(listen.host, listen.port, "tcp")
+                self._streams.append(server)
+                self.ports["tcp"].append(server.port)
+            if cfg.tls:
+                assert cfg.tls_cert is not None and cfg.tls_key is not None
+                try:
+                    context = tls_context(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
+                except (OSError, ssl.SSLError) as exc:
+                    raise PacsguardError(f"cannot load the TLS certificate/key ({cfg.tls_cert}, {cfg.tls_key}): "
+                                         f"{getattr(exc, 'reason', None) or exc}") from None
+                for listen in cfg.tls:
+                    server = await intake.serve_stream(listen.host, listen.port, "tls", context)
+                    self._streams.append(server)
+                    self.ports["tls"].append(server.port)
+            for listen in cfg.http:
+                http = FhirHttpServer(self.sender, self.counters, self.ids, cfg.max_message_bytes,
+                                      cfg.http_max_body_bytes, self.snapshot)
+                self.ports["http"].append(await http.start(listen.host, listen.port))
+                self._http.append(http)
+        except (OSError, PacsguardError) as exc:
+            await self.stop()
+            if isinstance(exc, PacsguardError):
+                raise
+            raise PacsguardError(f"cannot listen: {exc.strerror or exc}") from None
+        for path, kind in cfg.files:
+            tailer = FileTailer(path, kind, cfg.files_dir, self.sender, self.counters, cfg.max_message_bytes,
+                                cfg.file_poll_interval)
+            self._tailers.append(tailer)
+            self._tasks.append(asyncio.create_task(tailer.run()))
+        if self.progress is not None and cfg.progress_interval > 0:
+            self._reporter = asyncio.create_task(self._report())
+
+    async def _report(self) -> None:
+        assert self.progress is not None
+        throughput = Throughput(self.counters)
+        while True:
+            await asyncio.sleep(self.config.progress_interval)
+            self.progress(progress_line(self.counters.snapshot(), throughput.rate()))
+
+    async def stop(self) -> dict[str, Any]:
+        """Stop the sources, flush or spool what is queued, save the file offsets; return the counters."""
+        for transport in self._udp:
+            transport.close()
+        for server in self._streams:
+            await server.close()
+        for http in self._http:
+            await http.close()
+        for tailer in self._tailers:
+            tailer.stop()
+        if self._reporter is not None:
+            self._reporter.cancel()
+        await asyncio.gather(*self._tasks, *([self._reporter] if self._reporter else []), return_exceptions=True)
+        if self.sender is not None:
+            await self.sender.close(self.config.shutdown_timeout)
+        for tailer in self._tailers:
+            tailer.save_state()  # offsets moved while the sender flushed
+        snap = self.snapshot()
+        elapsed = max(snap["uptime_seconds"], 1e-9)
+        snap["events_per_second"] = round((snap["indexed"] + snap["failed"]) / elapsed, 1)
+        return snap
+
+
+def preflight(cluster: Cluster, settings: Settings) -> str | None:
+    """Refuse to start against a cluster without the pack; a cluster that is away is fine (spool)."""
+    template = f"{settings.id_prefix}-events-{settings.namespace}"
+    try:
+        if not cluster.exists(f"/_index_template/{template}"):
+            raise PacsguardError(f"the pack is not installed in {cluster.url} (no index template {template}): "
+                                 "run `pacsguard install` first")
+    except ConnectionProblem as exc:
+        text = str(exc)
+        if text.startswith("cannot reach") or "did not answer" in text:
+            return f"{text}: starting anyway, events will be spooled until it answers"
+        raise  # wrong password, untrusted certificate, missing permission: waiting will not fix it
+    return None
+
+
+def run_collector(config: CollectorConfig, cluster: Cluster, settings: Settings,
+                  progress: Callable[[str], None]) -> dict[str, Any]:
+    """Run until SIGTERM or SIGINT; return the final counters."""
+    warning = preflight(cluster, settings)
+    if warning:
+        progress(f"warning: {warning}")
+
+    async def main() -> dict[str, Any]:
+        collector = Collector(config, cluster, settings.index("events_data_stream"), settings.index("failures"),
+                              progress)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await collector.start()
+        listening = ", ".join(f"{kind} {','.join(map(str, ports))}" for kind, ports in collector.ports.items() if ports)
+        files = ", ".join(str(p) for p, _ in config.files)
+        progress(f"collecting into {collector.data_stream} at {cluster.url}"
+                 + (f"; listening on {listening}" if listening else "") + (f"; tailing {files}" if files else ""))
+        try:
+            await stop.wait()
+        finally:
+            progress("stopping: flushing queued events (or spooling them)")
+            snap = await collector.stop()
+        progress(progress_line(snap, snap["events_per_second"]))
+        return snap
+
+    return asyncio.run(main())
+
+
+class CollectorThread:
+    """A collector on its own loop in a background thread (tests, benchmark)."""
+
+    def __init__(self, config: CollectorConfig, cluster: Cluster, settings: Settings) -> None:
+        self.collector = Collector(config, cluster, settings.index("events_data_stream"), settings.index("failures"))
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="pacsguard-collector", daemon=True)
+        self.final: dict[str, Any] | None = None
+
+    @property
+    def ports(self) -> dict[str, list[int]]:
+        return self.collector.ports
+
+    @property
+    def counters(self) -> Counters:
+        return self.collector.counters
+
+    def start(self) -> CollectorThread:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.collector.start(), self._loop).result(30)
+        return self
+
+    def call(self, func: Callable[[], Any]) -> Any:
+        """Run a function on the collector's loop (e.g. to submit events directly)."""
+        async def wrapper() -> Any:
+            result = func()
+            if asyncio.iscoroutine(result):
+                result = await result
+            return result
+        return asyncio.run_coroutine_threadsafe(wrapper(), self._loop).result(120)
+
+    def stop(self, timeout: float = 120) -> dict[str, Any]:
+        if self.final is None:
+            self.final = asyncio.run_coroutine_threadsafe(self.collector.stop(), self._loop).result(timeout)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
+        return self.final

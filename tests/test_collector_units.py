@@ -1,0 +1,263 @@
+"""Collector parts that need no cluster: ids, queue bounds, spool, framing/conversion, redaction."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLES
+from pacsguard.collector.atna_envelope import PATIENT_REDACTED, atna_message, redact_patients
+from pacsguard.collector.counters import Counters
+from pacsguard.collector.events import Event, NetworkIds, make_id
+from pacsguard.collector.files import keycloak_event_line
+from pacsguard.collector.queue import EventQueue
+from pacsguard.collector.service import Listen, parse_size
+from pacsguard.collector.spool import Spool
+from pacsguard.collector.syslog_input import convert_frame
+from pacsguard.errors import PacsguardError
+from pacsguard.ingest.syslog import SyslogParseError
+
+ATNA = SAMPLES / "dicom-audit"
+needs_samples = pytest.mark.skipif(not ATNA.is_dir(), reason=f"samples not found at {ATNA}")
+
+
+def ev(n: int, size: int = 10) -> Event:
+    return Event(f"id{n}", "x" * size, "test")
+
+
+# ------------------------------------------------------------------ ids, options
+
+
+def test_ids_are_deterministic_and_length_prefixed() -> None:
+    assert make_id("file", 1, 2, 0, 10, b"line") == make_id("file", 1, 2, 0, 10, b"line")
+    assert make_id("ab", "c") != make_id("a", "bc")
+    assert re.fullmatch(r"[A-Za-z0-9_-]{20}", make_id("x"))
+    ids = NetworkIds()
+    assert len({ids.next("udp") for _ in range(1000)}) == 1000
+    assert NetworkIds().next("udp") != NetworkIds().next("udp")  # runs never collide
+
+
+def test_sizes_and_listen_addresses() -> None:
+    assert parse_size("1MiB") == 1024 * 1024
+    assert parse_size("512MiB") == 512 * 1024 * 1024
+    assert parse_size("10MB") == 10_000_000
+    assert parse_size("4096") == 4096
+    with pytest.raises(PacsguardError):
+        parse_size("lots")
+    assert Listen.parse("127.0.0.1:6514") == Listen("127.0.0.1", 6514)
+    assert Listen.parse("514") == Listen("0.0.0.0", 514)
+    assert Listen.parse("[::1]:514") == Listen("::1", 514)
+    with pytest.raises(PacsguardError):
+        Listen.parse("host:port")
+
+
+def test_counters_moves_keep_the_invariant() -> None:
+    c = Counters()
+    c.receive("tcp", 5)
+    c.reject_new("udp", "oversize")
+    c.settle("in_flight", "indexed", 2)
+    c.settle("in_flight", "spooled", 2)
+    c.settle("spooled", "failed", 1)
+    c.resume(3)
+    assert c.reconciles()
+    snap = c.snapshot()
+    assert (snap["received"], snap["indexed"], snap["failed"], snap["spooled"], snap["rejected"],
+            snap["in_flight"]) == (9, 2, 1, 4, 1, 1)
+
+
+# ------------------------------------------------------------------ queue
+
+
+def test_queue_is_bounded_by_count_and_bytes() -> None:
+    async def scenario() -> None:
+        q = EventQueue(max_events=3, max_bytes=10_000)
+        assert all(q.try_put(ev(n)) for n in range(3))
+        assert not q.try_put(ev(3))  # count bound
+        batch = await q.get_batch(10, 1_000_000, 0.01)
+        assert [e.id for e in batch] == ["id0", "id1", "id2"]
+        q2 = EventQueue(max_events=100, max_bytes=1000)
+        assert q2.try_put(ev(0, 5000))  # an oversize event still fits an empty queue
+        assert not q2.try_put(ev(1, 10))  # ... but nothing joins it
+        # put() waits for room instead of failing
+        waiter = asyncio.create_task(q2.put(ev(2, 10)))
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        assert len(await q2.get_batch(10, 100, 0)) == 1
+        assert await asyncio.wait_for(waiter, 1)
+        q2.close()
+        assert not await q2.put(ev(3))
+
+    asyncio.run(scenario())
+
+
+def test_batches_respect_the_byte_limit() -> None:
+    async def scenario() -> None:
+        q = EventQueue(max_events=100, max_bytes=10**9)
+        for n in range(10):
+            q.try_put(ev(n, 1000))
+        batch = await q.get_batch(100, 3000, 0)
+        assert len(batch) == 2  # 2 x (1000 + 64) <= 3000 < 3 x 1064
+
+    asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------ spool
+
+
+def test_spool_keeps_order_across_segments_and_restarts(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=10 * 1024 * 1024, segment_bytes=4096)
+    events = [Event(f"id{n}", f"message {n} " + "é" * 50, "tcp") for n in range(200)]
+    assert spool.append(events[:120]) == []
+    assert spool.append(events[120:]) == []
+    assert len(list(tmp_path.glob("seg-*.ndjson"))) > 1
+    first = spool.next_chunk(50, 10**9)
+    assert first is not None and [e.id for e in first.events] == [f"id{n}" for n in range(len(first.events))]
+    spool.ack(first)
+    spool.close()
+
+    again = Spool(tmp_path, max_bytes=10 * 1024 * 1024, segment_bytes=4096)
+    assert again.load() == 200 - len(first.events)
+    seen: list[str] = [e.id for e in first.events]
+    while (chunk := again.next_chunk(37, 10**9)) is not None:
+        seen += [e.id for e in chunk.events]
+        assert all(e.message.startswith("message ") and "é" in e.message for e in chunk.events)
+        again.ack(chunk)
+    assert seen == [f"id{n}" for n in range(200)]
+    assert again.empty() and again.used_bytes == 0
+    assert not list(tmp_path.glob("seg-*.ndjson"))
+
+
+def test_full_spool_refuses_new_events_and_keeps_old_ones(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=2000)
+    refused = spool.append([Event(f"id{n}", "y" * 100, "udp") for n in range(30)])
+    kept = 30 - len(refused)
+    assert 0 < kept < 30 and refused[0].id == f"id{kept}"
+    assert spool.used_bytes <= 2000
+    chunk = spool.next_chunk(100, 10**9)
+    assert chunk is not None and len(chunk.events) == kept
+
+
+def test_a_half_written_spool_line_is_dropped_on_load(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.append([ev(1), ev(2)])
+    spool.close()
+    segment = next(tmp_path.glob("seg-*.ndjson"))
+    with segment.open("ab") as handle:
+        handle.write(b'{"id": "id3", "mess')  # crash mid-write
+    assert Spool(tmp_path).load() == 2
+
+
+# ------------------------------------------------------------------ frames
+
+
+def test_non_atna_frames_send_their_msg_and_bom_is_stripped() -> None:
+    frame = b'<13>1 2026-11-27T10:00:00Z host app - - - \xef\xbb\xbf{"action":"user-login"}'
+    assert convert_frame(frame, 1 << 20, strict=True).message == '{"action":"user-login"}'
+
+
+def test_not_syslog_is_refused_on_udp_and_passed_on_over_tcp() -> None:
+    with pytest.raises(SyslogParseError):
+        convert_frame(b"<85>1 2026-11-27T10:00:00Z hos", 1 << 20, strict=True)
+    kept = convert_frame(b"plain text line", 1 << 20, strict=False)
+    assert kept.message == "plain text line" and kept.atna_error is None
+
+
+def test_non_utf8_bytes_are_replaced_and_flagged() -> None:
+    frame = b"<13>1 - host app - - - caf\xe9 \xff"
+    converted = convert_frame(frame, 1 << 20, strict=True)
+    assert converted.decode_error and converted.message == "caf\ufffd \ufffd"
+
+
+@needs_samples
+def test_atna_frame_becomes_an_envelope_with_the_syslog_hostname() -> None:
+    xml = (ATNA / "dcm4chee-arc-cs-dicom-study-deleted-01-using-rest-api.xml").read_bytes()
+    frame = b"<85>1 2026-11-27T10:00:00Z pacs01 dcm4chee 1 IHE+RFC-3881 - \xef\xbb\xbf" + xml
+    converted = convert_frame(frame, 1 << 20, strict=True)
+    envelope = json.loads(converted.message)
+    assert envelope["pacsguard_format"] == "atna" and converted.atna_error is None
+    assert envelope["doc"]["event"]["action"] == "study-delete"
+    assert envelope["doc"]["observer"]["hostname"] == "dcm4chee-arc"  # the doc's own AuditSourceID wins
+    assert "GE1118" not in envelope["original"] and "BUXTON" not in envelope["original"]
+    assert envelope["original"].startswith("<85>1 2026-11-27T10:00:00Z pacs01") and "\ufeff" not in envelope["original"]
+    bare = b"<85>1 2026-11-27T10:00:00Z pacs01 app 1 IHE+RFC-3881 - " + (ATNA / "openhim-core-js-testAuditMessage-pix-query.syslog").read_bytes().split(b" - ", 1)[1]
+    doc = json.loads(convert_frame(bare, 1 << 20, strict=True).message)["doc"]
+    assert doc["observer"]["hostname"] == "openhim"
+
+
+def test_syslog_hostname_fills_a_missing_observer_hostname() -> None:
+    xml = ('<AuditMessage><EventIdentification EventActionCode="E" EventDateTime="2026-11-27T10:00:00Z" '
+           'EventOutcomeIndicator="0"><EventID csd-code="110114" codeSystemName="DCM"/>'
+           '<EventTypeCode csd-code="110122" codeSystemName="DCM"/></EventIdentification>'
+           '<ActiveParticipant UserID="alice" UserIsRequestor="true" NetworkAccessPointID="10.0.0.1" '
+           'NetworkAccessPointTypeCode="2"/></AuditMessage>')
+    message, error = atna_message(xml, xml, "pacs01", None, 1 << 20)
+    assert error is None and json.loads(message)["doc"]["observer"]["hostname"] == "pacs01"
+
+
+def test_malformed_xml_still_yields_a_redacted_envelope_without_doc() -> None:
+    xml = ('<AuditMessage><EventIdentification EventActionCode="R"><ParticipantObjectIdentification '
+           'ParticipantObjectID="PAT-77^^^HOSP" ParticipantObjectTypeCode="1" ParticipantObjectTypeCodeRole="1">'
+           '<ParticipantObjectIDTypeCode csd-code="2"/><ParticipantObjectName>DOE^JANE</ParticipantObjectName>')
+    message, error = atna_message(xml, xml, "h", None, 1 << 20)
+    envelope = json.loads(message)
+    assert error and "doc" not in envelope and envelope["error"].startswith("collector: malformed XML")
+    assert "PAT-77" not in message and "DOE" not in message and PATIENT_REDACTED in message
+
+
+@needs_samples
+def test_redaction_removes_every_sample_patient_id_and_name() -> None:
+    for path in sorted(ATNA.iterdir()):
+        text = path.read_text()
+        redacted = redact_patients(text)
+        for term in patient_terms(text):
+            assert term not in redacted, f"{path.name}: {term!r} survived"
+
+
+def patient_terms(text: str) -> set[str]:
+    """Patient ids/names found independently of the code under test (ElementTree)."""
+    import html
+    import xml.etree.ElementTree as ET
+
+    start = text.find("<")
+    body = text[text.find("<AuditMessage") if "<AuditMessage" in text else start:]
+    try:
+        root = ET.fromstring(body.encode())
+    except ET.ParseError:
+        return set()
+    terms: set[str] = set()
+    for obj in root.iter():
+        if not obj.tag.endswith("ParticipantObjectIdentification"):
+            continue
+        codes = [c.get("csd-code") or c.get("code") for c in obj if c.tag.endswith("ParticipantObjectIDTypeCode")]
+        if "2" in codes or obj.get("ParticipantObjectTypeCodeRole") == "1":
+            if obj.get("ParticipantObjectID") not in (None, "", "<none>"):
+                value = obj.get("ParticipantObjectID", "")
+                terms |= {value, html.escape(value)}
+            for name in obj:
+                if name.tag.endswith("ParticipantObjectName") and name.text:
+                    terms |= {name.text, html.escape(name.text)}
+    return terms
+
+
+def test_keycloak_event_lines() -> None:
+    assert keycloak_event_line('2021-10-22 WARN [org.keycloak.events] (task) type=LOGIN_ERROR, realmId=test')
+    assert keycloak_event_line('Admin Event Occurred:operationType=CREATE, realmId=master')
+    assert not keycloak_event_line("INFO [io.quarkus] Keycloak started in 4.2s")
+
+
+def test_widening_the_connection_pool_keeps_tls_and_credentials() -> None:
+    from pacsguard.collector.service import widen_pool
+    from pacsguard.connection import Cluster
+    from pacsguard.settings import ClusterSettings
+
+    cluster = Cluster.connect(ClusterSettings(url="https://opensearch.example:9200", auth="basic", username="u",
+                                              password="p4ss", verify_tls=False))
+    before = cluster.client.transport.get_connection()
+    widen_pool(cluster, 4)
+    after = cluster.client.transport.get_connection()
+    assert after is not before and after.pool.pool.maxsize == 4
+    assert type(after.pool).__name__ == "HTTPSConnectionPool"
+    assert after.headers.get("authorization") == before.headers.get("authorization") is not None
