@@ -34,7 +34,7 @@ from pacsguard.ingest.atna import AtnaParseError, parse_audit_message
 log = logging.getLogger("pacsguard.collector")
 
 PATIENT_REDACTED = "[patient-redacted]"
-# router.yaml size_guard: event.original above this goes to the failure index.
+# router.yaml detect_format: event.original above this goes to the failure index.
 ROUTER_MAX_CHARS = 1_048_576
 
 _XML_START = re.compile(rb"^(?:<\?xml|<(?:[\w.-]+:)?AuditMessage\b)")
