@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from pacsguard.collector.connections import TrackedServer
 from pacsguard.collector.counters import Counters
 from pacsguard.collector.events import Event, NetworkIds, decode
 from pacsguard.collector.ratelog import RateLimitedLog
@@ -82,7 +83,7 @@ def split_resources(body: bytes, path: str, counters: Counters) -> list[str]:
     raise HttpError(400, f"resourceType is {kind!r}, expected {expected}", 1, "not_auditevent")
 
 
-class FhirHttpServer:
+class FhirHttpServer(TrackedServer):
     def __init__(self, sender: Sender, counters: Counters, ids: NetworkIds, max_event_bytes: int,
                  max_body_bytes: int, health: Callable[[], dict[str, Any]]) -> None:
         self.sender = sender
@@ -92,39 +93,24 @@ class FhirHttpServer:
         self.max_body_bytes = max_body_bytes
         self.health = health
         self.rlog = RateLimitedLog(log)
-        self.server: asyncio.base_events.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        super().__init__()
 
     async def start(self, host: str, port: int) -> int:
         self.server = await asyncio.start_server(self._connection, host, port, limit=MAX_HEADER_LINE)
         return int(self.server.sockets[0].getsockname()[1])
 
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.server is not None:
-            await self.server.wait_closed()
-
     # ------------------------------------------------------------ protocol
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        try:
-            keep_alive = True
-            while keep_alive:
-                keep_alive = await self._request(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-            if task is not None:
-                self._tasks.discard(task)
+        with self.tracked():
+            try:
+                keep_alive = True
+                while keep_alive:
+                    keep_alive = await self._request(reader, writer)
+            except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.CancelledError):
+                pass
+            finally:
+                writer.close()
 
     async def _request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Serve one request; False when the connection should close."""

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pacsguard.collector.atna_envelope import atna_message, is_xml_payload
+from pacsguard.collector.connections import TrackedServer
 from pacsguard.collector.counters import Counters
 from pacsguard.collector.events import Event, NetworkIds, decode
 from pacsguard.collector.ratelog import RateLimitedLog
@@ -139,14 +140,13 @@ class SyslogIntake:
         return server
 
 
-class StreamServer:
+class StreamServer(TrackedServer):
     """A TCP or TLS listener that knows its connections, so stopping closes them."""
 
     def __init__(self, intake: SyslogIntake, source: str) -> None:
         self.intake = intake
         self.source = source
-        self.server: asyncio.base_events.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        super().__init__()
 
     @property
     def port(self) -> int:
@@ -154,9 +154,10 @@ class StreamServer:
         return int(self.server.sockets[0].getsockname()[1])
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
+        with self.tracked():
+            await self._handle(reader, writer)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         address = writer.get_extra_info("peername")
         peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
         intake, source = self.intake, self.source
@@ -184,23 +185,11 @@ class StreamServer:
             pass
         finally:
             writer.close()
-            if task is not None:
-                self._tasks.discard(task)
 
     async def _frame(self, frame: bytes, peer: str) -> None:
         event = self.intake.make_event(frame, self.source, peer, strict=False)
         if event is not None:
             await self.intake.sender.submit(event)
-
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.server is not None:
-            await self.server.wait_closed()
 
 
 def tls_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:

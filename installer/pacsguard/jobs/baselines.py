@@ -30,7 +30,7 @@ from pacsguard.jobs.composite import (
 from pacsguard.jobs.recipients import internal_set, is_external
 from pacsguard.jobs.report import JobReport, iso_ms
 from pacsguard.jobs.stats import DAY, HOUR, baseline
-from pacsguard.jobs.writer import BulkWriter, job_stamp, refresh, sweep_stale
+from pacsguard.jobs.writer import BulkWriter, finish_run, job_stamp
 from pacsguard.settings import Settings, duration_seconds
 
 EXPORT_ACTIONS = ["study-export", "study-download"]
@@ -149,10 +149,4 @@ def run_baselines(cluster: Cluster, settings: Settings, *, now: dt.datetime | No
                                          start_ms, end_ms, doc_id))
             users += 1
         report.users[series.metric] = users
-    writer.flush()
-    refresh(cluster, target)
-    report.deleted = sweep_stale(cluster, writer, clock.run_id, page_size)
-    refresh(cluster, target)
-    report.written, report.pages = writer.written, counter.pages
-    report.seconds = round(time.monotonic() - began, 3)
-    return report
+    return finish_run(cluster, writer, target, clock.run_id, report, counter.pages, began, page_size)

@@ -32,7 +32,7 @@ from pacsguard.jobs.composite import (
 )
 from pacsguard.jobs.recipients import internal_set, is_external
 from pacsguard.jobs.report import JobReport, iso_ms
-from pacsguard.jobs.writer import BulkWriter, job_stamp, refresh, sweep_stale
+from pacsguard.jobs.writer import BulkWriter, finish_run, job_stamp
 from pacsguard.settings import Settings, duration_seconds
 
 MIN_LOOKBACK_SECONDS = 15 * 60
@@ -146,13 +146,7 @@ def run_profiles(cluster: Cluster, settings: Settings, *, now: dt.datetime | Non
             report.markers += len(fresh)
             users += 1 if seen else 0
         report.users[kind.name] = users
-    writer.flush()
-    refresh(cluster, target)
-    report.deleted = sweep_stale(cluster, writer, clock.run_id, page_size)
-    refresh(cluster, target)
-    report.written, report.pages = writer.written, counter.pages
-    report.seconds = round(time.monotonic() - began, 3)
-    return report
+    return finish_run(cluster, writer, target, clock.run_id, report, counter.pages, began, page_size)
 
 
 def default_lookback(settings: Settings, every_seconds: int | None) -> int:

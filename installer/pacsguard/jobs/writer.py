@@ -18,6 +18,7 @@ from typing import Any
 
 from pacsguard.connection import ApiError, Cluster
 from pacsguard.errors import PacsguardError
+from pacsguard.jobs.report import JobReport
 
 # DESIGN.md D7: 429s (queue full) are retried with back-off; anything else is a real error.
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -129,3 +130,16 @@ def sweep_stale(cluster: Cluster, writer: BulkWriter, run_id: str, page_size: in
         after = hits[-1]["sort"]
     writer.flush()
     return writer.deleted - before
+
+
+def finish_run(cluster: Cluster, writer: BulkWriter, target: str, run_id: str, report: JobReport, pages: int,
+               began: float, page_size: int) -> JobReport:
+    """The end of every job run: write what is buffered, drop what this run did
+    not rewrite (users or values gone from the window), fill in the report."""
+    writer.flush()
+    refresh(cluster, target)
+    report.deleted = sweep_stale(cluster, writer, run_id, page_size)
+    refresh(cluster, target)
+    report.written, report.pages = writer.written, pages
+    report.seconds = round(time.monotonic() - began, 3)
+    return report
