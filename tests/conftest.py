@@ -59,9 +59,16 @@ def unique() -> str:
 
 
 @pytest.fixture
-def pack_settings(cluster_url: str, unique: str) -> Settings:
-    """Settings for an isolated install: prefix pgt<unique>, namespace t<unique>."""
-    return make_settings(cluster_url, f"pgt{unique}", f"t{unique}")
+def pack_settings(cluster_url: str, unique: str) -> Iterator[Settings]:
+    """Settings for an isolated install: prefix pgt<unique>, namespace t<unique>.
+
+    Whatever the test installed is purged afterwards, so a run against a shared
+    cluster (PACSGUARD_TEST_URL) leaves nothing behind."""
+    from pacsguard.installer import uninstall
+
+    settings = make_settings(cluster_url, f"pgt{unique}", f"t{unique}")
+    yield settings
+    uninstall(Cluster.connect(settings.cluster), settings, purge=True)
 
 
 @pytest.fixture
@@ -70,13 +77,15 @@ def cluster(cluster_url: str, pack_settings: Settings) -> Cluster:
 
 
 @pytest.fixture(scope="session")
-def golden_pack(cluster_url: str) -> Settings:
-    """One install shared by the pipeline golden tests (prefix pggold, namespace golden)."""
-    from pacsguard.installer import install
+def golden_pack(cluster_url: str) -> Iterator[Settings]:
+    """One install shared by the pipeline golden tests (prefix pggold, namespace golden); purged at the end."""
+    from pacsguard.installer import install, uninstall
 
     settings = make_settings(cluster_url, "pggold", "golden")
-    install(Cluster.connect(settings.cluster), settings, allow_missing_plugins=True)
-    return settings
+    cluster = Cluster.connect(settings.cluster)
+    install(cluster, settings, allow_missing_plugins=True)
+    yield settings
+    uninstall(cluster, settings, purge=True)
 
 
 @pytest.fixture(scope="session")
