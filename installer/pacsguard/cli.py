@@ -549,5 +549,39 @@ def up(port: PortOpt = 9200) -> None:
     emit(data, text)
 
 
+GLOBAL_FLAGS = {"--json", "--verbose", "-v", "--insecure"}
+GLOBAL_VALUED = {"--url", "--username", "--password-file", "--ca-bundle", "--namespace", "--settings"}
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """Let global options stand anywhere (`pacsguard status --json` as well as
+    `pacsguard --json status`): they are moved in front of the command."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name = arg.split("=", 1)[0]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        if name in GLOBAL_FLAGS:
+            front.append(arg)
+        elif name in GLOBAL_VALUED:
+            front.append(arg)
+            if "=" not in arg and i + 1 < len(argv):
+                front.append(argv[i + 1])
+                i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+def run() -> None:
+    """Console entry point."""
+    app(args=hoist_global_options(sys.argv[1:]), prog_name="pacsguard")
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    run()
