@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -84,6 +84,7 @@ def _error_detail(info: Any) -> str:
 class Cluster:
     settings: ClusterSettings
     client: OpenSearch
+    _components: tuple[set[str], set[str]] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -159,14 +160,17 @@ class Cluster:
         return result
 
     def installed_components(self) -> tuple[set[str], set[str]]:
-        """(plugins, modules) the cluster's nodes really run."""
-        nodes = self.request("GET", "/_nodes/plugins")["nodes"]
-        plugins: set[str] = set()
-        modules: set[str] = set()
-        for node in nodes.values():
-            plugins.update(p["name"] for p in node.get("plugins", []))
-            modules.update(m["name"] for m in node.get("modules", []))
-        return plugins, modules
+        """(plugins, modules) the cluster's nodes really run. Asked once per
+        connection: plugins only change with a node restart."""
+        if self._components is None:
+            nodes = self.request("GET", "/_nodes/plugins")["nodes"]
+            plugins: set[str] = set()
+            modules: set[str] = set()
+            for node in nodes.values():
+                plugins.update(p["name"] for p in node.get("plugins", []))
+                modules.update(m["name"] for m in node.get("modules", []))
+            self._components = (plugins, modules)
+        return set(self._components[0]), set(self._components[1])
 
     def require_plugins(self, names: dict[str, str]) -> None:
         plugins, modules = self.installed_components()
