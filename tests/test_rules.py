@@ -141,3 +141,13 @@ def test_cli_test_rules(cluster_url: str) -> None:
 
 def test_content_root_has_the_rules() -> None:
     assert (content_root() / "detections" / "templates" / "monitor.yaml.j2").exists()
+
+
+def test_alerting_dry_run_buckets_are_read_as_entities() -> None:
+    """The shape Alerting's _execute returns (common-utils AggregationResultBucket) maps to entity names."""
+    from pacsguard.detections.evaluate import _entity
+
+    bucket = {"agg_alert_content": {"parent_bucket_path": "by_entity", "bucket_keys": ["alice"], "bucket": {}}}
+    assert _entity(bucket["agg_alert_content"]["bucket_keys"]) == "alice"
+    assert _entity({"entity": "10.0.0.1"}) == "10.0.0.1"
+    assert _entity(["alice", "GB"]) == "alice,GB"

@@ -43,8 +43,12 @@ class MonitorRun:
 
 
 def _entity(key: Any) -> str:
+    """A bucket key as one string: the composite key's values (core search) or
+    Alerting's bucket_keys list, joined by commas."""
     if isinstance(key, dict):
         return ",".join(str(v) for v in key.values())
+    if isinstance(key, list):
+        return ",".join(str(v) for v in key)
     return str(key)
 
 
@@ -75,7 +79,9 @@ def _run_alerting(cluster: Cluster, monitor: dict[str, Any]) -> MonitorRun:
             (b for b in by_id.values() if b["name"] == out.get("name")), {})
         result = TriggerResult(out.get("name", trig_id), str(spec.get("severity", "")))
         if "agg_result_buckets" in out:
-            result.entities = [_entity(b.get("bucket_keys") or b.get("key")) for b in out["agg_result_buckets"].values()]
+            # each value is {"agg_alert_content": {"bucket_keys": [...], ...}} (common-utils AggregationResultBucket)
+            result.entities = [_entity(b.get("agg_alert_content", b).get("bucket_keys"))
+                               for b in out["agg_result_buckets"].values()]
         elif "triggeredDocs" in out:
             result.entities = list(out["triggeredDocs"])
         results.append(result)
