@@ -214,10 +214,14 @@ class Monitor(Kind):
     name, order, list_path = "monitor", 60, "/_plugins/_alerting/monitors/_search"
 
     def _all(self, cluster: Cluster) -> list[dict[str, Any]]:
+        # The search runs over Alerting's config index, where a monitor is
+        # stored wrapped as {"monitor": {...}} next to workflows and others.
         res = cluster.request("POST", "/_plugins/_alerting/monitors/_search",
-                              body={"size": 1000, "query": {"match_all": {}}}, ok_missing=True) or {}
-        return [dict(h["_source"], _monitor_id=h["_id"]) for h in res.get("hits", {}).get("hits", [])
-                if isinstance(h.get("_source"), dict)]
+                              body={"size": 1000, "query": {"exists": {"field": "monitor.type"}}},
+                              ok_missing=True) or {}
+        hits = res.get("hits", {}).get("hits", [])
+        return [dict(h["_source"]["monitor"], _monitor_id=h["_id"]) for h in hits
+                if isinstance((h.get("_source") or {}).get("monitor"), dict)]
 
     def _find(self, cluster: Cluster, obj_id: str) -> dict[str, Any] | None:
         for monitor in self._all(cluster):
