@@ -158,6 +158,7 @@ def plan(all_objects: Annotated[bool, typer.Option("--all", help="Also list unch
     rows = _plan_rows(result.plan, all_objects)
     body = table(["action", "kind", "id", "reason"], rows) if rows else "nothing to change"
     blocked = f", {counts['blocked']} blocked (plugin missing)" if counts["blocked"] else ""
+    blocked += f", {counts['skipped']} skipped (optional plugin not running)" if counts["skipped"] else ""
     emit(data, f"{body}\n\nplan: {counts['create']} to create, {counts['update']} to update, "
                f"{counts['delete']} to delete, {counts['unchanged']} unchanged{blocked}")
 

@@ -21,7 +21,7 @@ from pacsguard.connection import REQUIRED_MODULES, REQUIRED_PLUGINS, ApiError, C
 from pacsguard.content import content_path, content_root
 from pacsguard.detections.compiler import channel_objects, monitor_objects
 from pacsguard.errors import MissingPlugin, PacsguardError
-from pacsguard.objects import KIND_PLUGINS, KINDS, PackObject, delete_index_template, live_fingerprint
+from pacsguard.objects import KIND_PLUGINS, KINDS, OPTIONAL_KINDS, PackObject, delete_index_template, live_fingerprint
 from pacsguard.render import ContentError, render_context, render_yaml
 from pacsguard.secrets import resolve_salt
 from pacsguard.settings import Settings
@@ -29,12 +29,14 @@ from pacsguard.settings import Settings
 Progress = Callable[[str], None]
 
 # Where each kind's content lives (relative to the content root).
-CONTENT_GLOBS = (("pack/index", "*.yaml"), ("pipelines", "*.yaml"))
+CONTENT_GLOBS = (("pack/index", "*.yaml"), ("pack/security", "*.yaml"), ("pipelines", "*.yaml"))
 
 
 @dataclass
 class Change:
-    action: str  # create | update | delete | unchanged | blocked (the cluster lacks the plugin)
+    # create | update | delete | unchanged | blocked (the cluster lacks the plugin)
+    # | skipped (an optional plugin the cluster does not run, e.g. no Security: no roles)
+    action: str
     kind: str
     id: str
     reason: str = ""
@@ -47,14 +49,14 @@ class Plan:
 
     @property
     def pending(self) -> list[Change]:
-        return [c for c in self.changes if c.action not in ("unchanged", "blocked")]
+        return [c for c in self.changes if c.action not in ("unchanged", "blocked", "skipped")]
 
     @property
     def blocked(self) -> list[Change]:
         return [c for c in self.changes if c.action == "blocked"]
 
     def summary(self) -> dict[str, int]:
-        counts = {"create": 0, "update": 0, "delete": 0, "unchanged": 0, "blocked": 0}
+        counts = {"create": 0, "update": 0, "delete": 0, "unchanged": 0, "blocked": 0, "skipped": 0}
         for change in self.changes:
             counts[change.action] += 1
         return counts
@@ -105,7 +107,11 @@ def make_plan(cluster: Cluster, settings: Settings, objects: list[PackObject]) -
     for obj in objects:
         kind = KINDS[obj.kind]
         if obj.kind not in usable:
-            plan.changes.append(Change("blocked", obj.kind, obj.id, f"cluster lacks {KIND_PLUGINS[obj.kind]}", obj))
+            if obj.kind in OPTIONAL_KINDS:
+                reason = f"cluster runs without {KIND_PLUGINS[obj.kind]}: does not apply"
+                plan.changes.append(Change("skipped", obj.kind, obj.id, reason, obj))
+            else:
+                plan.changes.append(Change("blocked", obj.kind, obj.id, f"cluster lacks {KIND_PLUGINS[obj.kind]}", obj))
             continue
         live = kind.get(cluster, obj.id)
         if live is None:
@@ -284,7 +290,7 @@ class Status:
 
     @property
     def healthy(self) -> bool:
-        return not self.missing_plugins and all(o.state == "ok" for o in self.objects)
+        return not self.missing_plugins and all(o.state in ("ok", "skipped") for o in self.objects)
 
 
 def status(cluster: Cluster, settings: Settings) -> Status:
@@ -300,7 +306,8 @@ def status(cluster: Cluster, settings: Settings) -> Status:
     for obj in objects:
         kind = KINDS[obj.kind]
         if obj.kind not in usable:
-            rows.append(ObjectStatus(obj.kind, obj.id, "blocked", f"cluster lacks {KIND_PLUGINS[obj.kind]}"))
+            state_ = "skipped" if obj.kind in OPTIONAL_KINDS else "blocked"
+            rows.append(ObjectStatus(obj.kind, obj.id, state_, f"cluster runs without {KIND_PLUGINS[obj.kind]}"))
             continue
         live = kind.get(cluster, obj.id)
         if live is None:

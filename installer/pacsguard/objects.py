@@ -315,3 +315,39 @@ class NotificationChannel(Kind):
 KINDS.update({k.name: k for k in (NotificationChannel(), Monitor())})
 # Which plugin each kind needs: objects of these kinds are only planned where it runs.
 KIND_PLUGINS = {"monitor": "opensearch-alerting", "notification_channel": "opensearch-notifications"}
+
+
+class SecurityRole(Kind):
+    """A Security plugin role (least privilege for the pack's users); the stamp sits in its description."""
+
+    name, order, list_path = "security_role", 5, "/_plugins/_security/api/roles"
+
+    def path(self, obj_id: str) -> str:
+        return f"/_plugins/_security/api/roles/{obj_id}"
+
+    def get(self, cluster: Cluster, obj_id: str) -> dict[str, Any] | None:
+        res = cluster.request("GET", self.path(obj_id), ok_missing=True)
+        if not res or obj_id not in res:
+            return None
+        live: dict[str, Any] = res[obj_id]
+        return live
+
+    def list_ids(self, cluster: Cluster, prefix: str) -> list[str]:
+        res = cluster.request("GET", "/_plugins/_security/api/roles", ok_missing=True) or {}
+        return [name for name, body in res.items() if name.startswith(f"{prefix}-") and self.stamp_of(body)]
+
+    def stamped(self, body: dict[str, Any], version: str, content_hash: str) -> dict[str, Any]:
+        out = copy.deepcopy(body)
+        out["description"] = f"{out.get('description', '').strip()} [pacsguard {version} #{content_hash}]".strip()
+        return out
+
+    def stamp_of(self, live: dict[str, Any]) -> Stamp | None:
+        match = _DESC_STAMP.search(str(live.get("description", "")))
+        return Stamp(match["version"], match["hash"]) if match else None
+
+
+KINDS[SecurityRole.name] = SecurityRole()
+KIND_PLUGINS[SecurityRole.name] = "opensearch-security"
+# Kinds that only make sense where their plugin runs: a cluster without the
+# Security plugin has no roles to apply, which is not a failure of the install.
+OPTIONAL_KINDS = {SecurityRole.name}

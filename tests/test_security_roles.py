@@ -1,0 +1,36 @@
+"""Least-privilege roles (applied where the Security plugin runs): each role reaches only
+the pack's own indices, and only the rights its user needs (no cluster)."""
+
+from __future__ import annotations
+
+from pacsguard.installer import load_objects
+from pacsguard.settings import load_settings
+
+
+def roles() -> dict[str, dict]:
+    settings = load_settings(environ={})
+    return {o.id: o.body for o in load_objects(settings, "s" * 32) if o.kind == "security_role"}
+
+
+def test_every_role_is_scoped_to_the_pack() -> None:
+    settings = load_settings(environ={})
+    allowed = {settings.index("events_data_stream"), settings.index("failures"), settings.index("baselines"),
+               settings.index("profiles"), f"{settings.id_prefix}-*"}
+    found = roles()
+    assert set(found) == {"pacsguard-installer", "pacsguard-collector", "pacsguard-jobs", "pacsguard-analyst",
+                          "pacsguard-failure-reviewer"}
+    for name, body in found.items():
+        for perm in body.get("index_permissions", []):
+            assert set(perm["index_patterns"]) <= allowed, name
+        assert "*" not in body.get("cluster_permissions", []) and "all_access" not in str(body), name
+
+
+def test_collector_only_appends_and_analysts_never_see_raw_failures() -> None:
+    found = roles()
+    settings = load_settings(environ={})
+    collector = found["pacsguard-collector"]["index_permissions"]
+    assert all(p["allowed_actions"] == ["create_doc"] for p in collector)
+    analyst_indices = {i for p in found["pacsguard-analyst"]["index_permissions"] for i in p["index_patterns"]}
+    assert settings.index("failures") not in analyst_indices
+    reviewer = found["pacsguard-failure-reviewer"]["index_permissions"]
+    assert reviewer == [{"index_patterns": [settings.index("failures")], "allowed_actions": ["read"]}]
