@@ -21,7 +21,14 @@ from pacsguard.connection import REQUIRED_MODULES, REQUIRED_PLUGINS, ApiError, C
 from pacsguard.content import content_path, content_root
 from pacsguard.detections.compiler import channel_objects, monitor_objects
 from pacsguard.errors import MissingPlugin, PacsguardError
-from pacsguard.objects import KIND_PLUGINS, KINDS, OPTIONAL_KINDS, PackObject, delete_index_template, live_fingerprint
+from pacsguard.objects import (
+    KIND_PLUGINS,
+    KINDS,
+    OPTIONAL_KINDS,
+    PackObject,
+    delete_index_template,
+    live_fingerprint,
+)
 from pacsguard.render import ContentError, render_context, render_yaml
 from pacsguard.secrets import resolve_salt
 from pacsguard.settings import Settings
