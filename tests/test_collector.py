@@ -118,11 +118,12 @@ def send_tcp(port: int, data: bytes, chunk: int = 0, context: ssl.SSLContext | N
             sock.close()
 
 
-def post(port: int, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method="POST",
+def post(port: int, path: str, body: bytes, context: ssl.SSLContext | None = None) -> tuple[int, dict[str, Any]]:
+    scheme = "https" if context else "http"
+    request = urllib.request.Request(f"{scheme}://127.0.0.1:{port}{path}", data=body, method="POST",
                                      headers={"Content-Type": "application/fhir+json"})
     try:
-        with urllib.request.urlopen(request, timeout=20) as response:
+        with urllib.request.urlopen(request, timeout=20, context=context) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
@@ -304,6 +305,25 @@ def test_http_fhir_auditevent_and_bundle(cluster: Cluster, pack: Settings, tmp_p
     assert {d["pacs"]["source_format"] for d in docs.values()} == {"fhir"}
     assert docs[single["ids"][0]]["event"]["action"] == "user-login"
     assert login["id"] in docs[single["ids"][0]]["event"]["original"]
+
+
+def test_https_fhir_endpoint(cluster: Cluster, pack: Settings, tmp_path: Path) -> None:
+    """The FHIR endpoint over TLS: a client that trusts the CA posts; one that does not is refused."""
+    ca, cert, key = make_ca_and_cert(tmp_path)
+    thread = collector(pack, tmp_path / "state", https=(Listen(*LOCAL),), tls_cert=cert, tls_key=key)
+    try:
+        port = thread.ports["https"][0]
+        trusted = ssl.create_default_context(cafile=str(ca))
+        status, body = post(port, "/fhir/AuditEvent", (FHIR / "audit-event-example-login.json").read_bytes(), trusted)
+        assert status == 202 and body["accepted"] == 1
+        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+            post(port, "/fhir/AuditEvent", b"{}", ssl.create_default_context())
+        wait_for(thread, 1)
+    finally:
+        snap = thread.stop()
+    reconciles(snap)
+    docs = stored(cluster, pack)["events"]
+    assert [d["_source"]["event"]["action"] for d in docs] == ["user-login"]
 
 
 # ------------------------------------------------------------------ bad input

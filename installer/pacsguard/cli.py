@@ -401,6 +401,9 @@ def collect(
                                                        help="Require client certificates signed by this CA.")] = None,
     http: Annotated[list[str] | None, typer.Option("--http", metavar="HOST:PORT",
                                                    help="FHIR AuditEvent endpoint: POST /fhir, /fhir/AuditEvent.")] = None,
+    https: Annotated[list[str] | None, typer.Option("--https", metavar="HOST:PORT",
+                                                    help="The FHIR endpoint over TLS (uses --tls-cert/--tls-key, "
+                                                         "and --tls-client-ca to require client certificates).")] = None,
     files: Annotated[list[Path] | None, typer.Option("--file", metavar="PATH", help="Tail a JSON-lines file (one event a line).")] = None,
     keycloak_files: Annotated[list[Path] | None, typer.Option("--keycloak-file", metavar="PATH",
                                                               help="Tail a Keycloak log; only event lines are sent.")] = None,
@@ -447,6 +450,7 @@ def collect(
         tls=tuple(Listen.parse(a) for a in tls or []),
         tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
         http=tuple(Listen.parse(a) for a in http or []),
+        https=tuple(Listen.parse(a) for a in https or []),
         files=tuple([(p, "json") for p in files or []] + [(p, "keycloak") for p in keycloak_files or []]),
         max_message_bytes=parse_size(max_message_size),
         http_max_body_bytes=parse_size(http_max_body),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -95,8 +96,9 @@ class FhirHttpServer(TrackedServer):
         self.rlog = RateLimitedLog(log)
         super().__init__()
 
-    async def start(self, host: str, port: int) -> int:
-        self.server = await asyncio.start_server(self._connection, host, port, limit=MAX_HEADER_LINE)
+    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
+        """Listen (with TLS when a context is given: PHI should not cross a network in clear)."""
+        self.server = await asyncio.start_server(self._connection, host, port, limit=MAX_HEADER_LINE, ssl=tls)
         return int(self.server.sockets[0].getsockname()[1])
 
     # ------------------------------------------------------------ protocol
@@ -107,7 +109,7 @@ class FhirHttpServer(TrackedServer):
                 keep_alive = True
                 while keep_alive:
                     keep_alive = await self._request(reader, writer)
-            except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.CancelledError):
+            except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.CancelledError):
                 pass
             finally:
                 writer.close()

@@ -77,6 +77,7 @@ class CollectorConfig:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     http: tuple[Listen, ...] = ()
+    https: tuple[Listen, ...] = ()  # the FHIR endpoint over TLS, with the --tls-cert/--tls-key pair
     files: tuple[tuple[Path, FileKind], ...] = ()
     max_message_bytes: int = MiB
     http_max_body_bytes: int = 16 * MiB
@@ -88,12 +89,13 @@ class CollectorConfig:
 
     def validate(self, require_source: bool = True) -> None:
         # Without sources a collector still replays its spool (tests, a drain-only run).
-        if require_source and not (self.udp or self.tcp or self.tls or self.http or self.files):
-            raise PacsguardError("no source: give at least one of --udp, --tcp, --tls, --http, --file, --keycloak-file")
-        if self.tls and not (self.tls_cert and self.tls_key):
-            raise PacsguardError("--tls needs --tls-cert and --tls-key (PEM files)")
+        if require_source and not (self.udp or self.tcp or self.tls or self.http or self.https or self.files):
+            raise PacsguardError("no source: give at least one of --udp, --tcp, --tls, --http, --https, --file, "
+                                 "--keycloak-file")
+        if (self.tls or self.https) and not (self.tls_cert and self.tls_key):
+            raise PacsguardError("--tls and --https need --tls-cert and --tls-key (PEM files)")
         for path in (self.tls_cert, self.tls_key, self.tls_client_ca):
-            if self.tls and path is not None and not path.is_file():
+            if (self.tls or self.https) and path is not None and not path.is_file():
                 raise PacsguardError(f"{path} does not exist")
         if self.max_message_bytes < 1024:
             raise PacsguardError("--max-message-size must be at least 1KiB")
@@ -145,7 +147,7 @@ class Collector:
         self.progress = progress
         self.counters = Counters()
         self.ids = NetworkIds()
-        self.ports: dict[str, list[int]] = {"udp": [], "tcp": [], "tls": [], "http": []}
+        self.ports: dict[str, list[int]] = {"udp": [], "tcp": [], "tls": [], "http": [], "https": []}
         self.sender: Sender | None = None
         self._udp: list[asyncio.DatagramTransport] = []
         self._streams: list[StreamServer] = []
@@ -180,22 +182,24 @@ class Collector:
                 server = await intake.serve_stream(listen.host, listen.port, "tcp")
                 self._streams.append(server)
                 self.ports["tcp"].append(server.port)
-            if cfg.tls:
+            context: ssl.SSLContext | None = None
+            if cfg.tls or cfg.https:
                 assert cfg.tls_cert is not None and cfg.tls_key is not None
                 try:
                     context = tls_context(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
                 except (OSError, ssl.SSLError) as exc:
                     raise PacsguardError(f"cannot load the TLS certificate/key ({cfg.tls_cert}, {cfg.tls_key}): "
                                          f"{getattr(exc, 'reason', None) or exc}") from None
-                for listen in cfg.tls:
-                    server = await intake.serve_stream(listen.host, listen.port, "tls", context)
-                    self._streams.append(server)
-                    self.ports["tls"].append(server.port)
-            for listen in cfg.http:
-                http = FhirHttpServer(self.sender, self.counters, self.ids, cfg.max_message_bytes,
-                                      cfg.http_max_body_bytes, self.snapshot)
-                self.ports["http"].append(await http.start(listen.host, listen.port))
-                self._http.append(http)
+            for listen in cfg.tls:
+                server = await intake.serve_stream(listen.host, listen.port, "tls", context)
+                self._streams.append(server)
+                self.ports["tls"].append(server.port)
+            for kind, listens, tls in (("http", cfg.http, None), ("https", cfg.https, context)):
+                for listen in listens:
+                    http = FhirHttpServer(self.sender, self.counters, self.ids, cfg.max_message_bytes,
+                                          cfg.http_max_body_bytes, self.snapshot)
+                    self.ports[kind].append(await http.start(listen.host, listen.port, tls))
+                    self._http.append(http)
         except (OSError, PacsguardError) as exc:
             await self.stop()
             if isinstance(exc, PacsguardError):
