@@ -49,7 +49,6 @@ class Kind:
 
     name: ClassVar[str]
     order: ClassVar[int]  # install order; uninstall runs in reverse
-    list_path: ClassVar[str]
 
     def path(self, obj_id: str) -> str:
         raise NotImplementedError
@@ -79,7 +78,7 @@ class Kind:
 
 
 class ComponentTemplate(Kind):
-    name, order, list_path = "component_template", 10, "/_component_template"
+    name, order = "component_template", 10
 
     def path(self, obj_id: str) -> str:
         return f"/_component_template/{obj_id}"
@@ -97,7 +96,7 @@ class ComponentTemplate(Kind):
 
 
 class IndexTemplate(Kind):
-    name, order, list_path = "index_template", 20, "/_index_template"
+    name, order = "index_template", 20
 
     def path(self, obj_id: str) -> str:
         return f"/_index_template/{obj_id}"
@@ -135,37 +134,47 @@ def delete_index_template(cluster: Cluster, name: str) -> bool:
     return True
 
 
-class IngestPipeline(Kind):
-    name, order, list_path = "ingest_pipeline", 30, "/_ingest/pipeline"
+class DescriptionStamped(Kind):
+    """A kind that takes no _meta: the stamp ends its description as
+    `[pacsguard <version> #<hash>]`. By default the API answers GET with {id: body}."""
 
-    def path(self, obj_id: str) -> str:
-        return f"/_ingest/pipeline/{obj_id}"
+    def described(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The part of a body that holds the description."""
+        return body
 
     def get(self, cluster: Cluster, obj_id: str) -> dict[str, Any] | None:
         res = cluster.request("GET", self.path(obj_id), ok_missing=True)
         if not res or obj_id not in res:
             return None
-        body: dict[str, Any] = res[obj_id]
-        return body
+        live: dict[str, Any] = res[obj_id]
+        return live
+
+    def stamped(self, body: dict[str, Any], version: str, content_hash: str) -> dict[str, Any]:
+        out = copy.deepcopy(body)
+        part = self.described(out)
+        part["description"] = f"{part.get('description', '').strip()} [pacsguard {version} #{content_hash}]".strip()
+        return out
+
+    def stamp_of(self, live: dict[str, Any]) -> Stamp | None:
+        match = _DESC_STAMP.search(str(self.described(live).get("description", "")))
+        return Stamp(match["version"], match["hash"]) if match else None
+
+
+class IngestPipeline(DescriptionStamped):
+    name, order = "ingest_pipeline", 30
+
+    def path(self, obj_id: str) -> str:
+        return f"/_ingest/pipeline/{obj_id}"
 
     def list_ids(self, cluster: Cluster, prefix: str) -> list[str]:
         res = cluster.request("GET", f"/_ingest/pipeline/{prefix}-*", ok_missing=True) or {}
         return [name for name, body in res.items() if self.stamp_of(body)]
 
-    def stamped(self, body: dict[str, Any], version: str, content_hash: str) -> dict[str, Any]:
-        out = copy.deepcopy(body)
-        out["description"] = f"{out.get('description', '').strip()} [pacsguard {version} #{content_hash}]".strip()
-        return out
-
-    def stamp_of(self, live: dict[str, Any]) -> Stamp | None:
-        match = _DESC_STAMP.search(str(live.get("description", "")))
-        return Stamp(match["version"], match["hash"]) if match else None
-
 
 class Index(Kind):
     """A plain index the pack owns (reference data, failures). Its stamp lives in mappings._meta."""
 
-    name, order, list_path = "index", 40, "/_cat/indices"
+    name, order = "index", 40
 
     def path(self, obj_id: str) -> str:
         return f"/{obj_id}"
@@ -199,9 +208,6 @@ class Index(Kind):
             cluster.request("PUT", f"/{obj.id}/_mapping", body=body["mappings"])
 
 
-KINDS: dict[str, Kind] = {k.name: k for k in (ComponentTemplate(), IndexTemplate(), IngestPipeline(), Index())}
-
-
 def live_fingerprint(kind: Kind, live: dict[str, Any]) -> str:
     """Hash of what the cluster holds, to spot hand edits made after install."""
     return canonical_hash(live)
@@ -211,7 +217,7 @@ class Monitor(Kind):
     """An Alerting monitor. Alerting picks monitor ids itself, so the pack's
     stable id and stamp live in the monitor's ui_metadata."""
 
-    name, order, list_path = "monitor", 60, "/_plugins/_alerting/monitors/_search"
+    name, order = "monitor", 60
 
     def _all(self, cluster: Cluster) -> list[dict[str, Any]]:
         # The search runs over Alerting's config index, where a monitor is
@@ -273,10 +279,10 @@ class Monitor(Kind):
             cluster.request("DELETE", f"/_plugins/_alerting/monitors/{existing['_monitor_id']}", ok_missing=True)
 
 
-class NotificationChannel(Kind):
+class NotificationChannel(DescriptionStamped):
     """A Notifications config; config ids are ours to choose, the stamp sits in the description."""
 
-    name, order, list_path = "notification_channel", 50, "/_plugins/_notifications/configs"
+    name, order = "notification_channel", 50
 
     def path(self, obj_id: str) -> str:
         return f"/_plugins/_notifications/configs/{obj_id}"
@@ -294,15 +300,9 @@ class NotificationChannel(Kind):
         return [c["config_id"] for c in res.get("config_list", [])
                 if str(c.get("config_id", "")).startswith(f"{prefix}-") and self.stamp_of(c)]
 
-    def stamped(self, body: dict[str, Any], version: str, content_hash: str) -> dict[str, Any]:
-        out = copy.deepcopy(body)
-        config = out["config"]
-        config["description"] = f"{config.get('description', '').strip()} [pacsguard {version} #{content_hash}]".strip()
-        return out
-
-    def stamp_of(self, live: dict[str, Any]) -> Stamp | None:
-        match = _DESC_STAMP.search(str((live.get("config") or {}).get("description", "")))
-        return Stamp(match["version"], match["hash"]) if match else None
+    def described(self, body: dict[str, Any]) -> dict[str, Any]:
+        config = body.get("config")
+        return config if isinstance(config, dict) else {}
 
     def put(self, cluster: Cluster, obj: PackObject, version: str) -> None:
         body = self.stamped(obj.body, version, obj.hash)
@@ -312,42 +312,24 @@ class NotificationChannel(Kind):
             cluster.request("PUT", self.path(obj.id), body={"config": body["config"]})
 
 
-KINDS.update({k.name: k for k in (NotificationChannel(), Monitor())})
-# Which plugin each kind needs: objects of these kinds are only planned where it runs.
-KIND_PLUGINS = {"monitor": "opensearch-alerting", "notification_channel": "opensearch-notifications"}
-
-
-class SecurityRole(Kind):
+class SecurityRole(DescriptionStamped):
     """A Security plugin role (least privilege for the pack's users); the stamp sits in its description."""
 
-    name, order, list_path = "security_role", 5, "/_plugins/_security/api/roles"
+    name, order = "security_role", 5
 
     def path(self, obj_id: str) -> str:
         return f"/_plugins/_security/api/roles/{obj_id}"
-
-    def get(self, cluster: Cluster, obj_id: str) -> dict[str, Any] | None:
-        res = cluster.request("GET", self.path(obj_id), ok_missing=True)
-        if not res or obj_id not in res:
-            return None
-        live: dict[str, Any] = res[obj_id]
-        return live
 
     def list_ids(self, cluster: Cluster, prefix: str) -> list[str]:
         res = cluster.request("GET", "/_plugins/_security/api/roles", ok_missing=True) or {}
         return [name for name, body in res.items() if name.startswith(f"{prefix}-") and self.stamp_of(body)]
 
-    def stamped(self, body: dict[str, Any], version: str, content_hash: str) -> dict[str, Any]:
-        out = copy.deepcopy(body)
-        out["description"] = f"{out.get('description', '').strip()} [pacsguard {version} #{content_hash}]".strip()
-        return out
 
-    def stamp_of(self, live: dict[str, Any]) -> Stamp | None:
-        match = _DESC_STAMP.search(str(live.get("description", "")))
-        return Stamp(match["version"], match["hash"]) if match else None
-
-
-KINDS[SecurityRole.name] = SecurityRole()
-KIND_PLUGINS[SecurityRole.name] = "opensearch-security"
+KINDS: dict[str, Kind] = {k.name: k for k in (SecurityRole(), ComponentTemplate(), IndexTemplate(), IngestPipeline(),
+                                               Index(), NotificationChannel(), Monitor())}
+# Which plugin each kind needs: objects of these kinds are only planned where it runs.
+KIND_PLUGINS = {"monitor": "opensearch-alerting", "notification_channel": "opensearch-notifications",
+                "security_role": "opensearch-security"}
 # Kinds that only make sense where their plugin runs: a cluster without the
 # Security plugin has no roles to apply, which is not a failure of the install.
 OPTIONAL_KINDS = {SecurityRole.name}
