@@ -37,14 +37,14 @@ import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
-from pacsguard.connection import Cluster
-from pacsguard.content import content_path
-from pacsguard.detections.compiler import render_monitor
-from pacsguard.detections.evaluate import run_monitor
-from pacsguard.detections.model import load_rules
-from pacsguard.installer import install, uninstall
+from pacsguard.core.connection import Cluster
+from pacsguard.core.content import content_path
+from pacsguard.rules.compiler import render_monitor
+from pacsguard.engines.evaluate import run_monitor
+from pacsguard.rules.model import load_rules
+from pacsguard.services.install import install, uninstall
 from pacsguard.jobs import run_job
-from pacsguard.settings import Settings, load_settings
+from pacsguard.core.settings import Settings, load_settings
 
 DAYS = 30
 # (ip, country, region) as the GeoLite2 test databases resolve them

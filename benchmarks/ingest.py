@@ -43,9 +43,9 @@ from pacsguard.collector import CollectorConfig, CollectorThread
 from pacsguard.collector.events import Event, make_id
 from pacsguard.collector.sender import SenderConfig
 from pacsguard.collector.syslog_input import convert_frame
-from pacsguard.connection import Cluster
-from pacsguard.installer import install, uninstall
-from pacsguard.settings import Settings, load_settings
+from pacsguard.core.connection import Cluster
+from pacsguard.services.install import install, uninstall
+from pacsguard.core.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT.parent / "shared" / "samples" / "dicom-audit"

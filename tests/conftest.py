@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pacsguard.connection import Cluster
-from pacsguard.settings import Settings, load_settings
+from pacsguard.core.connection import Cluster
+from pacsguard.core.settings import Settings, load_settings
 
 TEST_PORT = int(os.environ.get("PACSGUARD_TEST_PORT", "9260"))
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
@@ -31,7 +31,7 @@ def cluster_url() -> Iterator[str]:
     if url:
         yield url
         return
-    from pacsguard.cluster import local
+    from pacsguard.devnode import local
 
     state = local.up(TEST_PORT, fresh=True)
     try:
@@ -64,7 +64,7 @@ def pack_settings(cluster_url: str, unique: str) -> Iterator[Settings]:
 
     Whatever the test installed is purged afterwards, so a run against a shared
     cluster (PACSGUARD_TEST_URL) leaves nothing behind."""
-    from pacsguard.installer import uninstall
+    from pacsguard.services.install import uninstall
 
     settings = make_settings(cluster_url, f"pgt{unique}", f"t{unique}")
     yield settings
@@ -79,7 +79,7 @@ def cluster(cluster_url: str, pack_settings: Settings) -> Cluster:
 @pytest.fixture(scope="session")
 def golden_pack(cluster_url: str) -> Iterator[Settings]:
     """One install shared by the pipeline golden tests (prefix pggold, namespace golden); purged at the end."""
-    from pacsguard.installer import install, uninstall
+    from pacsguard.services.install import install, uninstall
 
     settings = make_settings(cluster_url, "pggold", "golden")
     cluster = Cluster.connect(settings.cluster)

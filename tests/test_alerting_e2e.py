@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from pacsguard.connection import Cluster
-from pacsguard.installer import install, uninstall
-from pacsguard.objects import KINDS
-from pacsguard.settings import ClusterSettings, Settings
+from pacsguard.core.connection import Cluster
+from pacsguard.services.install import install, uninstall
+from pacsguard.packobjects import KINDS
+from pacsguard.core.settings import ClusterSettings, Settings
 
 pytestmark = pytest.mark.cluster
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
-from pacsguard.errors import PacsguardError
-from pacsguard.ingest.atna import ACTION_ECS, AtnaParseError, parse_audit_message
-from pacsguard.ingest.syslog import parse_rfc5424
+from pacsguard.core.errors import PacsguardError
+from pacsguard.parsers.atna import ACTION_ECS, AtnaParseError, parse_audit_message
+from pacsguard.parsers.syslog import parse_rfc5424
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples" / "dicom-audit"

@@ -26,9 +26,9 @@ from conftest import SAMPLES, TEST_PORT, make_settings
 from pacsguard.collector import CollectorConfig, CollectorThread, Listen
 from pacsguard.collector.events import Event
 from pacsguard.collector.sender import SenderConfig
-from pacsguard.connection import Cluster
-from pacsguard.installer import install, uninstall
-from pacsguard.settings import Settings
+from pacsguard.core.connection import Cluster
+from pacsguard.services.install import install, uninstall
+from pacsguard.core.settings import Settings
 from tlsproxy import make_ca_and_cert
 
 pytestmark = pytest.mark.cluster
@@ -465,7 +465,7 @@ def test_outage_node_stops_while_sending_every_event_lands_exactly_once(
     if os.environ.get("PACSGUARD_TEST_URL"):
         pytest.skip("stops and restarts the node: only with the node this session started "
                     f"(PACSGUARD_TEST_URL is set; run without it to use port {TEST_PORT})")
-    from pacsguard.cluster import local
+    from pacsguard.devnode import local
 
     settings = make_settings(cluster_url, "pgoutage", "outage")
     cluster = Cluster.connect(settings.cluster)

@@ -17,8 +17,8 @@ from pacsguard.collector.queue import EventQueue
 from pacsguard.collector.service import Listen, parse_size
 from pacsguard.collector.spool import Spool
 from pacsguard.collector.syslog_input import convert_frame
-from pacsguard.errors import PacsguardError
-from pacsguard.ingest.syslog import SyslogParseError
+from pacsguard.core.errors import PacsguardError
+from pacsguard.parsers.syslog import SyslogParseError
 
 ATNA = SAMPLES / "dicom-audit"
 needs_samples = pytest.mark.skipif(not ATNA.is_dir(), reason=f"samples not found at {ATNA}")
@@ -250,8 +250,8 @@ def test_keycloak_event_lines() -> None:
 
 def test_widening_the_connection_pool_keeps_tls_and_credentials() -> None:
     from pacsguard.collector.service import widen_pool
-    from pacsguard.connection import Cluster
-    from pacsguard.settings import ClusterSettings
+    from pacsguard.core.connection import Cluster
+    from pacsguard.core.settings import ClusterSettings
 
     cluster = Cluster.connect(ClusterSettings(url="https://opensearch.example:9200", auth="basic", username="u",
                                               password="p4ss", verify_tls=False))

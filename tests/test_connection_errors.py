@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from pacsguard.cli import EXIT_MISSING_PLUGIN, EXIT_UNHEALTHY, app
-from pacsguard.connection import Cluster
-from pacsguard.errors import MissingPlugin
-from pacsguard.settings import ClusterSettings
+from pacsguard.core.connection import Cluster
+from pacsguard.core.errors import MissingPlugin
+from pacsguard.core.settings import ClusterSettings
 from tlsproxy import TlsProxy, start_proxy
 
 pytestmark = pytest.mark.cluster
@@ -115,10 +115,10 @@ def test_status_flags_missing_alerting(cluster_url: str) -> None:
 
 
 def test_missing_plugin_exit_code(cluster_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pacsguard.connection as conn
+    import pacsguard.core.connection as conn
 
     monkeypatch.setattr(conn, "REQUIRED_MODULES", {**conn.REQUIRED_MODULES, "opensearch-nonexistent": "a test"})
-    monkeypatch.setattr("pacsguard.installer.REQUIRED_MODULES", conn.REQUIRED_MODULES)
+    monkeypatch.setattr("pacsguard.services.install.REQUIRED_MODULES", conn.REQUIRED_MODULES)
     code, out, err = run(["--url", cluster_url, "--namespace", "plugincheck", "install"])
     assert code == EXIT_MISSING_PLUGIN
     assert_clean_failure(code, out, err)

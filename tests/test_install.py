@@ -6,11 +6,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from pacsguard.connection import Cluster
-from pacsguard.content import content_root
-from pacsguard.installer import desired_objects, install, make_plan, status, uninstall, usable_kinds
-from pacsguard.objects import KINDS
-from pacsguard.settings import Settings
+from pacsguard.core.connection import Cluster
+from pacsguard.core.content import content_root
+from pacsguard.services.install import desired_objects, install, make_plan, status, uninstall, usable_kinds
+from pacsguard.packobjects import KINDS
+from pacsguard.core.settings import Settings
 
 pytestmark = pytest.mark.cluster
 
@@ -161,7 +161,7 @@ def test_content_error_names_file_and_line(
     lines[5] = lines[5] + " {{ no_such_variable }}"
     broken.write_text("\n".join(lines))
     monkeypatch.setenv("PACSGUARD_CONTENT", str(copy))
-    from pacsguard.render import ContentError
+    from pacsguard.core.render import ContentError
 
     with pytest.raises(ContentError, match=r"generic\.yaml.*no_such_variable"):
         desired_objects(cluster, pack_settings)

@@ -22,16 +22,16 @@ from typing import Any
 import pytest
 import yaml
 from conftest import make_settings
-from pacsguard.connection import Cluster
-from pacsguard.errors import ConnectionProblem, MissingPlugin
-from pacsguard.installer import install, uninstall
+from pacsguard.core.connection import Cluster
+from pacsguard.core.errors import ConnectionProblem, MissingPlugin
+from pacsguard.services.install import install, uninstall
 from pacsguard.jobs import JobReport, JobStopped, run_baselines, run_profiles
 from pacsguard.jobs.profiles import Seen, default_lookback, new_values, profile_id
 from pacsguard.jobs.recipients import internal_set, is_external
 from pacsguard.jobs.schedule import loop
 from pacsguard.jobs.stats import HOUR, baseline, percentile
 from pacsguard.jobs.writer import BulkWriter
-from pacsguard.settings import Settings, load_settings
+from pacsguard.core.settings import Settings, load_settings
 
 cluster_test = pytest.mark.cluster
 

@@ -7,9 +7,9 @@ import socket
 
 import pytest
 from pacsguard.cli import app
-from pacsguard.cluster import local
-from pacsguard.connection import Cluster
-from pacsguard.settings import ClusterSettings
+from pacsguard.devnode import local
+from pacsguard.core.connection import Cluster
+from pacsguard.core.settings import ClusterSettings
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.cluster

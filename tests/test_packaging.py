@@ -23,7 +23,7 @@ def test_wheel_carries_the_content_and_finds_it(tmp_path: Path) -> None:
 
     unpacked = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(unpacked)
-    probe = "import pacsguard.content as c; print(c.content_root())"
+    probe = "import pacsguard.core.content as c; print(c.content_root())"
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(unpacked), "PATH": "/usr/bin:/bin"}).stdout.strip()
     assert out == str(unpacked / "pacsguard" / "content")

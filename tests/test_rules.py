@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 from pacsguard.cli import app
-from pacsguard.connection import Cluster
-from pacsguard.content import content_path, content_root
-from pacsguard.detections.compiler import monitor_objects, render_monitor
-from pacsguard.detections.model import RuleError, load_rule, load_rules
-from pacsguard.detections.scenarios import RunReport, load_scenarios, run_scenarios
-from pacsguard.settings import Settings, load_settings
+from pacsguard.core.connection import Cluster
+from pacsguard.core.content import content_path, content_root
+from pacsguard.rules.compiler import monitor_objects, render_monitor
+from pacsguard.rules.model import RuleError, load_rule, load_rules
+from pacsguard.services.scenarios import RunReport, load_scenarios, run_scenarios
+from pacsguard.core.settings import Settings, load_settings
 from typer.testing import CliRunner
 
 SIGNALS = {"1a", "1b", "1c", "2a", "2b", "3", "4a", "4b", "5a", "5b"}
@@ -145,7 +145,7 @@ def test_content_root_has_the_rules() -> None:
 
 def test_alerting_dry_run_buckets_are_read_as_entities() -> None:
     """The shape Alerting's _execute returns (common-utils AggregationResultBucket) maps to entity names."""
-    from pacsguard.detections.evaluate import _entity
+    from pacsguard.engines.evaluate import _entity
 
     bucket = {"agg_alert_content": {"parent_bucket_path": "by_entity", "bucket_keys": ["alice"], "bucket": {}}}
     assert _entity(bucket["agg_alert_content"]["bucket_keys"]) == "alice"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pacsguard.errors import PacsguardError
-from pacsguard.settings import load_settings
+from pacsguard.core.errors import PacsguardError
+from pacsguard.core.settings import load_settings
 
 
 def test_defaults_hold_the_design_thresholds() -> None:

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-from pacsguard.errors import PacsguardError
-from pacsguard.ingest.syslog import (
+from pacsguard.core.errors import PacsguardError
+from pacsguard.parsers.syslog import (
     ATNA_MSGIDS,
     OctetCountingFramer,
     OversizeFrame,

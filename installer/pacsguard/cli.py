@@ -14,10 +14,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from pacsguard import __version__
-from pacsguard.connection import REQUIRED_PLUGINS, Cluster
-from pacsguard.errors import MissingPlugin, PacsguardError
+from pacsguard.core.connection import REQUIRED_PLUGINS, Cluster
+from pacsguard.core.errors import MissingPlugin, PacsguardError
 from pacsguard.jobs.schedule import JobName
-from pacsguard.settings import Settings, load_settings
+from pacsguard.core.settings import Settings, load_settings
 
 app = typer.Typer(
     name="pacsguard",
@@ -147,7 +147,7 @@ def _plan_rows(plan: Any, include_unchanged: bool) -> list[list[str]]:
 @handle_errors
 def plan(all_objects: Annotated[bool, typer.Option("--all", help="Also list unchanged objects.")] = False) -> None:
     """Show what `install` would change, without changing anything."""
-    from pacsguard.installer import install as do_install
+    from pacsguard.services.install import install as do_install
 
     cluster, settings = connect()
     result = do_install(cluster, settings, dry_run=True)
@@ -167,8 +167,8 @@ def plan(all_objects: Annotated[bool, typer.Option("--all", help="Also list unch
 @handle_errors
 def diff() -> None:
     """Show, per object that would change, a unified diff of cluster vs pack content."""
-    from pacsguard.installer import desired_objects, make_plan
-    from pacsguard.objects import KINDS
+    from pacsguard.services.install import desired_objects, make_plan
+    from pacsguard.packobjects import KINDS
 
     cluster, settings = connect()
     plan_ = make_plan(cluster, settings, desired_objects(cluster, settings))
@@ -195,7 +195,7 @@ def install(
         "--skip-detections", help="Install without monitors/channels where the cluster lacks Alerting/Notifications.")] = False,
 ) -> None:
     """Install or upgrade the pack: writes only objects whose content changed."""
-    from pacsguard.installer import install as do_install
+    from pacsguard.services.install import install as do_install
 
     cluster, settings = connect()
     result = do_install(cluster, settings, progress=progress, dry_run=dry_run, allow_missing_plugins=skip_detections)
@@ -221,7 +221,7 @@ def upgrade() -> None:
 @handle_errors
 def status(strict: Annotated[bool, typer.Option("--strict", help="Exit 4 on drift or missing plugins.")] = False) -> None:
     """Installed version, drift (objects changed by hand) and the plugins the pack needs."""
-    from pacsguard.installer import status as do_status
+    from pacsguard.services.install import status as do_status
 
     cluster, settings = connect()
     st = do_status(cluster, settings)
@@ -248,7 +248,7 @@ def uninstall(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Remove exactly the pack's objects. Event data is kept unless --purge."""
-    from pacsguard.installer import uninstall as do_uninstall
+    from pacsguard.services.install import uninstall as do_uninstall
 
     cluster, settings = connect()
     if purge and not yes:
@@ -284,7 +284,7 @@ def jobs_run(
     """Recompute baselines and/or profiles from the events: once, or every --every."""
     from pacsguard.jobs.profiles import default_lookback
     from pacsguard.jobs.schedule import loop, run_once, stop_on_signals
-    from pacsguard.settings import duration_seconds
+    from pacsguard.core.settings import duration_seconds
 
     try:
         every_s = duration_seconds(every) if every else None
@@ -328,8 +328,8 @@ app.add_typer(rules_app, name="rules")
 @handle_errors
 def rules_validate(folder: Annotated[Path | None, typer.Argument(help="Rules folder (default: the pack's).")] = None) -> None:
     """Validate every rule file; each problem is reported with file:line."""
-    from pacsguard.detections.compiler import render_monitor, rules_folder
-    from pacsguard.detections.model import load_rules
+    from pacsguard.rules.compiler import render_monitor, rules_folder
+    from pacsguard.rules.model import load_rules
 
     rules = load_rules(folder or rules_folder())
     settings = OPTS.settings()
@@ -347,7 +347,7 @@ def test_rules(
     keep: Annotated[bool, typer.Option("--keep", help="Keep the scenario install for inspection.")] = False,
 ) -> None:
     """Run every rule's positive and negative scenarios against the cluster (isolated install, removed after)."""
-    from pacsguard.detections.scenarios import run_scenarios
+    from pacsguard.services.scenarios import run_scenarios
 
     cluster, settings = connect()
     report = run_scenarios(cluster, settings, progress=progress, only=set(signal) if signal else None, keep=keep)
@@ -368,8 +368,8 @@ def test_rules(
 @handle_errors
 def respond(rule: Annotated[str, typer.Argument(help="Rule id or signal (e.g. 4a).")]) -> None:
     """The response routine for an alert: contain, preserve evidence, scope, reset."""
-    from pacsguard.detections.compiler import evidence_query, rules_folder
-    from pacsguard.detections.model import load_rules
+    from pacsguard.rules.compiler import evidence_query, rules_folder
+    from pacsguard.rules.model import load_rules
 
     found = [r for r in load_rules(rules_folder()) if rule in (str(r.id), r.signal)]
     if not found:
@@ -487,7 +487,7 @@ def cluster_up(
     mode: Annotated[str, typer.Option("--mode", help="local | docker | auto (docker if an engine answers).")] = "auto",
 ) -> None:
     """Build (first time, cached) and start an OpenSearch 2.19 node; print its URL."""
-    from pacsguard.cluster import start
+    from pacsguard.devnode import start
 
     node = start(port=port, mode=mode, fresh=fresh, progress=progress)
     emit({"ok": True, **node}, f"OpenSearch is up at {node['url']} ({node['mode']} mode)")
@@ -497,7 +497,7 @@ def cluster_up(
 @handle_errors
 def cluster_down(port: PortOpt = 9200) -> None:
     """Stop the node this project started on --port (and only that one)."""
-    from pacsguard.cluster import stop
+    from pacsguard.devnode import stop
 
     stopped = stop(port=port)
     emit({"ok": True, "stopped": stopped}, "stopped" if stopped else f"no pacsguard node running on port {port}")
@@ -507,7 +507,7 @@ def cluster_down(port: PortOpt = 9200) -> None:
 @handle_errors
 def cluster_status(port: PortOpt = 9200) -> None:
     """Whether the node runs, and the plugins and modules it really has."""
-    from pacsguard.cluster import describe
+    from pacsguard.devnode import describe
 
     info = describe(port=port)
     if not info["running"]:
@@ -525,7 +525,7 @@ def cluster_status(port: PortOpt = 9200) -> None:
 @handle_errors
 def cluster_logs(port: PortOpt = 9200, lines: Annotated[int, typer.Option("--lines", "-n")] = 50) -> None:
     """The last lines of the node's log."""
-    from pacsguard.cluster import logs
+    from pacsguard.devnode import logs
 
     typer.echo(logs(port=port, lines=lines))
 
@@ -534,8 +534,8 @@ def cluster_logs(port: PortOpt = 9200, lines: Annotated[int, typer.Option("--lin
 @handle_errors
 def up(port: PortOpt = 9200) -> None:
     """The main job on the embedded default: start the local node, install the pack, show status."""
-    from pacsguard.cluster import start
-    from pacsguard.installer import install as do_install
+    from pacsguard.devnode import start
+    from pacsguard.services.install import install as do_install
 
     node = start(port=port, mode="auto", fresh=False, progress=progress)
     OPTS.overrides = {**(OPTS.overrides or {}), "cluster": {"url": node["url"]}}

@@ -1,7 +1,7 @@
 """ATNA XML -> the JSON envelope pipelines/atna.yaml finishes, with patient data redacted.
 
 OpenSearch has no XML processor, so the collector parses the AuditMessage
-(pacsguard.ingest.atna) and sends, as JSON text in ``message``:
+(pacsguard.parsers.atna) and sends, as JSON text in ``message``:
 
     {"pacsguard_format": "atna", "original": <raw frame, patients redacted>, "doc": <normalized event>}
 
@@ -29,7 +29,7 @@ import logging
 import re
 from typing import Any
 
-from pacsguard.ingest.atna import AtnaParseError, parse_audit_message
+from pacsguard.parsers.atna import AtnaParseError, parse_audit_message
 
 log = logging.getLogger("pacsguard.collector")
 

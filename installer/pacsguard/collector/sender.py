@@ -31,8 +31,8 @@ from pacsguard.collector.events import Event
 from pacsguard.collector.queue import EventQueue
 from pacsguard.collector.ratelog import RateLimitedLog
 from pacsguard.collector.spool import Spool
-from pacsguard.connection import Cluster
-from pacsguard.errors import PacsguardError
+from pacsguard.core.connection import Cluster
+from pacsguard.core.errors import PacsguardError
 
 log = logging.getLogger("pacsguard.collector")
 

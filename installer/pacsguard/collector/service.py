@@ -30,9 +30,9 @@ from pacsguard.collector.http_input import FhirHttpServer
 from pacsguard.collector.sender import Sender, SenderConfig
 from pacsguard.collector.spool import Spool
 from pacsguard.collector.syslog_input import StreamServer, SyslogIntake, tls_context
-from pacsguard.connection import Cluster
-from pacsguard.errors import ConnectionProblem, PacsguardError
-from pacsguard.settings import Settings
+from pacsguard.core.connection import Cluster
+from pacsguard.core.errors import ConnectionProblem, PacsguardError
+from pacsguard.core.settings import Settings
 
 log = logging.getLogger("pacsguard.collector")
 MiB = 1024 * 1024

@@ -30,7 +30,7 @@ from pacsguard.collector.counters import Counters
 from pacsguard.collector.events import Event, NetworkIds, decode
 from pacsguard.collector.ratelog import RateLimitedLog
 from pacsguard.collector.sender import Sender
-from pacsguard.ingest.syslog import OctetCountingFramer, OversizeFrame, SyslogParseError, parse_rfc5424
+from pacsguard.parsers.syslog import OctetCountingFramer, OversizeFrame, SyslogParseError, parse_rfc5424
 
 log = logging.getLogger("pacsguard.collector")
 UTF8_BOM = b"\xef\xbb\xbf"

@@ -13,13 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
-from pacsguard.connection import Cluster
-from pacsguard.errors import PacsguardError
+from pacsguard.core.connection import Cluster
+from pacsguard.core.errors import PacsguardError
 from pacsguard.jobs.baselines import run_baselines
 from pacsguard.jobs.composite import MAX_PAGE_SIZE
 from pacsguard.jobs.profiles import run_profiles
 from pacsguard.jobs.report import JobReport, JobStopped
-from pacsguard.settings import Settings
+from pacsguard.core.settings import Settings
 
 __all__ = ["JobReport", "JobStopped", "run_baselines", "run_job", "run_profiles"]
 

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pacsguard.connection import Cluster
-from pacsguard.errors import PacsguardError
+from pacsguard.core.connection import Cluster
+from pacsguard.core.errors import PacsguardError
 from pacsguard.jobs.report import JobStopped
 
 MAX_PAGE_SIZE = 1000  # DESIGN.md D5: pages of at most 1000 buckets

@@ -16,12 +16,12 @@ from contextlib import contextmanager
 from enum import Enum
 from types import FrameType
 
-from pacsguard.connection import Cluster
-from pacsguard.errors import PacsguardError
+from pacsguard.core.connection import Cluster
+from pacsguard.core.errors import PacsguardError
 from pacsguard.jobs.baselines import run_baselines
 from pacsguard.jobs.profiles import run_profiles
 from pacsguard.jobs.report import JobReport, JobStopped
-from pacsguard.settings import Settings
+from pacsguard.core.settings import Settings
 
 
 class JobName(str, Enum):

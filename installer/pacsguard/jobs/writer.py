@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pacsguard.connection import ApiError, Cluster
-from pacsguard.errors import PacsguardError
+from pacsguard.core.connection import ApiError, Cluster
+from pacsguard.core.errors import PacsguardError
 from pacsguard.jobs.report import JobReport
 
 # DESIGN.md D7: 429s (queue full) are retried with back-off; anything else is a real error.

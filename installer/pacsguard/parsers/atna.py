@@ -28,7 +28,7 @@ from typing import Any
 from xml.etree.ElementTree import Element, TreeBuilder
 from xml.parsers import expat
 
-from pacsguard.errors import PacsguardError
+from pacsguard.core.errors import PacsguardError
 
 DEFAULT_MAX_BYTES = 1024 * 1024
 """Largest message we parse. Real audit messages are a few KiB; HL7 payloads

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pacsguard.errors import PacsguardError
+from pacsguard.core.errors import PacsguardError
 
 log = logging.getLogger(__name__)
 

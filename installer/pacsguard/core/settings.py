@@ -14,8 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from pacsguard.content import content_path
-from pacsguard.errors import PacsguardError
+from pacsguard.core.content import content_path
+from pacsguard.core.errors import PacsguardError
 
 ENV_PREFIX = "PACSGUARD_"
 DURATION = re.compile(r"^(\d+)([smhd])$")

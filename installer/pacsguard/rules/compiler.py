@@ -12,12 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pacsguard.content import content_path
-from pacsguard.detections.model import Rule, load_rules
-from pacsguard.errors import PacsguardError
-from pacsguard.objects import PackObject
-from pacsguard.render import ENV, ContentError
-from pacsguard.settings import Settings
+from pacsguard.core.content import content_path
+from pacsguard.rules.model import Rule, load_rules
+from pacsguard.core.errors import PacsguardError
+from pacsguard.packobjects import PackObject
+from pacsguard.core.render import ENV, ContentError
+from pacsguard.core.settings import Settings
 
 TEMPLATE = ("detections", "templates", "monitor.yaml.j2")
 

@@ -17,10 +17,10 @@ def content_root() -> Path:
     env = os.environ.get("PACSGUARD_CONTENT")
     if env:
         return Path(env)
-    packaged = Path(__file__).resolve().parent / "content"
+    packaged = Path(__file__).resolve().parents[1] / "content"
     if (packaged / "pack").is_dir():
         return packaged
-    source = Path(__file__).resolve().parents[2]
+    source = Path(__file__).resolve().parents[3]
     if (source / "pack").is_dir():
         return source
     raise FileNotFoundError("pacsguard content not found: reinstall the package or set PACSGUARD_CONTENT")

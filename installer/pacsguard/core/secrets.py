@@ -12,8 +12,8 @@ import os
 import secrets
 from pathlib import Path
 
-from pacsguard.errors import PacsguardError
-from pacsguard.settings import Settings
+from pacsguard.core.errors import PacsguardError
+from pacsguard.core.settings import Settings
 
 
 def default_salt_file() -> Path:

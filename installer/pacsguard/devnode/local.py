@@ -29,8 +29,8 @@ from typing import Any
 
 import yaml
 
-from pacsguard.content import content_path
-from pacsguard.errors import PacsguardError
+from pacsguard.core.content import content_path
+from pacsguard.core.errors import PacsguardError
 
 NODE_USER = "pacsguard"
 Progress = Callable[[str], None]

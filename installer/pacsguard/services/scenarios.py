@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pacsguard.connection import Cluster
-from pacsguard.content import content_path
-from pacsguard.detections.compiler import render_monitor
-from pacsguard.detections.evaluate import MonitorRun, run_monitor
-from pacsguard.detections.model import Rule, RuleError, load_rules
-from pacsguard.settings import Settings, duration_seconds
+from pacsguard.core.connection import Cluster
+from pacsguard.core.content import content_path
+from pacsguard.rules.compiler import render_monitor
+from pacsguard.engines.evaluate import MonitorRun, run_monitor
+from pacsguard.rules.model import Rule, RuleError, load_rules
+from pacsguard.core.settings import Settings, duration_seconds
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 Progress = Callable[[str], None]
@@ -167,7 +167,7 @@ def scenario_settings(base: Settings) -> Settings:
 
 def run_scenarios(cluster: Cluster, base: Settings, progress: Progress = lambda _: None,
                   only: set[str] | None = None, keep: bool = False) -> RunReport:
-    from pacsguard.installer import install, uninstall
+    from pacsguard.services.install import install, uninstall
 
     rules = {r.signal: r for r in load_rules(content_path("detections"))}
     files = load_scenarios(content_path("detections", "scenarios"))

@@ -16,11 +16,11 @@ from urllib.parse import urlsplit
 from opensearchpy import OpenSearch
 from opensearchpy import exceptions as osx
 
-from pacsguard.errors import ConnectionProblem, MissingPlugin, PacsguardError
+from pacsguard.core.errors import ConnectionProblem, MissingPlugin, PacsguardError
 
 # opensearch-py logs every non-2xx (404s are normal here) as a warning; our errors say it better.
 logging.getLogger("opensearch").setLevel(logging.CRITICAL)
-from pacsguard.settings import ClusterSettings
+from pacsguard.core.settings import ClusterSettings
 
 # Plugins the pack needs, by the name _cat/plugins shows, and what needs them.
 REQUIRED_PLUGINS = {

@@ -16,9 +16,9 @@ import yaml
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
-from pacsguard.content import content_path
-from pacsguard.errors import PacsguardError
-from pacsguard.settings import Settings, duration_seconds
+from pacsguard.core.content import content_path
+from pacsguard.core.errors import PacsguardError
+from pacsguard.core.settings import Settings, duration_seconds
 
 ENV = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
 ENV.filters["tojson"] = lambda value: json.dumps(value)

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from pacsguard import __version__
-from pacsguard.connection import REQUIRED_MODULES, REQUIRED_PLUGINS, ApiError, Cluster
-from pacsguard.content import content_path, content_root
-from pacsguard.detections.compiler import channel_objects, monitor_objects
-from pacsguard.errors import MissingPlugin, PacsguardError
-from pacsguard.objects import (
+from pacsguard.core.connection import REQUIRED_MODULES, REQUIRED_PLUGINS, ApiError, Cluster
+from pacsguard.core.content import content_path, content_root
+from pacsguard.rules.compiler import channel_objects, monitor_objects
+from pacsguard.core.errors import MissingPlugin, PacsguardError
+from pacsguard.packobjects import (
     KIND_PLUGINS,
     KINDS,
     OPTIONAL_KINDS,
@@ -29,9 +29,9 @@ from pacsguard.objects import (
     delete_index_template,
     live_fingerprint,
 )
-from pacsguard.render import ContentError, render_context, render_yaml
-from pacsguard.secrets import resolve_salt
-from pacsguard.settings import Settings
+from pacsguard.core.render import ContentError, render_context, render_yaml
+from pacsguard.core.secrets import resolve_salt
+from pacsguard.core.settings import Settings
 
 Progress = Callable[[str], None]
 

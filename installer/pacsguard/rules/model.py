@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pacsguard.errors import PacsguardError
-from pacsguard.settings import DURATION, Thresholds
+from pacsguard.core.errors import PacsguardError
+from pacsguard.core.settings import DURATION, Thresholds
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 FILE_NAME = re.compile(r"^(?P<tactic>[a-z_]+)_(?P<what>[a-z0-9_]+)\.yml$")

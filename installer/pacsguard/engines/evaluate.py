@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pacsguard.connection import Cluster
+from pacsguard.core.connection import Cluster
 
 ALERTING = "alerting-dryrun"
 CORE = "core-search"

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pacsguard.connection import Cluster
-from pacsguard.render import canonical_hash
+from pacsguard.core.connection import Cluster
+from pacsguard.core.render import canonical_hash
 
 STAMP_KEY = "pacsguard"
 _DESC_STAMP = re.compile(r"\s*\[pacsguard (?P<version>\S+) #(?P<hash>[0-9a-f]{16})\]$")
