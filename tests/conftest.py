@@ -1,16 +1,19 @@
-"""Fixtures: a real OpenSearch for the whole session, and isolated pack installs.
+"""Fixtures shared by tests/unit (no cluster) and tests/cluster (a real node).
 
-The node comes from PACSGUARD_TEST_URL (any cluster) or is started here from
-the local Maven-built distribution on a port of its own with empty data, and
-stopped at the end. Tests isolate themselves with their own id_prefix and
-namespace, so they can share one node.
+The node comes from tests/testnode.py: PACSGUARD_TEST_URL (any cluster), or a
+local node this session starts on a port of its own and stops at the end.
+Tests isolate themselves with their own id_prefix and namespace, so they can
+share one node.
+
+Helpers live in modules named for what they hold (testnode, corpus, documents),
+not here: `from conftest import ...` would find whichever conftest.py was
+imported last.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,38 +21,49 @@ from typing import Any
 
 import pytest
 from pacsguard.core.connection import Cluster
-from pacsguard.core.settings import Settings, load_settings
+from pacsguard.core.settings import Settings
+from testnode import SessionNode, make_settings, session_node
 
-TEST_PORT = int(os.environ.get("PACSGUARD_TEST_PORT", "9260"))
-SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
+TESTS = Path(__file__).resolve().parent
 _counter = itertools.count()
+_started: list[SessionNode] = []
+
+Simulate = Callable[[Any], dict[str, Any]]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--generate", action="store_true", default=False,
+                     help="rewrite the expected files of the pipeline golden tests from what the node returns "
+                          "(review the diff before committing)")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test outside tests/cluster must not reach for the node: `-m "not cluster"` starts none."""
+    cluster_dir = TESTS / "cluster"
+    offenders = [item.nodeid for item in items
+                 if "cluster_url" in getattr(item, "fixturenames", ())
+                 and cluster_dir not in Path(str(item.path)).parents]
+    if offenders:
+        raise pytest.UsageError("tests that use the cluster belong under tests/cluster/: " + ", ".join(offenders))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for node in _started:
+        where = f"port {node.port}" if node.port is not None else "PACSGUARD_TEST_URL"
+        terminalreporter.write_line(f"pacsguard test node: {node.url} ({where})")
 
 
 @pytest.fixture(scope="session")
-def cluster_url() -> Iterator[str]:
-    url = os.environ.get("PACSGUARD_TEST_URL")
-    if url:
-        yield url
-        return
-    from pacsguard.devnode import local
-
-    state = local.up(TEST_PORT, fresh=True)
-    try:
-        yield state.url
-    finally:
-        if not os.environ.get("PACSGUARD_KEEP_NODE"):
-            local.down(TEST_PORT)
+def test_node() -> Iterator[SessionNode]:
+    with session_node() as node:
+        _started.append(node)
+        yield node
 
 
-def make_settings(url: str, prefix: str, namespace: str, **extra: Any) -> Settings:
-    overrides: dict[str, Any] = {
-        "cluster": {"url": url},
-        "id_prefix": prefix,
-        "namespace": namespace,
-        "pseudonymization": {"salt": "test-salt-0123456789abcdef"},
-    }
-    overrides.update(extra)
-    return load_settings(overrides=overrides, environ={})
+@pytest.fixture(scope="session")
+def cluster_url(test_node: SessionNode) -> str:
+    return test_node.url
 
 
 @pytest.fixture
@@ -78,7 +92,7 @@ def cluster(cluster_url: str, pack_settings: Settings) -> Cluster:
 
 @pytest.fixture(scope="session")
 def golden_pack(cluster_url: str) -> Iterator[Settings]:
-    """One install shared by the pipeline golden tests (prefix pggold, namespace golden); purged at the end."""
+    """One install shared by the pipeline tests (prefix pggold, namespace golden); purged at the end."""
     from pacsguard.services.install import install, uninstall
 
     settings = make_settings(cluster_url, "pggold", "golden")
@@ -89,33 +103,36 @@ def golden_pack(cluster_url: str) -> Iterator[Settings]:
 
 
 @pytest.fixture(scope="session")
-def simulate(golden_pack: Settings) -> Callable[[Any], dict[str, Any]]:
+def simulate_many(golden_pack: Settings) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Run documents through the installed router with one _simulate call.
+
+    Returns, per document, {"index": the index it would be written to, "doc": _source}."""
+    cluster = Cluster.connect(golden_pack.cluster)
+    router = f"{golden_pack.id_prefix}-router"
+
+    def run(sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        index = golden_pack.index("events_data_stream")
+        res = cluster.request("POST", f"/_ingest/pipeline/{router}/_simulate",
+                              body={"docs": [{"_index": index, "_source": s} for s in sources]})
+        out = []
+        for result in res["docs"]:
+            if "error" in result:
+                raise AssertionError(f"simulate error: {json.dumps(result['error'])[:2000]}")
+            out.append({"index": result["doc"]["_index"], "doc": result["doc"]["_source"]})
+        return out
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def simulate(simulate_many: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> Simulate:
     """Run one raw event through the installed router with _simulate.
 
     Accepts a str (sent as `message`, like a shipper does) or a dict (sent as
     the document). Returns {"index": target index, "doc": resulting _source}.
     """
-    cluster = Cluster.connect(golden_pack.cluster)
-    router = f"{golden_pack.id_prefix}-router"
-
     def run(event: Any) -> dict[str, Any]:
-        source = {"message": event} if isinstance(event, str) else event
-        res = cluster.request("POST", f"/_ingest/pipeline/{router}/_simulate",
-                              body={"docs": [{"_index": golden_pack.index("events_data_stream"),
-                                              "_source": source}]})
-        result = res["docs"][0]
-        if "error" in result:
-            raise AssertionError(f"simulate error: {json.dumps(result['error'])[:2000]}")
-        return {"index": result["doc"]["_index"], "doc": result["doc"]["_source"]}
+        return simulate_many([{"message": event} if isinstance(event, str) else event])[0]
 
     return run
 
-
-def get_path(doc: dict[str, Any], dotted: str) -> Any:
-    """doc['a']['b'] for 'a.b', None where absent."""
-    node: Any = doc
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node

@@ -6,7 +6,7 @@ Modules, one job each:
 - queue:         a queue bounded by count and bytes (back-pressure)
 - sender:        bulk create with retries, per-item outcome, spooling and replay
 - spool:         the bounded on-disk NDJSON spool
-- atna_envelope: ATNA XML -> envelope for pipelines/atna.yaml, patient data redacted
+- atna_envelope: ATNA XML -> envelope for pipelines/atna/pipeline.yaml, patient data redacted
 - syslog_input:  UDP / TCP / TLS receivers
 - files:         JSON-lines and Keycloak log tailing with persisted offsets
 - http_input:    POST /fhir and /fhir/AuditEvent

@@ -1,4 +1,4 @@
-"""ATNA XML -> the JSON envelope pipelines/atna.yaml finishes, with patient data redacted.
+"""ATNA XML -> the JSON envelope pipelines/atna/pipeline.yaml finishes, with patient data redacted.
 
 OpenSearch has no XML processor, so the collector parses the AuditMessage
 (pacsguard.parsers.atna) and sends, as JSON text in ``message``:
@@ -34,7 +34,7 @@ from pacsguard.parsers.atna import AtnaParseError, parse_audit_message
 log = logging.getLogger("pacsguard.collector")
 
 PATIENT_REDACTED = "[patient-redacted]"
-# router.yaml detect_format: event.original above this goes to the failure index.
+# pipelines/router/pipeline.yaml detect_format: event.original above this goes to the failure index.
 ROUTER_MAX_CHARS = 1_048_576
 
 _XML_START = re.compile(rb"^(?:<\?xml|<(?:[\w.-]+:)?AuditMessage\b)")

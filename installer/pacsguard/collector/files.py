@@ -40,7 +40,7 @@ SAVE_EVERY = 1.0  # seconds between state file writes
 
 
 def keycloak_event_line(line: str) -> bool:
-    """Keycloak logs mostly hold server noise; only event lines are sent (mirrors router.yaml's detection)."""
+    """Keycloak logs mostly hold server noise; only event lines are sent (mirrors the router pipeline's detection)."""
     return "org.keycloak.events" in line or "operationType=" in line or ("type=" in line and "realmId=" in line)
 
 

@@ -9,6 +9,8 @@ OpenSearch refuses to run as root, so as root the node runs as a system user.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -22,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,8 @@ from pacsguard.core.content import content_path
 from pacsguard.core.errors import PacsguardError
 
 NODE_USER = "pacsguard"
+# The node's transport port sits this far above its HTTP port.
+TRANSPORT_PORT_OFFSET = 100
 Progress = Callable[[str], None]
 
 
@@ -163,14 +167,38 @@ def _install_plugin_zips(home: Path, recipe: dict[str, Any], java_home: Path, pr
     return installed, missing
 
 
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (waits for it); the kernel drops it if the process dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def build(progress: Progress = _quiet, force: bool = False) -> BuildReport:
-    """Assemble the node (or reuse the cached one) and return where it is."""
+    """Assemble the node (or reuse the cached one) and return where it is.
+
+    Concurrent runs (two test sessions on a cold cache) build one at a time:
+    the second finds the first one's node instead of replacing it under a
+    running node."""
     recipe = load_recipe()
     home = node_home(recipe)
     marker = home / ".pacsguard-build.json"
     if marker.exists() and not force:
         info = json.loads(marker.read_text())
         return BuildReport(home, True, 0.0, info["modules"], info["plugins"], info["missing_plugins"])
+    with _exclusive(cache_root() / "locks" / "build.lock"):
+        if marker.exists() and not force:
+            info = json.loads(marker.read_text())
+            return BuildReport(home, True, 0.0, info["modules"], info["plugins"], info["missing_plugins"])
+        return _build(recipe, home, progress)
+
+
+def _build(recipe: dict[str, Any], home: Path, progress: Progress) -> BuildReport:
     started = time.monotonic()
     version, repo = recipe["opensearch_version"], recipe["maven_repository"]
     java_home = ensure_java(recipe, progress)
@@ -318,9 +346,10 @@ def _node_user() -> tuple[int, int]:
     try:
         entry = pwd.getpwnam(NODE_USER)
     except KeyError:
+        # check=False: a concurrent run may have created the user in the meantime
         subprocess.run(
             ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", NODE_USER],
-            check=True, capture_output=True,
+            check=False, capture_output=True,
         )
         entry = pwd.getpwnam(NODE_USER)
     return entry.pw_uid, entry.pw_gid
@@ -367,7 +396,7 @@ def up(port: int, progress: Progress = _quiet, fresh: bool = False, timeout: flo
         "discovery.type": "single-node",
         "network.host": "127.0.0.1",
         "http.port": port,
-        "transport.port": port + 100,
+        "transport.port": port + TRANSPORT_PORT_OFFSET,
         "path.data": str(data),
         "path.logs": str(logs),
         "cluster.routing.allocation.disk.threshold_enabled": False,
@@ -436,3 +465,67 @@ def tail(path: Path | str, lines: int = 30) -> str:
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+# ------------------------------------------------------------- port claims
+
+
+@dataclass
+class PortClaim:
+    """A port (and its transport port) reserved for one node of this process.
+
+    The reservation is an exclusive lock on a file per port: two runs that
+    probe the same port at the same moment cannot both win, and the kernel
+    drops the lock when the process ends, even on a crash."""
+
+    port: int
+    fds: tuple[int, ...]
+
+    def release(self) -> None:
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds = ()
+
+
+def _try_lock(port: int) -> int | None:
+    locks = cache_root() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    fd = os.open(locks / f"port-{port}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def claim_port(first: int, attempts: int = 200) -> PortClaim:
+    """The first port from `first` on that no other run has claimed, no node of
+    ours is recorded on, and nothing listens on (HTTP and transport port).
+
+    Hold the claim while the node runs; `release()` (or the end of the process)
+    gives it back."""
+    for port in range(first, min(first + attempts, 65536 - TRANSPORT_PORT_OFFSET)):
+        fds: list[int] = []
+        for wanted in (port, port + TRANSPORT_PORT_OFFSET):
+            fd = _try_lock(wanted)
+            if fd is None:
+                break
+            fds.append(fd)
+        claim = PortClaim(port, tuple(fds))
+        if (len(fds) == 2 and status(port) is None and _bindable(port)
+                and _bindable(port + TRANSPORT_PORT_OFFSET)):
+            return claim
+        claim.release()
+    raise PacsguardError(f"no free port for a local node in {first}..{first + attempts - 1} "
+                         f"(each needs its port and port+{TRANSPORT_PORT_OFFSET} free)")

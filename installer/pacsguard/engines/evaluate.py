@@ -69,12 +69,23 @@ def _run_alerting(cluster: Cluster, monitor: dict[str, Any]) -> MonitorRun:
     started = dt.datetime.now()
     res = cluster.request("POST", "/_plugins/_alerting/monitors/_execute", params={"dryrun": "true"}, body=monitor)
     took = (dt.datetime.now() - started).total_seconds() * 1000
+    return MonitorRun(ALERTING, alerting_triggers(monitor, res), took)
+
+
+def alerting_triggers(monitor: dict[str, Any], response: dict[str, Any]) -> list[TriggerResult]:
+    """The triggers of an Alerting `_execute` response, with the entities each fired for.
+
+    trigger_results is keyed by trigger id; a monitor body run without saving
+    has ids the plugin made up, so a trigger is found by id, else by name.
+    Entities read as the core engine gives them: a bucket's keys joined by
+    commas, a document's id (Alerting lists triggered docs as "<id>|<index>").
+    """
     results: list[TriggerResult] = []
     by_id: dict[str, dict[str, Any]] = {}
     for trig in monitor.get("triggers", []):
         body = next(iter(trig.values()))
         by_id[body.get("id") or body["name"]] = body
-    for trig_id, out in (res.get("trigger_results") or {}).items():
+    for trig_id, out in (response.get("trigger_results") or {}).items():
         spec: dict[str, Any] = by_id.get(trig_id) or next(
             (b for b in by_id.values() if b["name"] == out.get("name")), {})
         result = TriggerResult(out.get("name", trig_id), str(spec.get("severity", "")))
@@ -83,9 +94,9 @@ def _run_alerting(cluster: Cluster, monitor: dict[str, Any]) -> MonitorRun:
             result.entities = [_entity(b.get("agg_alert_content", b).get("bucket_keys"))
                                for b in out["agg_result_buckets"].values()]
         elif "triggeredDocs" in out:
-            result.entities = list(out["triggeredDocs"])
+            result.entities = [str(doc).split("|", 1)[0] for doc in out["triggeredDocs"]]
         results.append(result)
-    return MonitorRun(ALERTING, results, took)
+    return results
 
 
 # -------------------------------------------------------------------- core

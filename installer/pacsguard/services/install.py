@@ -36,7 +36,7 @@ from pacsguard.core.settings import Settings
 Progress = Callable[[str], None]
 
 # Where each kind's content lives (relative to the content root).
-CONTENT_GLOBS = (("pack/index", "*.yaml"), ("pack/security", "*.yaml"), ("pipelines", "*.yaml"))
+CONTENT_GLOBS = (("pack/index", "*.yaml"), ("pack/security", "*.yaml"), ("pipelines", "*/pipeline.yaml"))
 
 
 @dataclass

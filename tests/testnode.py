@@ -1,0 +1,59 @@
+"""The OpenSearch node a test session runs against, and settings for an isolated install on it.
+
+PACSGUARD_TEST_URL names any cluster to use as is. Otherwise the session starts
+its own local node with empty data and stops it at the end. Each session
+claims its own port (PACSGUARD_TEST_PORT is the first one tried, 9260 by
+default): two runs at once on one machine get two nodes, two run directories,
+and neither stops the other's node.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pacsguard.core.settings import Settings, load_settings
+
+DEFAULT_FIRST_PORT = 9260
+TEST_SALT = "test-salt-0123456789abcdef"
+
+
+@dataclass(frozen=True)
+class SessionNode:
+    url: str
+    # The local node's port; None for a cluster given by PACSGUARD_TEST_URL (not ours to stop).
+    port: int | None
+
+
+@contextmanager
+def session_node() -> Iterator[SessionNode]:
+    url = os.environ.get("PACSGUARD_TEST_URL")
+    if url:
+        yield SessionNode(url, None)
+        return
+    from pacsguard.devnode import local
+
+    claim = local.claim_port(int(os.environ.get("PACSGUARD_TEST_PORT", DEFAULT_FIRST_PORT)))
+    try:
+        state = local.up(claim.port, fresh=True)
+        try:
+            yield SessionNode(state.url, claim.port)
+        finally:
+            if not os.environ.get("PACSGUARD_KEEP_NODE"):
+                local.down(claim.port)
+    finally:
+        claim.release()
+
+
+def make_settings(url: str, prefix: str, namespace: str, **extra: Any) -> Settings:
+    overrides: dict[str, Any] = {
+        "cluster": {"url": url},
+        "id_prefix": prefix,
+        "namespace": namespace,
+        "pseudonymization": {"salt": TEST_SALT},
+    }
+    overrides.update(extra)
+    return load_settings(overrides=overrides, environ={})

@@ -1,0 +1,170 @@
+"""Detection rules without a cluster: the corpus validates and compiles, broken files are named
+with file:line, alert messages say what a responder needs, and Alerting's dry-run answer is
+read as the entities that fired. (The scenarios on a real node: tests/cluster/test_rule_scenarios.py.)"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pacsguard.cli import app
+from pacsguard.core.content import content_path, content_root
+from pacsguard.core.settings import load_settings
+from pacsguard.engines.evaluate import MonitorRun, alerting_triggers
+from pacsguard.rules.compiler import monitor_objects, render_monitor
+from pacsguard.rules.model import RuleError, load_rule, load_rules
+from typer.testing import CliRunner
+
+SIGNALS = {"1a", "1b", "1c", "2a", "2b", "3", "4a", "4b", "5a", "5b"}
+
+
+def test_every_signal_has_one_valid_rule_that_compiles() -> None:
+    rules = load_rules(content_path("detections"))
+    assert {r.signal for r in rules} == SIGNALS
+    settings = load_settings(environ={})
+    for rule in rules:
+        monitor = render_monitor(rule, settings)
+        expected = "doc_level_monitor" if rule.detection.type == "event" else "bucket_level_monitor"
+        assert monitor["monitor_type"] == expected
+        assert monitor["schedule"] == {"period": {"interval": 1, "unit": "MINUTES"}}
+        assert len(monitor["inputs"]) == 1  # Alerting takes one search input
+    assert len({o.id for o in monitor_objects(settings)}) == len(rules)
+
+
+def test_thresholds_come_from_settings() -> None:
+    rule = next(r for r in load_rules(content_path("detections")) if r.signal == "1a")
+    tuned = load_settings(overrides={"thresholds": {"login_failures_per_user": 12,
+                                                    "login_failures_per_user_window": "15m"}}, environ={})
+    monitor = render_monitor(rule, tuned)
+    cond = monitor["triggers"][0]["bucket_level_trigger"]["condition"]["script"]["source"]
+    assert cond == "params.value >= 12"
+    assert "{{period_end}}||-15m" in str(monitor["inputs"])
+
+
+def test_every_rule_carries_the_response_routine_and_attack_mapping() -> None:
+    for rule in load_rules(content_path("detections")):
+        assert all(getattr(rule.guide, step) for step in ("contain", "preserve", "scope", "reset")), rule.name
+        assert rule.mitre and rule.false_positives, rule.name
+
+
+def test_every_alert_message_names_the_rule_and_the_first_response_step() -> None:
+    """What reaches the channel (D9): per trigger, one action per channel whose subject names the
+    rule and whose message names the rule, its id, the first response step and the routine."""
+    settings = load_settings(overrides={"notifications": {"channels": [
+        {"name": "soc-webhook", "type": "webhook", "url": "https://soar.example.org/hooks/pacsguard"}]}}, environ={})
+    for rule in load_rules(content_path("detections")):
+        monitor = render_monitor(rule, settings)
+        for trigger in monitor["triggers"]:
+            body = next(iter(trigger.values()))
+            assert len(body["actions"]) == 1, (rule.name, body["name"])
+            action = body["actions"][0]
+            assert rule.name in action["subject_template"]["source"], rule.name
+            message = action["message_template"]["source"]
+            assert rule.name in message and str(rule.id) in message, rule.name
+            assert rule.guide.contain.strip() in message, rule.name
+            assert f"pacsguard respond {rule.id}" in message, rule.name
+
+
+@pytest.mark.parametrize(("mutation", "expected"), [
+    (("risk_score: 73", "risk_score: 20"), r"credential_access_login_failures_per_user\.yml:\d+: rule: .*risk_score 20 does not match severity high"),
+    (("threshold: login_failures_per_user\n", "threshold: login_failures_per_usr\n"),
+     r"\.yml:\d+: detection\.threshold: .*unknown pack threshold 'login_failures_per_usr'"),
+    (("severity: high", "severity: urgent"), r"_per_user\.yml:12: severity: Input should be"),
+    (("schedule: 1m", "schedule: 30s"), r"schedule: Alerting takes minutes"),
+])
+def test_broken_rule_names_file_and_line(tmp_path: Path, mutation: tuple[str, str], expected: str) -> None:
+    source = content_path("detections", "credential_access_login_failures_per_user.yml")
+    broken = tmp_path / source.name
+    text = source.read_text()
+    assert mutation[0] in text
+    broken.write_text(text.replace(mutation[0], mutation[1], 1))
+    with pytest.raises(RuleError, match=expected):
+        load_rule(broken)
+
+
+def test_bad_file_name_and_duplicate_ids_are_refused(tmp_path: Path) -> None:
+    source = content_path("detections", "credential_access_login_failures_per_user.yml")
+    shutil.copy(source, tmp_path / "Brute Force.yml")
+    shutil.copy(source, tmp_path / "credential_access_copy.yml")
+    shutil.copy(source, tmp_path / "credential_access_other.yml")
+    with pytest.raises(RuleError) as err:
+        load_rules(tmp_path)
+    assert "Brute Force.yml:1: file name must be <tactic>_<what>.yml" in str(err.value)
+    assert "credential_access_other.yml:1: id" in str(err.value)
+
+
+def test_cli_validate_reports_line(tmp_path: Path) -> None:
+    source = content_path("detections", "credential_access_login_failures_per_user.yml")
+    (tmp_path / source.name).write_text(source.read_text().replace("risk_score: 73", "risk_score: 200"))
+    result = CliRunner().invoke(app, ["rules", "validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"{tmp_path / source.name}:" in result.stderr and "risk_score" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_validate_without_a_folder_checks_every_rule_file_of_the_pack() -> None:
+    """`pacsguard rules validate` with no argument reads the content the installer uses: one row per
+    rule file there, so a rule file the validator skipped would show as a missing row."""
+    files = sorted(content_root().joinpath("detections").glob("*.yml"))
+    result = CliRunner().invoke(app, ["--json", "rules", "validate"])
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)["rules"]
+    assert len(rows) == len(files) == len(SIGNALS)
+    assert {r["signal"] for r in rows} == SIGNALS
+    assert sorted(r["id"] for r in rows) == sorted(str(load_rule(f).id) for f in files)
+
+
+# ------------------------------------------------------ Alerting's dry-run answer
+
+MONITOR_1A = {
+    "monitor_type": "bucket_level_monitor",
+    "triggers": [{"bucket_level_trigger": {"name": "Login-failure burst on one account", "severity": "2",
+                                           "condition": {}, "actions": []}}],
+}
+
+
+def bucket(*keys: str, count: int) -> dict[str, Any]:
+    """One entry of agg_result_buckets, as Alerting 2.19 writes it (AggregationResultBucket.toXContent)."""
+    return {"agg_alert_content": {"parent_bucket_path": "by_entity", "bucket_keys": list(keys),
+                                  "bucket": {"key": {"entity": ",".join(keys)}, "doc_count": count}}}
+
+
+def dry_run_response(trigger_results: dict[str, Any]) -> dict[str, Any]:
+    """The body of POST _plugins/_alerting/monitors/_execute?dryrun=true (MonitorRunResult.toXContent)."""
+    return {"monitor_name": "pacsguard 1a: Login-failure burst on one account",
+            "period_start": "2026-11-27T09:59:00Z", "period_end": "2026-11-27T10:00:00Z", "error": None,
+            "input_results": {"results": [{"aggregations": {"by_entity": {"buckets": []}}}], "error": None},
+            "trigger_results": trigger_results}
+
+
+def test_alerting_bucket_level_dry_run_is_read_as_the_entities_that_fired() -> None:
+    # The plugin gives a monitor body it did not save made-up trigger ids: matched by name.
+    response = dry_run_response({"kT3vYpEBq8x0C2fHc1aZ": {
+        "name": "Login-failure burst on one account", "error": None,
+        "agg_result_buckets": {"alice": bucket("alice", count=9), "bob#GB": bucket("bob", "GB", count=8)},
+        "action_results": {}}})
+    [trigger] = alerting_triggers(MONITOR_1A, response)
+    assert (trigger.name, trigger.severity) == ("Login-failure burst on one account", "2")
+    assert trigger.entities == ["alice", "bob,GB"]
+    assert MonitorRun("alerting-dryrun", [trigger], 1.0).fired("2") == {"alice", "bob,GB"}
+
+
+def test_alerting_doc_level_dry_run_names_documents_like_the_core_engine() -> None:
+    monitor = {"monitor_type": "doc_level_monitor", "triggers": [{"document_level_trigger": {
+        "id": "trigger-3", "name": "Admin role grant", "severity": "2", "condition": {}, "actions": []}}]}
+    response = dry_run_response({"trigger-3": {
+        "name": "Admin role grant", "error": None,
+        "triggeredDocs": ["Zr4kQ5UBx1|.ds-logs-pacs.audit-default-000001", "Zr4kQ5UBx2|.ds-logs-pacs.audit-default-000001"],
+        "action_results": {}}})
+    [trigger] = alerting_triggers(monitor, response)
+    assert trigger.entities == ["Zr4kQ5UBx1", "Zr4kQ5UBx2"]
+
+
+def test_alerting_dry_run_without_triggered_buckets_fires_for_nobody() -> None:
+    response = dry_run_response({"x": {"name": "Login-failure burst on one account", "error": None,
+                                       "agg_result_buckets": {}, "action_results": {}}})
+    [trigger] = alerting_triggers(MONITOR_1A, response)
+    assert trigger.entities == []
