@@ -18,11 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from pacsguard.core.connection import Cluster
-from pacsguard.services.install import install, uninstall
-from pacsguard.packobjects import KINDS
 from pacsguard.core.settings import ClusterSettings, Settings
-
-pytestmark = pytest.mark.cluster
+from pacsguard.packobjects import KINDS
+from pacsguard.services.install import install, uninstall
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +57,7 @@ def receiver() -> Iterator[tuple[str, list[str]]]:
 def test_scheduled_monitor_alerts_and_webhook_delivers(
     alerting_cluster: Cluster, cluster_url: str, receiver: tuple[str, list[str]], unique: str
 ) -> None:
-    from conftest import make_settings
+    from testnode import make_settings
 
     url, received = receiver
     settings: Settings = make_settings(cluster_url, f"pge2e{unique}", f"e2e{unique}",

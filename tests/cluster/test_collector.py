@@ -21,21 +21,27 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import corpus
 import pytest
-from conftest import SAMPLES, TEST_PORT, make_settings
 from pacsguard.collector import CollectorConfig, CollectorThread, Listen
 from pacsguard.collector.events import Event
 from pacsguard.collector.sender import SenderConfig
 from pacsguard.core.connection import Cluster
-from pacsguard.services.install import install, uninstall
 from pacsguard.core.settings import Settings
+from pacsguard.services.install import install, uninstall
+from phi import patient_terms
+from testnode import SessionNode, make_settings
 from tlsproxy import make_ca_and_cert
 
-pytestmark = pytest.mark.cluster
-ATNA = SAMPLES / "dicom-audit"
-FHIR = SAMPLES / "fhir-auditevent"
-KEYCLOAK = SAMPLES / "keycloak"
-needs_samples = pytest.mark.skipif(not ATNA.is_dir(), reason=f"public samples not found at {SAMPLES}")
+OWN = Path(__file__).resolve().parents[2] / "pipelines"
+OWN_ATNA = OWN / "atna" / "_dev" / "test" / "pipeline"
+OWN_FHIR = OWN / "fhir" / "_dev" / "test" / "pipeline"
+OWN_KEYCLOAK = OWN / "keycloak" / "_dev" / "test" / "pipeline"
+# Our ATNA inputs that the parser must refuse (tests/unit/test_atna_parser.py); the others land.
+OWN_ATNA_REFUSED = {"malformed-truncated.xml", "unparseable-event-date-time.xml", "syslog-payload-not-xml.syslog",
+                    "syslog-payload-other-root.syslog"}
+ATNA = corpus.folder("dicom-audit")
+needs_samples = corpus.needs("dicom-audit")
 LOCAL = ("127.0.0.1", 0)
 BOM = b"\xef\xbb\xbf"
 
@@ -129,26 +135,35 @@ def post(port: int, path: str, body: bytes, context: ssl.SSLContext | None = Non
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-def atna_frames() -> list[tuple[str, bytes]]:
-    """Every valid sample as an RFC 5424 frame: XML files get a header, .syslog files are frames already."""
-    frames = []
-    for path in sorted(ATNA.iterdir()):
-        if path.name.startswith("openhim-core-js-invalid"):
-            continue
-        data = path.read_bytes()
-        frames.append((path.name, data if path.suffix == ".syslog" else syslog(data)))
-    return frames
+def as_frames(paths: list[Path]) -> list[tuple[str, bytes]]:
+    """Each file as an RFC 5424 frame: XML files get a header, .syslog files are frames already."""
+    return [(p.name, p.read_bytes() if p.suffix == ".syslog" else syslog(p.read_bytes())) for p in paths]
+
+
+def own_atna_frames() -> list[tuple[str, bytes]]:
+    """Every own ATNA input the parser takes, as a frame."""
+    return as_frames([p for p in sorted(OWN_ATNA.iterdir())
+                      if p.suffix in (".xml", ".syslog") and p.name not in OWN_ATNA_REFUSED])
+
+
+def own_valid_syslog_frames() -> list[bytes]:
+    """The own .syslog frames that carry an AuditMessage (two of the three span several lines)."""
+    return [p.read_bytes() for p in sorted(OWN_ATNA.glob("*.syslog")) if p.name not in OWN_ATNA_REFUSED]
+
+
+def sample_atna_frames() -> list[tuple[str, bytes]]:
+    """Every valid public sample as a frame."""
+    return as_frames([p for p in sorted(ATNA.iterdir()) if not p.name.startswith("openhim-core-js-invalid")])
 
 
 # ------------------------------------------------------------------ sources
 
 
-@needs_samples
 def test_udp_datagram_atna_lands_normalized_with_redacted_original(
         cluster: Cluster, pack: Settings, tmp_path: Path) -> None:
     thread = collector(pack, tmp_path, udp=(Listen(*LOCAL),))
     try:
-        xml = (ATNA / "dcm4chee-arc-cs-dicom-study-deleted-01-using-rest-api.xml").read_bytes()
+        xml = (OWN_ATNA / "study-deleted.xml").read_bytes()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.sendto(syslog(xml), ("127.0.0.1", thread.ports["udp"][0]))
         snap = wait_for(thread, 1)
@@ -161,12 +176,11 @@ def test_udp_datagram_atna_lands_normalized_with_redacted_original(
     assert doc["event"]["action"] == "study-delete" and doc["pacs"]["source_format"] == "atna"
     assert doc["pacs"]["patient"]["id_hash"] and "id" not in doc["pacs"]["patient"]
     assert "[patient-redacted]" in doc["event"]["original"]
-    assert "GE1118" not in json.dumps(doc) and "BUXTON" not in json.dumps(doc)
+    assert "MRN-55012" not in json.dumps(doc) and "MORENO" not in json.dumps(doc)
 
 
-@needs_samples
 def test_tcp_octet_counting_in_odd_chunks(cluster: Cluster, pack: Settings, tmp_path: Path) -> None:
-    frames = [f for name, f in atna_frames() if name.startswith("openhim")]  # multi-line XML: needs octet counting
+    frames = own_valid_syslog_frames()  # multi-line XML: needs octet counting
     assert len(frames) == 3
     thread = collector(pack, tmp_path, tcp=(Listen(*LOCAL),))
     try:
@@ -178,14 +192,15 @@ def test_tcp_octet_counting_in_odd_chunks(cluster: Cluster, pack: Settings, tmp_
     reconciles(snap)
     docs = [h["_source"] for h in stored(cluster, pack)["events"]]
     assert sorted(d["event"]["action"] for d in docs) == ["study-query", "user-login", "user-login"]
-    assert {d["observer"]["hostname"] for d in docs} >= {"openhim"}
+    assert {d["observer"]["hostname"] for d in docs} == {"north-mpi", "north-viewer"}
 
 
-@needs_samples
 def test_tcp_newline_framing_with_bom_atna_keycloak_and_generic(
         cluster: Cluster, pack: Settings, tmp_path: Path) -> None:
-    one_line_xml = (ATNA / "dcm4che-AuditMessageTest-instances-transferred.xml").read_bytes().strip()
-    keycloak_line = (KEYCLOAK / "elastic-integrations-sample_logs-test-log.log").read_bytes().splitlines()[0]
+    one_line_xml = (OWN_ATNA / "syslog-ihe-rfc3881-pix-query.syslog").read_bytes().split(b" - ", 1)[1]
+    assert b"\n" not in one_line_xml
+    keycloak_line = (OWN_KEYCLOAK / "wildfly-console-unquoted.log").read_bytes().splitlines()[2]
+    assert b"type=LOGIN_ERROR" in keycloak_line
     lines = [syslog(one_line_xml), syslog(keycloak_line, msgid="-", host="kc01"), syslog(generic("nl-1"), msgid="-")]
     thread = collector(pack, tmp_path, tcp=(Listen(*LOCAL),))
     try:
@@ -199,13 +214,12 @@ def test_tcp_newline_framing_with_bom_atna_keycloak_and_generic(
     assert formats == ["atna", "generic", "keycloak"]
 
 
-@needs_samples
 def test_tls_syslog_with_a_generated_certificate(cluster: Cluster, pack: Settings, tmp_path: Path) -> None:
     ca, cert, key = make_ca_and_cert(tmp_path)
     thread = collector(pack, tmp_path / "state", tls=(Listen(*LOCAL),), tls_cert=cert, tls_key=key)
     try:
         client = ssl.create_default_context(cafile=str(ca))
-        frames = [f for name, f in atna_frames() if name.startswith("openhim")]
+        frames = own_valid_syslog_frames()
         send_tcp(thread.ports["tls"][0], b"".join(octet(f) for f in frames), context=client)
         old = ssl.create_default_context(cafile=str(ca))
         with warnings.catch_warnings():
@@ -227,7 +241,7 @@ def test_file_tail_resumes_after_restart_without_gaps_or_duplicates(
     kc = tmp_path / "keycloak.log"
     state = tmp_path / "state"
     log.write_bytes(b"".join(generic(f"f-{n}") + b"\n" for n in range(50)))
-    kc_lines = (KEYCLOAK / "elastic-integrations-sample_logs-test-log.log").read_bytes() if KEYCLOAK.is_dir() else b""
+    kc_lines = (OWN_KEYCLOAK / "wildfly-console-unquoted.log").read_bytes()
     kc.write_bytes(kc_lines)
     kc_events = sum(1 for line in kc_lines.splitlines() if b"org.keycloak.events" in line)
 
@@ -283,16 +297,15 @@ def test_file_rotation_and_truncation(cluster: Cluster, pack: Settings, tmp_path
     assert markers == sorted(f"r-{n}" for n in range(21))
 
 
-@needs_samples
 def test_http_fhir_auditevent_and_bundle(cluster: Cluster, pack: Settings, tmp_path: Path) -> None:
-    login = json.loads((FHIR / "audit-event-example-login.json").read_text())
-    logout = json.loads((FHIR / "audit-event-example-logout.json").read_text())
-    search = json.loads((FHIR / "audit-event-example-search.json").read_text())
+    login = json.loads((OWN_FHIR / "login.json").read_text())
+    logout = json.loads((OWN_FHIR / "logout.json").read_text())
+    search = json.loads((OWN_FHIR / "rest-search-encounter.json").read_text())
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": logout}, {"resource": search}]}
     thread = collector(pack, tmp_path, http=(Listen(*LOCAL),))
     try:
         port = thread.ports["http"][0]
-        status, single = post(port, "/fhir/AuditEvent", (FHIR / "audit-event-example-login.json").read_bytes())
+        status, single = post(port, "/fhir/AuditEvent", (OWN_FHIR / "login.json").read_bytes())
         assert status == 202 and single["accepted"] == 1 and len(single["ids"]) == 1
         status, many = post(port, "/fhir", json.dumps(bundle).encode())
         assert status == 202 and many["accepted"] == 2 and len(many["ids"]) == 2
@@ -314,7 +327,7 @@ def test_https_fhir_endpoint(cluster: Cluster, pack: Settings, tmp_path: Path) -
     try:
         port = thread.ports["https"][0]
         trusted = ssl.create_default_context(cafile=str(ca))
-        status, body = post(port, "/fhir/AuditEvent", (FHIR / "audit-event-example-login.json").read_bytes(), trusted)
+        status, body = post(port, "/fhir/AuditEvent", (OWN_FHIR / "login.json").read_bytes(), trusted)
         assert status == 202 and body["accepted"] == 1
         with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
             post(port, "/fhir/AuditEvent", b"{}", ssl.create_default_context())
@@ -329,27 +342,27 @@ def test_https_fhir_endpoint(cluster: Cluster, pack: Settings, tmp_path: Path) -
 # ------------------------------------------------------------------ bad input
 
 
-@needs_samples
 def test_bad_input_is_kept_or_rejected_with_a_counter_never_a_crash(
         cluster: Cluster, pack: Settings, tmp_path: Path) -> None:
     thread = collector(pack, tmp_path, udp=(Listen(*LOCAL),), tcp=(Listen(*LOCAL),), http=(Listen(*LOCAL),))
-    xml = (ATNA / "dcm4chee-arc-cs-dicom-study-deleted-01-using-rest-api.xml").read_bytes()
+    xml = (OWN_ATNA / "study-deleted.xml").read_bytes()
+    assert len(xml) > 900 and b"DICOM Study Deleted" in xml
     try:
         udp, tcp, http = thread.ports["udp"][0], thread.ports["tcp"][0], thread.ports["http"][0]
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.sendto(syslog(xml)[:30], ("127.0.0.1", udp))  # truncated inside the header: rejected
             sock.sendto(syslog(xml)[:900], ("127.0.0.1", udp))  # truncated inside the XML: failure index
         stream = b"".join([
-            octet((ATNA / "openhim-core-js-invalid-non-xml-msg.syslog").read_bytes()),  # ATNA MSGID, not XML
-            octet((ATNA / "openhim-core-js-invalid-unexpected-xml-msg.syslog").read_bytes()),  # wrong root
-            octet(syslog(xml.replace(b"Data Retention Policy Expired", b"caf\xe9 \xff\xfe"))),  # not UTF-8
+            octet((OWN_ATNA / "syslog-payload-not-xml.syslog").read_bytes()),  # ATNA MSGID, not XML
+            octet((OWN_ATNA / "syslog-payload-other-root.syslog").read_bytes()),  # another root, then junk
+            octet(syslog(xml.replace(b"DICOM Study Deleted", b"caf\xe9 \xff\xfe"))),  # not UTF-8
             octet(syslog(b"<AuditMessage>" + b"x" * (5 * 1024 * 1024))),  # 5 MB, octet-counted
             syslog(generic("big", note="y" * (5 * 1024 * 1024)), msgid="-") + b"\n",  # 5 MB, newline-framed
             syslog(generic("no-ts", timestamp=None), msgid="-") + b"\n",  # missing timestamp
             syslog(generic("after-the-bad-ones"), msgid="-") + b"\n",  # the stream still works
         ])
         send_tcp(tcp, stream, chunk=65536)
-        no_recorded = json.loads((FHIR / "audit-event-example-login.json").read_text())
+        no_recorded = json.loads((OWN_FHIR / "login.json").read_text())
         del no_recorded["recorded"]
         answers = [
             post(http, "/fhir", b'{"resourceType": "AuditEvent", '),  # invalid JSON
@@ -382,18 +395,14 @@ def test_bad_input_is_kept_or_rejected_with_a_counter_never_a_crash(
     events = [h["_source"] for h in docs["events"]]
     assert snap["indexed"] == len(events) == 2  # the non-UTF-8 ATNA event and the last good one
     assert {e["event"].get("id") for e in events} == {None, "after-the-bad-ones"}
-    assert not any("GE1118" in json.dumps(d) for d in failures + events)
+    assert not any("MRN-55012" in json.dumps(d) for d in failures + events)
 
 
 # ------------------------------------------------------------------ PHI
 
 
-@needs_samples
-def test_every_atna_sample_through_tcp_lands_and_no_patient_data_is_stored(
-        cluster: Cluster, pack: Settings, tmp_path: Path) -> None:
-    from test_collector_units import patient_terms
-
-    frames = atna_frames()
+def atna_through_tcp_lands_without_patient_data(cluster: Cluster, pack: Settings, tmp_path: Path,
+                                                frames: list[tuple[str, bytes]], min_terms: int) -> None:
     thread = collector(pack, tmp_path, tcp=(Listen(*LOCAL),))
     try:
         send_tcp(thread.ports["tcp"][0], b"".join(octet(f) for _, f in frames), chunk=4096)
@@ -406,9 +415,21 @@ def test_every_atna_sample_through_tcp_lands_and_no_patient_data_is_stored(
         [f["_source"]["error"] for f in docs["failures"]][:3]
     text = "\n".join(json.dumps(h["_source"], ensure_ascii=False) for h in docs["events"])
     terms = {t for _, frame in frames for t in patient_terms(frame.decode())}
-    assert len(terms) > 50  # the samples do name patients
+    assert len(terms) > min_terms  # the inputs do name patients
     leaked = sorted(t for t in terms if t in text)
     assert not leaked, f"patient data stored: {leaked[:10]}"
+
+
+def test_every_own_atna_input_through_tcp_lands_and_no_patient_data_is_stored(
+        cluster: Cluster, pack: Settings, tmp_path: Path) -> None:
+    # missing-event-date-time.xml lands too: the syslog header's time stands in for it
+    atna_through_tcp_lands_without_patient_data(cluster, pack, tmp_path, own_atna_frames(), min_terms=5)
+
+
+@needs_samples
+def test_every_atna_sample_through_tcp_lands_and_no_patient_data_is_stored(
+        cluster: Cluster, pack: Settings, tmp_path: Path) -> None:
+    atna_through_tcp_lands_without_patient_data(cluster, pack, tmp_path, sample_atna_frames(), min_terms=50)
 
 
 # ------------------------------------------------------------------ ids, spool
@@ -461,10 +482,10 @@ def test_unreachable_cluster_spools_then_a_restart_replays_in_order(
 
 
 def test_outage_node_stops_while_sending_every_event_lands_exactly_once(
-        cluster_url: str, tmp_path: Path) -> None:
-    if os.environ.get("PACSGUARD_TEST_URL"):
+        test_node: SessionNode, cluster_url: str, tmp_path: Path) -> None:
+    if test_node.port is None:
         pytest.skip("stops and restarts the node: only with the node this session started "
-                    f"(PACSGUARD_TEST_URL is set; run without it to use port {TEST_PORT})")
+                    "(PACSGUARD_TEST_URL is set; run without it to get one)")
     from pacsguard.devnode import local
 
     settings = make_settings(cluster_url, "pgoutage", "outage")
@@ -486,10 +507,10 @@ def test_outage_node_stops_while_sending_every_event_lands_exactly_once(
     sender.start()
     try:
         wait_until(lambda: thread.counters.snapshot()["indexed"] >= 300, 30, "first events indexed")
-        local.down(TEST_PORT)  # the node goes away mid-stream
+        local.down(test_node.port)  # the node goes away mid-stream
         wait_until(lambda: thread.counters.snapshot()["spooled"] > 0, 30, "events spooled")
         time.sleep(3)
-        local.up(TEST_PORT)
+        local.up(test_node.port)
         assert sent.wait(60), "sender did not finish"
         wait_until(lambda: (s := thread.counters.snapshot())["received"] == total and s["in_flight"] == 0
                    and s["spooled"] == 0, 90, "spool replayed")

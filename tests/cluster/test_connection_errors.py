@@ -12,15 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from pacsguard.cli import EXIT_MISSING_PLUGIN, EXIT_UNHEALTHY, app
 from pacsguard.core.connection import Cluster
 from pacsguard.core.errors import MissingPlugin
 from pacsguard.core.settings import ClusterSettings
 from tlsproxy import TlsProxy, start_proxy
+from typer.testing import CliRunner
 
-pytestmark = pytest.mark.cluster
 PASSWORD = "s3cret-Pa55word-for-tests"
 
 
@@ -89,7 +87,7 @@ def test_insecure_must_be_explicit(tls_front: TlsProxy) -> None:
     env = {"PACSGUARD_CLUSTER__PASSWORD": PASSWORD}
     code, _, err = run(["--url", tls_front.url, "--username", "analyst", "plan"], env)
     assert code != 0 and "certificate verify failed" in err
-    code, out, err = run(["--url", tls_front.url, "--username", "analyst", "--insecure", "plan"], env)
+    code, _out, err = run(["--url", tls_front.url, "--username", "analyst", "--insecure", "plan"], env)
     assert code == 0, err
 
 
@@ -109,7 +107,7 @@ def test_status_flags_missing_alerting(cluster_url: str) -> None:
     plugins, _ = Cluster.connect(ClusterSettings(url=cluster_url)).installed_components()
     if "opensearch-alerting" in plugins:
         pytest.skip("this cluster has Alerting; the missing-plugin path is covered by test_missing_plugin_is_named")
-    code, out, err = run(["--url", cluster_url, "--namespace", "statuscheck", "status", "--strict"])
+    code, out, _err = run(["--url", cluster_url, "--namespace", "statuscheck", "status", "--strict"])
     assert code == EXIT_UNHEALTHY
     assert "MISSING   opensearch-alerting: needed for detection monitors" in out
 

@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 from pacsguard.core.connection import Cluster
 from pacsguard.core.content import content_root
-from pacsguard.services.install import desired_objects, install, make_plan, status, uninstall, usable_kinds
-from pacsguard.packobjects import KINDS
 from pacsguard.core.settings import Settings
-
-pytestmark = pytest.mark.cluster
+from pacsguard.packobjects import KINDS
+from pacsguard.services.install import desired_objects, install, make_plan, status, uninstall, usable_kinds
 
 
 def owned_objects(cluster: Cluster, settings: Settings) -> list[str]:
@@ -63,7 +61,7 @@ def test_plan_after_one_file_change_lists_exactly_that_object(
     install(cluster, pack_settings, allow_missing_plugins=True)
     copy = tmp_path / "content"
     shutil.copytree(content_root(), copy, ignore=shutil.ignore_patterns("__pycache__"))
-    generic = copy / "pipelines" / "generic.yaml"
+    generic = copy / "pipelines" / "generic" / "pipeline.yaml"
     generic.write_text(generic.read_text().replace(
         'description: "pacsguard: map', 'description: "pacsguard (tuned): map'))
     monkeypatch.setenv("PACSGUARD_CONTENT", str(copy))
@@ -156,12 +154,12 @@ def test_content_error_names_file_and_line(
 ) -> None:
     copy = tmp_path / "content"
     shutil.copytree(content_root(), copy, ignore=shutil.ignore_patterns("__pycache__"))
-    broken = copy / "pipelines" / "generic.yaml"
+    broken = copy / "pipelines" / "generic" / "pipeline.yaml"
     lines = broken.read_text().splitlines()
     lines[5] = lines[5] + " {{ no_such_variable }}"
     broken.write_text("\n".join(lines))
     monkeypatch.setenv("PACSGUARD_CONTENT", str(copy))
     from pacsguard.core.render import ContentError
 
-    with pytest.raises(ContentError, match=r"generic\.yaml.*no_such_variable"):
+    with pytest.raises(ContentError, match=r"generic/pipeline\.yaml.*no_such_variable"):
         desired_objects(cluster, pack_settings)

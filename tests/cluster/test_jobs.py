@@ -13,25 +13,19 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from testnode import make_settings
 from pacsguard.core.connection import Cluster
-from pacsguard.core.errors import ConnectionProblem, MissingPlugin
+from pacsguard.core.errors import MissingPlugin
+from pacsguard.core.settings import Settings
+from pacsguard.jobs import run_baselines, run_profiles
+from pacsguard.jobs.profiles import profile_id
 from pacsguard.services.install import install, uninstall
-from pacsguard.jobs import JobReport, JobStopped, run_baselines, run_profiles
-from pacsguard.jobs.profiles import Seen, default_lookback, new_values, profile_id
-from pacsguard.jobs.recipients import internal_set, is_external
-from pacsguard.jobs.schedule import loop
-from pacsguard.jobs.stats import HOUR, baseline, percentile
-from pacsguard.jobs.writer import BulkWriter
-from pacsguard.core.settings import Settings, load_settings
+from testnode import make_settings
 
 # Public addresses the GeoLite2 test databases (2019-11-19) resolve.
 GB, US, SE, CN = "81.2.69.142", "216.160.83.56", "89.160.20.112", "175.16.199.1"

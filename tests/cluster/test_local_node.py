@@ -7,12 +7,11 @@ import socket
 
 import pytest
 from pacsguard.cli import app
-from pacsguard.devnode import local
 from pacsguard.core.connection import Cluster
 from pacsguard.core.settings import ClusterSettings
+from pacsguard.devnode import local
 from typer.testing import CliRunner
 
-pytestmark = pytest.mark.cluster
 NEEDED_MODULES = {"lang-painless", "lang-mustache", "ingest-common", "ingest-user-agent", "ingest-geoip"}
 
 

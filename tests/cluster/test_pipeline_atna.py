@@ -1,12 +1,9 @@
-"""DICOM/IHE ATNA end to end through the real node: every public sample, converted by the
-collector's frame conversion (syslog framing, XML parse, patient redaction, envelope) and
-run through the installed router with _simulate.
-
-Each sample is checked for the fields of tests/golden/atna_expected.yaml (written by
-reading the samples): event.action, event.outcome, user.name, source.ip and
-pacs.study.count, plus the PHI rule: no patient id or patient name of the sample
-appears anywhere in the stored document. Unparseable samples must land in the
-failure index with the parser's reason and the (redacted) original.
+"""DICOM/IHE ATNA end to end through the real node, beyond the golden files: the public samples
+(../shared/samples, skipped with the reason where absent), each converted by the collector's
+frame conversion (syslog framing, XML parse, patient redaction, envelope) and run through the
+installed router with _simulate, checked against tests/corpus_tables/atna_expected.yaml (written
+by reading the samples); and for our own inputs and the samples alike, the PHI rule: no patient
+id or patient name of the message appears anywhere in the stored document.
 """
 
 from __future__ import annotations
@@ -16,21 +13,23 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import corpus
 import pytest
 import yaml
-from conftest import SAMPLES, get_path
+from documents import get_path
 from pacsguard.collector.syslog_input import convert_frame
 
-pytestmark = pytest.mark.cluster
-REPO = Path(__file__).resolve().parents[1]
-GOLDEN: dict[str, dict[str, Any]] = yaml.safe_load((REPO / "tests" / "golden" / "atna_expected.yaml").read_text())
-ATNA = SAMPLES / "dicom-audit"
-NAMES = sorted(p.name for p in ATNA.iterdir()) if ATNA.is_dir() else []
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN: dict[str, dict[str, Any]] = yaml.safe_load(
+    (REPO / "tests" / "corpus_tables" / "atna_expected.yaml").read_text())
+ATNA = corpus.folder("dicom-audit")
+OWN = REPO / "pipelines" / "atna" / "_dev" / "test" / "pipeline"
+OWN_INPUTS = sorted(p.name for p in OWN.iterdir() if p.suffix in (".xml", ".syslog"))
 PATIENT_ID_TYPES = {"2"}
 
 
 def patient_values(xml: bytes) -> set[str]:
-    """Patient ids and name parts a sample carries (ParticipantObjectIDTypeCode 2 / role 1)."""
+    """Patient ids and name parts a message carries (ParticipantObjectIDTypeCode 2 / role 1)."""
     try:
         root = ET.fromstring(xml)
     except ET.ParseError:
@@ -48,17 +47,46 @@ def patient_values(xml: bytes) -> set[str]:
     return values
 
 
+def message_xml(name: str, raw: bytes) -> bytes:
+    """The XML of an input: the file, or what follows the header of a syslog frame."""
+    return raw[raw.find(b"<", 1):] if name.endswith(".syslog") else raw
+
+
+def through_pipeline(raw: bytes, simulate: Any) -> dict[str, Any]:
+    converted = convert_frame(raw, max_bytes=1 << 20, strict=False)
+    out: dict[str, Any] = simulate(converted.message)
+    return out
+
+
+def assert_no_patient_value_stored(name: str, raw: bytes, doc: dict[str, Any]) -> int:
+    stored = json.dumps(doc, ensure_ascii=False)
+    values = patient_values(message_xml(name, raw))
+    for value in values:
+        assert value not in stored, f"{name}: patient value {value!r} reached the index"
+    return len(values)
+
+
+@pytest.mark.parametrize("name", OWN_INPUTS)
+def test_own_input_stores_no_patient_data(name: str, simulate: Any) -> None:
+    raw = (OWN / name).read_bytes()
+    assert_no_patient_value_stored(name, raw, through_pipeline(raw, simulate)["doc"])
+
+
+def test_own_inputs_do_name_patients() -> None:
+    """The test above can only fail if the inputs name patients: most do."""
+    named = [n for n in OWN_INPUTS if patient_values(message_xml(n, (OWN / n).read_bytes()))]
+    assert len(named) >= 15
+
+
+@corpus.needs("dicom-audit")
 def test_every_sample_has_an_expectation() -> None:
-    if not NAMES:
-        pytest.skip(f"samples not found at {ATNA}")
-    assert set(NAMES) == set(GOLDEN)
+    assert set(corpus.names("dicom-audit")) == set(GOLDEN)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", corpus.files("dicom-audit"))
 def test_sample_through_pipeline(name: str, simulate: Any, golden_pack: Any) -> None:
     raw = (ATNA / name).read_bytes()
-    converted = convert_frame(raw, max_bytes=1 << 20, strict=False)
-    out = simulate(converted.message)
+    out = through_pipeline(raw, simulate)
     doc = out["doc"]
     expected = GOLDEN[name]
     if "error" in expected:
@@ -74,6 +102,4 @@ def test_sample_through_pipeline(name: str, simulate: Any, golden_pack: Any) -> 
         assert get_path(doc, "pacs.study.count") == expected["study_count"]
         assert get_path(doc, "pacs.source_format") == "atna"
         assert get_path(doc, "event.category")  # enrich ran
-    stored = json.dumps(doc, ensure_ascii=False)
-    for value in patient_values(raw if not name.endswith(".syslog") else raw[raw.find(b"<"):]):
-        assert value not in stored, f"{name}: patient value {value!r} reached the index"
+    assert_no_patient_value_stored(name, raw, doc)

@@ -1,8 +1,8 @@
-"""Golden tests of pipelines/fhir.yaml through the real node (router -> fhir -> enrich).
-
-Every file in ../shared/samples/fhir-auditevent is covered. The expectations
-below were written by reading each sample (see the comment on each row), not
-by copying pipeline output.
+"""The FHIR pipeline through the real node (router -> fhir -> enrich), beyond the golden files:
+PHI, Bundles, bad input and the code mappings, on our own inputs
+(pipelines/fhir/_dev/test/pipeline) and hand-built events; and every file of the public corpus
+../shared/samples/fhir-auditevent (skipped, with the reason, where absent) against a table written
+by reading each sample (see the comment on each row), not by copying pipeline output.
 """
 
 from __future__ import annotations
@@ -10,14 +10,15 @@ from __future__ import annotations
 import base64
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
+import corpus
 import pytest
-from conftest import SAMPLES, get_path
+from documents import get_path
 
-pytestmark = pytest.mark.cluster
-
-FHIR_DIR = SAMPLES / "fhir-auditevent"
+FHIR_DIR = corpus.folder("fhir-auditevent")
+OWN = Path(__file__).resolve().parents[2] / "pipelines" / "fhir" / "_dev" / "test" / "pipeline"
 XML_SAMPLE = "hl7-fhir-auditevent-example-breakglass-start.R5plus.xml"
 
 # Each row checks event.action, event.outcome, user.name, source.ip (None: no IP
@@ -26,54 +27,54 @@ XML_SAMPLE = "hl7-fhir-auditevent-example-breakglass-start.R5plus.xml"
 EXPECTED: dict[str, dict[str, Any]] = {
     # type 110114 + subtype 110122 Login; requestor agent: who.identifier.value "95",
     # network 127.0.0.1 type 2; source.observer.identifier "hl7connect..."; no entity.
-    "audit-event-example-login.json": dict(
-        action="user-login", outcome="success", user="95", ip="127.0.0.1", studies=None,
-        also={"event.code": "110114", "user.id": "95",
-              "observer.hostname": "hl7connect.healthintersections.com.au"}),
+    "audit-event-example-login.json": {
+        "action": "user-login", "outcome": "success", "user": "95", "ip": "127.0.0.1", "studies": None,
+        "also": {"event.code": "110114", "user.id": "95",
+              "observer.hostname": "hl7connect.healthintersections.com.au"}},
     # same with subtype 110123 Logout.
-    "audit-event-example-logout.json": dict(
-        action="user-logout", outcome="success", user="95", ip="127.0.0.1", studies=None,
-        also={"event.code": "110114"}),
+    "audit-event-example-logout.json": {
+        "action": "user-logout", "outcome": "success", "user": "95", "ip": "127.0.0.1", "studies": None,
+        "also": {"event.code": "110114"}},
     # type 110106 Export to media (ITI-32); requestor "95" without network; a
     # Destination Media agent (DVD); patient entity with a CX identifier.
-    "audit-event-example-media.json": dict(
-        action="study-export", outcome="success", user="95", ip=None, studies=None,
-        also={"event.code": "110106", "pacs.export.destination": "DVD",
-              "observer.hostname": "hl7connect.healthintersections.com.au"}),
+    "audit-event-example-media.json": {
+        "action": "study-export", "outcome": "success", "user": "95", "ip": None, "studies": None,
+        "also": {"event.code": "110106", "pacs.export.destination": "DVD",
+              "observer.hostname": "hl7connect.healthintersections.com.au"}},
     # type 110112 Query (ITI-9 PIX); requestor "95" without network; a patient
     # entity and a base64 HL7v3 query.
-    "audit-event-example-pixQuery.json": dict(
-        action="study-query", outcome="success", user="95", ip=None, studies=None,
-        also={"event.code": "110112"}),
+    "audit-event-example-pixQuery.json": {
+        "action": "study-query", "outcome": "success", "user": "95", "ip": None, "studies": None,
+        "also": {"event.code": "110112"}},
     # type rest + subtype search; requestor "95"; query entity (an Encounter search URL).
-    "audit-event-example-search.json": dict(
-        action="study-query", outcome="success", user="95", ip=None, studies=None,
-        also={"event.code": "rest",
-              "pacs.query": "http://fhir-dev.healthintersections.com.au/open/Encounter?participant=13"}),
+    "audit-event-example-search.json": {
+        "action": "study-query", "outcome": "success", "user": "95", "ip": None, "studies": None,
+        "also": {"event.code": "rest",
+              "pacs.query": "http://fhir-dev.healthintersections.com.au/open/Encounter?participant=13"}},
     # type rest + subtype vread, action R; requestor "95"; entity Patient/example/_history/1.
-    "audit-event-example-vread.json": dict(
-        action="study-view", outcome="success", user="95", ip=None, studies=None,
-        also={"event.code": "rest", "pacs.atna.action_code": "R"}),
+    "audit-event-example-vread.json": {
+        "action": "study-view", "outcome": "success", "user": "95", "ip": None, "studies": None,
+        "also": {"event.code": "rest", "pacs.atna.action_code": "R"}},
     # type 110106 Export (HIPAA disclosure); requestor who.identifier "SomeIdiot@nowhere"
     # with network custodian.net type 1 (a host name); destination agent 110152 at
     # marketing.land; observer display "Watchers Accounting of Disclosures Application".
-    "auditevent-example-disclosure.json": dict(
-        action="study-export", outcome="success", user="SomeIdiot@nowhere", ip=None, studies=None,
-        also={"source.address": "custodian.net", "pacs.export.destination": "marketing.land",
-              "observer.hostname": "Watchers Accounting of Disclosures Application"}),
+    "auditevent-example-disclosure.json": {
+        "action": "study-export", "outcome": "success", "user": "SomeIdiot@nowhere", "ip": None, "studies": None,
+        "also": {"source.address": "custodian.net", "pacs.export.destination": "marketing.land",
+              "observer.hostname": "Watchers Accounting of Disclosures Application"}},
     # type rest + subtype create, action C, outcome 8 with outcomeDesc; entities are a
     # request detail and an OperationOutcome (neither a patient nor a study).
-    "auditevent-example-error.json": dict(
-        action="other", outcome="failure", user="95", ip=None, studies=None,
-        also={"event.severity_name": "serious",
-              "event.reason": "Invalid request to create an Operation resource on the Patient endpoint."}),
+    "auditevent-example-error.json": {
+        "action": "other", "outcome": "failure", "user": "95", "ip": None, "studies": None,
+        "also": {"event.severity_name": "serious",
+              "event.reason": "Invalid request to create an Operation resource on the Patient endpoint."}},
     # type 110100 Application Activity (110120 start); no agent is requestor: the human
     # user agent "Grahame" (network 127.0.0.1 type 2) is the actor; observer display
     # "Grahame's Laptop".
-    "auditevent-example.json": dict(
-        action="config-change", outcome="success", user="Grahame", ip="127.0.0.1", studies=None,
-        also={"event.code": "110100", "observer.hostname": "Grahame's Laptop",
-              "user.roles": ["Service User (Logon)"]}),
+    "auditevent-example.json": {
+        "action": "config-change", "outcome": "success", "user": "Grahame", "ip": "127.0.0.1", "studies": None,
+        "also": {"event.code": "110100", "observer.hostname": "Grahame's Laptop",
+              "user.roles": ["Service User (Logon)"]}},
 }
 
 # Patient ids and names taken from the samples' patient entities (and the
@@ -87,12 +88,30 @@ PHI = {
 }
 
 
+# Our own inputs: patient ids and names they carry; none may reach the index.
+OWN_PHI = {
+    "export-to-media.json": ["MRN-55012", "MORENO^LUCIA", "MORENO"],
+    "pix-query.json": ["MRN-55012", "MORENO"],
+    "rest-vread-patient.json": ["Patient/pat-8812", "pat-8812"],
+    "disclosure-to-host.json": ["pat-8812", "Lucia Moreno"],
+    "rest-read-imaging-study.json": ["pat-8812", "Lucia Moreno", "Moreno"],
+}
+
+
 def sample_text(name: str) -> str:
     return (FHIR_DIR / name).read_text()
 
 
 def sample_json(name: str) -> dict[str, Any]:
     return json.loads(sample_text(name))
+
+
+def own_text(name: str) -> str:
+    return (OWN / name).read_text()
+
+
+def own_json(name: str) -> dict[str, Any]:
+    return json.loads(own_text(name))
 
 
 def failures_index(golden_pack: Any) -> str:
@@ -103,10 +122,12 @@ def events_index(golden_pack: Any) -> str:
     return golden_pack.index("events_data_stream")
 
 
+@corpus.needs("fhir-auditevent")
 def test_every_sample_is_covered() -> None:
     assert {p.name for p in FHIR_DIR.iterdir()} == set(EXPECTED) | {XML_SAMPLE}
 
 
+@corpus.needs("fhir-auditevent")
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_sample_maps(simulate: Any, golden_pack: Any, name: str) -> None:
     want = EXPECTED[name]
@@ -127,22 +148,28 @@ def test_sample_maps(simulate: Any, golden_pack: Any, name: str) -> None:
     assert "_pg" not in doc and "message" not in doc
 
 
-def test_timestamp_is_recorded_in_utc(simulate: Any) -> None:
-    # auditevent-example.json: "recorded": "2012-10-25T22:04:27+11:00"
-    doc = simulate(sample_text("auditevent-example.json"))["doc"]
-    assert doc["@timestamp"] == "2012-10-25T11:04:27.000Z"
+@pytest.mark.parametrize(("text", "utc"), [
+    pytest.param(lambda: own_text("login.json"), "2026-03-02T06:58:41.000Z", id="own:login.json"),  # +01:00
+    pytest.param(lambda: sample_text("auditevent-example.json"), "2012-10-25T11:04:27.000Z",  # +11:00
+                 id="corpus:auditevent-example.json", marks=corpus.needs("fhir-auditevent")),
+])
+def test_timestamp_is_recorded_in_utc(simulate: Any, text: Any, utc: str) -> None:
+    assert simulate(text())["doc"]["@timestamp"] == utc
 
 
-def test_all_agents_are_related_users(simulate: Any) -> None:
-    doc = simulate(sample_text("auditevent-example-disclosure.json"))["doc"]
-    assert set(get_path(doc, "related.user")) >= {"SomeIdiot@nowhere", "Where"}
+@pytest.mark.parametrize(("text", "agents"), [
+    pytest.param(lambda: own_text("disclosure-to-host.json"), {"records.office@north.example", "Insurer Claims Desk"},
+                 id="own:disclosure-to-host.json"),
+    pytest.param(lambda: sample_text("auditevent-example-disclosure.json"), {"SomeIdiot@nowhere", "Where"},
+                 id="corpus:auditevent-example-disclosure.json", marks=corpus.needs("fhir-auditevent")),
+])
+def test_all_agents_are_related_users(simulate: Any, text: Any, agents: set[str]) -> None:
+    assert set(get_path(simulate(text())["doc"], "related.user")) >= agents
 
 
-@pytest.mark.parametrize("name", sorted(PHI))
-def test_no_patient_id_or_name_is_stored(simulate: Any, name: str) -> None:
-    doc = simulate(sample_text(name))["doc"]
+def assert_no_patient_stored(doc: dict[str, Any], values: list[str]) -> None:
     stored = json.dumps(doc, ensure_ascii=False)
-    for value in PHI[name]:
+    for value in values:
         assert value not in stored, value
     # the id is pseudonymized, not lost
     assert len(get_path(doc, "pacs.patient.id_hash")) == 64
@@ -150,32 +177,60 @@ def test_no_patient_id_or_name_is_stored(simulate: Any, name: str) -> None:
     assert get_path(doc, "pacs.patient.name") is None
 
 
-def test_same_patient_same_hash(simulate: Any) -> None:
-    media = simulate(sample_text("audit-event-example-media.json"))["doc"]
-    pix = simulate(sample_text("audit-event-example-pixQuery.json"))["doc"]
+@pytest.mark.parametrize("name", sorted(OWN_PHI))
+def test_no_patient_id_or_name_of_own_inputs_is_stored(simulate: Any, name: str) -> None:
+    assert_no_patient_stored(simulate(own_text(name))["doc"], OWN_PHI[name])
+
+
+@corpus.needs("fhir-auditevent")
+@pytest.mark.parametrize("name", sorted(PHI))
+def test_no_patient_id_or_name_is_stored(simulate: Any, name: str) -> None:
+    assert_no_patient_stored(simulate(sample_text(name))["doc"], PHI[name])
+
+
+@pytest.mark.parametrize(("texts"), [
+    pytest.param(lambda: (own_text("export-to-media.json"), own_text("pix-query.json")), id="own"),
+    pytest.param(lambda: (sample_text("audit-event-example-media.json"), sample_text("audit-event-example-pixQuery.json")),
+                 id="corpus", marks=corpus.needs("fhir-auditevent")),
+])
+def test_same_patient_same_hash(simulate: Any, texts: Any) -> None:
+    media, pix = (simulate(t)["doc"] for t in texts())
     assert get_path(media, "pacs.patient.id_hash") == get_path(pix, "pacs.patient.id_hash")
 
 
-def test_pix_query_is_decoded_and_masked(simulate: Any) -> None:
-    doc = simulate(sample_text("audit-event-example-pixQuery.json"))["doc"]
-    query = get_path(doc, "pacs.query")
+@pytest.mark.parametrize(("text", "patient"), [
+    pytest.param(lambda: own_text("pix-query.json"), "MRN-55012", id="own:pix-query.json"),
+    pytest.param(lambda: sample_text("audit-event-example-pixQuery.json"), "SuryaBrand",
+                 id="corpus:audit-event-example-pixQuery.json", marks=corpus.needs("fhir-auditevent")),
+])
+def test_pix_query_is_decoded_and_masked(simulate: Any, text: Any, patient: str) -> None:
+    query = get_path(simulate(text())["doc"], "pacs.query")
     assert query.startswith("<?xml")
     assert "<patientIdentifier>[REDACTED]</patientIdentifier>" in query
-    assert "SuryaBrand" not in query
+    assert patient not in query
 
 
-def test_structured_document_maps_too(simulate: Any, golden_pack: Any) -> None:
+@pytest.mark.parametrize(("event", "patient"), [
+    pytest.param(lambda: own_json("disclosure-to-host.json"), ["pat-8812", "Lucia Moreno"], id="own"),
+    pytest.param(lambda: sample_json("auditevent-example-disclosure.json"), ["Patient/example", "Namne of What"],
+                 id="corpus", marks=corpus.needs("fhir-auditevent")),
+])
+def test_structured_document_maps_too(simulate: Any, golden_pack: Any, event: Any, patient: list[str]) -> None:
     # A shipper may send the AuditEvent as the document itself instead of `message`.
-    out = simulate(sample_json("auditevent-example-disclosure.json"))
+    out = simulate(event())
     assert out["index"] == events_index(golden_pack)
     assert get_path(out["doc"], "event.action") == "study-export"
     stored = json.dumps(out["doc"], ensure_ascii=False)
-    assert "Patient/example" not in stored and "Namne of What" not in stored
+    assert all(value not in stored for value in patient)
 
 
-def test_r5_xml_sample_goes_to_failure_index(simulate: Any, golden_pack: Any) -> None:
+@pytest.mark.parametrize("text", [
+    pytest.param(lambda: own_text("breakglass-r5.xml"), id="own:breakglass-r5.xml"),
+    pytest.param(lambda: sample_text(XML_SAMPLE), id=f"corpus:{XML_SAMPLE}", marks=corpus.needs("fhir-auditevent")),
+])
+def test_r5_xml_goes_to_failure_index(simulate: Any, golden_pack: Any, text: Any) -> None:
     # OpenSearch has no XML processor: FHIR XML cannot be parsed by a pipeline.
-    xml = sample_text(XML_SAMPLE)
+    xml = text()
     out = simulate(xml)
     doc = out["doc"]
     assert out["index"] == failures_index(golden_pack)
@@ -193,16 +248,15 @@ def bundle(*resources: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_bundle_with_one_audit_event_maps(simulate: Any, golden_pack: Any) -> None:
-    out = simulate(json.dumps(bundle(sample_json("audit-event-example-login.json"))))
+    out = simulate(json.dumps(bundle(own_json("login.json"))))
     assert out["index"] == events_index(golden_pack)
     assert get_path(out["doc"], "event.action") == "user-login"
-    assert get_path(out["doc"], "user.name") == "95"
-    assert get_path(out["doc"], "source.ip") == "127.0.0.1"
+    assert get_path(out["doc"], "user.name") == "u-2041"
+    assert get_path(out["doc"], "source.ip") == "198.51.100.23"
 
 
 def test_bundle_with_two_audit_events_fails_clearly(simulate: Any, golden_pack: Any) -> None:
-    text = json.dumps(bundle(sample_json("audit-event-example-login.json"),
-                             sample_json("audit-event-example-logout.json")))
+    text = json.dumps(bundle(own_json("login.json"), own_json("logout.json")))
     out = simulate(text)
     assert out["index"] == failures_index(golden_pack)
     message = get_path(out["doc"], "error.message")
@@ -237,7 +291,7 @@ def test_fhir_patient_resource_forced_to_fhir_fails_clearly(simulate: Any, golde
 
 
 def login_with(**changes: Any) -> dict[str, Any]:
-    event = copy.deepcopy(sample_json("audit-event-example-login.json"))
+    event = copy.deepcopy(own_json("login.json"))
     for key, value in changes.items():
         if value is None:
             event.pop(key, None)

@@ -1,4 +1,6 @@
-"""ATNA AuditMessage parser: every public sample against a hand-written table, plus safety tests."""
+"""ATNA AuditMessage parser: the repository's own inputs (pipelines/atna/_dev/test/pipeline) and,
+where it is present, every public sample (../shared/samples) against hand-written tables, plus
+safety tests. The public-corpus tests are skipped, with the reason, without the corpus."""
 
 from __future__ import annotations
 
@@ -9,34 +11,45 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import corpus
 import pytest
 import yaml
 from pacsguard.core.errors import PacsguardError
 from pacsguard.parsers.atna import ACTION_ECS, AtnaParseError, parse_audit_message
 from pacsguard.parsers.syslog import parse_rfc5424
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples" / "dicom-audit"
-GOLDEN = yaml.safe_load((REPO / "tests" / "golden" / "atna_expected.yaml").read_text(encoding="utf-8"))
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = corpus.folder("dicom-audit")
+OWN = REPO / "pipelines" / "atna" / "_dev" / "test" / "pipeline"
+GOLDEN = yaml.safe_load((REPO / "tests" / "corpus_tables" / "atna_expected.yaml").read_text(encoding="utf-8"))
 
-needs_samples = pytest.mark.skipif(
-    not SAMPLES.is_dir(),
-    reason=f"public ATNA samples not found at {SAMPLES} (shared/samples is outside the repo)",
-)
+needs_samples = corpus.needs("dicom-audit")
 
 
 def sample_files() -> list[str]:
-    return sorted(p.name for p in SAMPLES.iterdir()) if SAMPLES.is_dir() else []
+    return corpus.names("dicom-audit")
 
 
-def parseable_samples() -> list[str]:
-    return [name for name in sample_files() if "error" not in GOLDEN.get(name, {})]
+def parseable_samples() -> list[Any]:
+    return [p for p in corpus.files("dicom-audit") if "error" not in GOLDEN.get(p.values[0], {})]
+
+
+def message_bytes(path: Path) -> bytes:
+    """The AuditMessage bytes of an input: the file itself, or the MSG of a syslog frame."""
+    data = path.read_bytes()
+    return parse_rfc5424(data).msg if path.suffix == ".syslog" else data
 
 
 def sample_xml(name: str) -> bytes:
-    """The AuditMessage bytes of a sample: the file itself, or the MSG of a syslog frame."""
-    data = (SAMPLES / name).read_bytes()
-    return parse_rfc5424(data).msg if name.endswith(".syslog") else data
+    return message_bytes(SAMPLES / name)
+
+
+def own_xml(name: str) -> bytes:
+    return message_bytes(OWN / name)
+
+
+def own_event(name: str) -> dict[str, Any]:
+    return parse_audit_message(own_xml(name))
 
 
 def get(event: dict[str, Any], dotted: str) -> Any:
@@ -93,13 +106,79 @@ def login(outcome: str = "0", event_id: str = "110114", type_code: str = "110122
 # -- every sample against the table ----------------------------------------------------
 
 
+# Our own inputs, read by a person: (action, outcome, user.name, source.ip, pacs.study.count),
+# or the start of the parser's error for inputs it must refuse.
+OWN_EXPECTED: dict[str, tuple[str, str, str | None, str | None, int | None] | str] = {
+    "application-activity-start.xml": ("config-change", "success", "northpacs", None, None),
+    "application-activity-stop-by-rest-client.xml": ("config-change", "success", "203.0.113.9", "203.0.113.9", None),
+    "audit-log-used.xml": ("security-alert", "success", "auditor.kim", "192.0.2.99", None),
+    "begin-transferring-to-remote-ae.xml": ("study-export", "success", "dr.okafor", "198.51.100.23", 1),
+    "export-to-media.xml": ("study-export", "success", "clerk.nowak", "192.0.2.33", 1),
+    "import-from-media.xml": ("study-import", "success", "clerk.nowak", "192.0.2.33", 1),
+    "instances-accessed-by-rest-request.xml": ("study-view", "success", "dr.okafor", "198.51.100.23", 1),
+    "instances-accessed-read.xml": ("study-view", "success", "dr.okafor", "198.51.100.23", 1),
+    "instances-accessed-reject.xml": ("study-delete", "success", "tech.lindqvist", "192.0.2.77", 1),
+    "instances-accessed-update.xml": ("study-view", "success", "tech.lindqvist", "192.0.2.77", 1),
+    "instances-transferred-storage-commitment-failure.xml": ("study-view", "failure", "STGCMTSCU", "192.0.2.60", 2),
+    "instances-transferred-stored.xml": ("study-import", "success", "CT_SCANNER_2", "192.0.2.201", 1),
+    "instances-transferred-to-remote-ae-two-studies.xml": ("study-export", "success", "MOVESCU", None, 2),
+    "instances-transferred-to-requestor.xml": ("study-view", "success", "VIEWER_AE", "192.0.2.150", 1),
+    "malformed-truncated.xml": "malformed XML",
+    "missing-event-date-time.xml": "EventIdentification has no EventDateTime",
+    "network-entry.xml": ("security-alert", "success", "LAPTOP_US3", None, None),
+    "order-record.xml": ("other", "success", "RIS", "192.0.2.6", None),
+    "patient-record-created-from-hl7.xml": ("patient-record", "success", "HIS_ADT", "192.0.2.5", None),
+    "patient-record-update-error.xml": ("patient-record", "failure", "admin.haddad", "192.0.2.10", None),
+    "query-c-find.xml": ("study-query", "success", "WS14_FIND", "192.0.2.140", None),
+    "rfc3881-login.xml": ("user-login", "success", "j.ferreira", "203.0.113.45", None),
+    "security-alert-association-rejected.xml": ("security-alert", "failure", "UNKNOWN_AE", "203.0.113.66", None),
+    "security-alert-emergency-override.xml": ("security-alert", "failure", "dr.okafor", "198.51.100.23", None),
+    "security-alert-node-authentication-failure.xml": ("user-login", "failure", "MODALITY_9", "2001:db8::9", None),
+    "security-alert-roles-changed.xml": ("role-grant", "success", "admin.haddad", "192.0.2.10", None),
+    "security-alert-software-configuration.xml": ("config-change", "success", "admin.haddad", "192.0.2.10", None),
+    "security-alert-user-attributes-changed.xml": ("user-update", "success", "admin.haddad", "192.0.2.10", None),
+    "study-deleted.xml": ("study-delete", "success", "admin.haddad", "192.0.2.10", 1),
+    "syslog-dicom-rfc3881-login.syslog": ("user-login", "success", "dr.okafor", "203.0.113.201", None),
+    "syslog-ihe-dicom-login-failure.syslog": ("user-login", "failure", "guest", "203.0.113.201", None),
+    "syslog-ihe-rfc3881-pix-query.syslog": ("study-query", "success", "pix-consumer|north", "192.0.2.41", None),
+    "syslog-payload-not-xml.syslog": "malformed XML",
+    "syslog-payload-other-root.syslog": "malformed XML",
+    "unparseable-event-date-time.xml": "EventDateTime '02/03/2026 13:00' is not an ISO 8601 date-time",
+    "user-authentication-login-as-event-id.xml": ("user-login", "success", "tech.lindqvist", "192.0.2.77", None),
+    "user-authentication-login-failure.xml": ("user-login", "failure", "dr.okafor", "198.51.100.23", None),
+    "user-authentication-login.xml": ("user-login", "success", "dr.okafor", "198.51.100.23", None),
+    "user-authentication-logout.xml": ("user-logout", "success", "dr.okafor", "198.51.100.23", None),
+    "user-authentication-unmapped-type.xml": ("other", "success", "dr.okafor", "198.51.100.23", None),
+}
+OWN_PARSEABLE = sorted(name for name, want in OWN_EXPECTED.items() if not isinstance(want, str))
+
+
+def summary(event: dict[str, Any]) -> tuple[Any, ...]:
+    return (get(event, "event.action"), get(event, "event.outcome"), get(event, "user.name"),
+            get(event, "source.ip"), get(event, "pacs.study.count"))
+
+
+def test_own_table_covers_every_own_input() -> None:
+    inputs = {p.name for p in OWN.iterdir() if p.suffix in (".xml", ".syslog")}
+    assert inputs == set(OWN_EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(OWN_EXPECTED))
+def test_own_input_matches_table(name: str) -> None:
+    expected = OWN_EXPECTED[name]
+    if isinstance(expected, str):
+        with pytest.raises(AtnaParseError, match=re.escape(expected)):
+            own_event(name)
+        return
+    assert summary(own_event(name)) == expected
+
+
 @needs_samples
 def test_golden_table_covers_every_sample() -> None:
     assert set(GOLDEN) == set(sample_files())
 
 
-@needs_samples
-@pytest.mark.parametrize("name", sample_files())
+@pytest.mark.parametrize("name", corpus.files("dicom-audit"))
 def test_sample_matches_golden(name: str) -> None:
     expected = GOLDEN[name]
     if "error" in expected:
@@ -117,10 +196,7 @@ def test_sample_matches_golden(name: str) -> None:
     assert actual == expected
 
 
-@needs_samples
-@pytest.mark.parametrize("name", parseable_samples())
-def test_sample_event_is_well_formed(name: str) -> None:
-    event = sample_event(name)
+def well_formed(event: dict[str, Any]) -> None:
     json.dumps(event)  # JSON-ready: only dicts, lists, str, int
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d", event["@timestamp"])
     category, kind = ACTION_ECS[event["event"]["action"]]
@@ -135,6 +211,16 @@ def test_sample_event_is_well_formed(name: str) -> None:
         assert event["event"]["severity_name"] in {"minor", "serious", "major"}
     else:
         assert "severity_name" not in event["event"]
+
+
+@pytest.mark.parametrize("name", OWN_PARSEABLE)
+def test_own_event_is_well_formed(name: str) -> None:
+    well_formed(own_event(name))
+
+
+@pytest.mark.parametrize("name", parseable_samples())
+def test_sample_event_is_well_formed(name: str) -> None:
+    well_formed(sample_event(name))
 
 
 def test_action_table_matches_pack_schema() -> None:
@@ -164,10 +250,7 @@ def patient_terms(xml: bytes) -> set[str]:
     return {t for t in terms if len(t) >= 3}
 
 
-@needs_samples
-@pytest.mark.parametrize("name", parseable_samples())
-def test_no_patient_name_or_id_outside_patient_id(name: str) -> None:
-    xml = sample_xml(name)
+def assert_no_patient_outside_patient_id(xml: bytes) -> None:
     event = parse_audit_message(xml)
     patient_id = event.get("pacs", {}).get("patient", {}).pop("id", None)
     text = json.dumps(event, ensure_ascii=False)
@@ -175,6 +258,107 @@ def test_no_patient_name_or_id_outside_patient_id(name: str) -> None:
     assert not leaked, f"patient data outside pacs.patient.id: {leaked}"
     if patient_id is not None:
         assert patient_id in patient_terms(xml)
+
+
+@pytest.mark.parametrize("name", OWN_PARSEABLE)
+def test_own_input_has_no_patient_name_or_id_outside_patient_id(name: str) -> None:
+    assert_no_patient_outside_patient_id(own_xml(name))
+
+
+def test_own_inputs_do_name_patients() -> None:
+    """The PHI tests above can only fail if the inputs carry patients: most of them do."""
+    assert sum(bool(patient_terms(own_xml(n))) for n in OWN_PARSEABLE) >= 15
+
+
+@pytest.mark.parametrize("name", parseable_samples())
+def test_no_patient_name_or_id_outside_patient_id(name: str) -> None:
+    assert_no_patient_outside_patient_id(sample_xml(name))
+
+
+def test_own_patient_id_is_kept_raw_for_the_pipeline_and_the_name_dropped() -> None:
+    event = own_event("instances-accessed-read.xml")
+    assert event["pacs"]["patient"] == {"id": "MRN-55012^^^NORTH"}
+    assert "MORENO" not in json.dumps(event) and "LUCIA" not in json.dumps(event)
+
+
+def test_own_free_text_is_scrubbed_of_patients() -> None:
+    # EventOutcomeDescription: "Patient[pk=4411, id=[MRN-55012^^^NORTH], name=MORENO^LUCIA] is merged"
+    event = own_event("patient-record-update-error.xml")["event"]
+    assert event["reason"] == "Patient[REDACTED] is merged"
+    assert event["severity_name"] == "serious"
+
+
+def test_own_hl7_query_hides_the_searched_patient() -> None:
+    query = own_event("syslog-ihe-rfc3881-pix-query.syslog")["pacs"]["query"]
+    assert query.startswith("MSH|^~\\&|PIXC|NORTH|MPI|NORTH|")
+    assert "QPD|IHE PIX Query|Q-8812|[REDACTED]" in query
+    assert "MRN-55012" not in query
+
+
+def test_own_dicom_query_is_decoded_without_the_patient() -> None:
+    assert own_event("query-c-find.xml")["pacs"]["query"] == "(0010,0010) PN [REDACTED] (0008,0020) DA 20260301-"
+
+
+def test_own_missing_event_datetime_can_fall_back_to_the_syslog_time() -> None:
+    event = parse_audit_message(own_xml("missing-event-date-time.xml"), fallback_timestamp="2026-03-02T13:00:00.500+01:00")
+    assert event["@timestamp"] == "2026-03-02T13:00:00.500+01:00"
+    assert event["user"]["name"] == "dr.okafor"
+
+
+def test_own_actor_fields() -> None:
+    event = own_event("instances-accessed-read.xml")
+    assert event["user"] == {"name": "dr.okafor", "roles": ["Radiologist"]}
+    assert event["related"] == {"user": ["dr.okafor", "Adaeze Okafor"], "ip": ["198.51.100.23"]}
+    assert event["pacs"]["instance"] == {"count": 212}
+    assert event["observer"] == {"hostname": "northpacs", "product": "northpacs"}
+
+
+@pytest.mark.parametrize(("name", "destination"), [
+    ("begin-transferring-to-remote-ae.xml", "RESEARCH_AE"),
+    ("instances-transferred-to-remote-ae-two-studies.xml", "OFFSITE_AE"),  # only an AE title: AETITLES=OFFSITE_AE
+    ("export-to-media.xml", "CDBURNER-3"),
+])
+def test_own_export_destination(name: str, destination: str) -> None:
+    assert own_event(name)["pacs"]["export"] == {"destination": destination}
+
+
+def test_own_views_and_imports_have_no_export_destination() -> None:
+    for name in ("instances-transferred-to-requestor.xml", "instances-transferred-stored.xml"):
+        assert "export" not in own_event(name)["pacs"], name
+
+
+def test_own_contained_studies_are_counted() -> None:
+    event = own_event("instances-transferred-storage-commitment-failure.xml")
+    assert event["pacs"]["study"] == {"uids": ["2.25.118339602127634890541763492056133417210",
+                                               "2.25.207416593051874420962175013388940127551"], "count": 2}
+    assert event["pacs"]["instance"] == {"count": 3}
+    assert event["event"]["reason"] == "1 of 3 instances not committed"
+    assert event["event"]["severity_name"] == "minor"
+
+
+def test_own_useful_details_are_decoded_and_hl7_messages_are_not() -> None:
+    config = own_event("security-alert-software-configuration.xml")
+    assert config["pacs"]["atna"]["details"] == {"Alert Description": "dicomNetworkAE NORTHPACS: port 11112 -> 11113"}
+    hl7 = own_event("patient-record-created-from-hl7.xml")
+    assert hl7["pacs"]["atna"]["details"] == {"MSH-9": "ADT^A04"}
+
+
+def test_own_keycloak_role_change_names_target_and_roles() -> None:
+    grant = own_event("security-alert-roles-changed.xml")["user"]
+    assert grant["target"] == {"id": "4e1f6a0c-2b7d-4c1e-9a55-6f2d9e0b8a31"}
+    assert grant["changes"] == {"roles": ["pacs-admin", "radiologist"]}
+    update = own_event("security-alert-user-attributes-changed.xml")["user"]
+    assert update["target"] == {"id": "9a0d7c33-51e2-4d1f-8b6a-2e4f0c7d9b12", "name": "temp.locum"}
+
+
+def test_own_uri_participants_are_not_users() -> None:
+    # the archive's REST endpoint URI (it names the patient) is an endpoint, not a user
+    event = own_event("instances-accessed-by-rest-request.xml")
+    assert event["related"]["user"] == ["dr.okafor", "kc-5f0e2b"]
+
+
+def test_own_ipv6_network_access_point() -> None:
+    assert own_event("security-alert-node-authentication-failure.xml")["source"] == {"ip": "2001:db8::9"}
 
 
 @needs_samples

@@ -7,8 +7,8 @@ import json
 import re
 from pathlib import Path
 
+import corpus
 import pytest
-from conftest import SAMPLES
 from pacsguard.collector.atna_envelope import PATIENT_REDACTED, atna_message, redact_patients
 from pacsguard.collector.counters import Counters
 from pacsguard.collector.events import Event, NetworkIds, make_id
@@ -19,9 +19,11 @@ from pacsguard.collector.spool import Spool
 from pacsguard.collector.syslog_input import convert_frame
 from pacsguard.core.errors import PacsguardError
 from pacsguard.parsers.syslog import SyslogParseError
+from phi import patient_terms
 
-ATNA = SAMPLES / "dicom-audit"
-needs_samples = pytest.mark.skipif(not ATNA.is_dir(), reason=f"samples not found at {ATNA}")
+ATNA = corpus.folder("dicom-audit")
+needs_samples = corpus.needs("dicom-audit")
+OWN_ATNA = Path(__file__).resolve().parents[2] / "pipelines" / "atna" / "_dev" / "test" / "pipeline"
 
 
 def ev(n: int, size: int = 10) -> Event:
@@ -171,6 +173,22 @@ def test_non_utf8_bytes_are_replaced_and_flagged() -> None:
     assert converted.decode_error and converted.message == "caf\ufffd \ufffd"
 
 
+def test_own_atna_frame_becomes_an_envelope_with_the_syslog_hostname() -> None:
+    xml = (OWN_ATNA / "study-deleted.xml").read_bytes()
+    frame = b"<85>1 2026-11-27T10:00:00Z pacs01 northpacs 1 IHE+RFC-3881 - \xef\xbb\xbf" + xml
+    converted = convert_frame(frame, 1 << 20, strict=True)
+    envelope = json.loads(converted.message)
+    assert envelope["pacsguard_format"] == "atna" and converted.atna_error is None
+    assert envelope["doc"]["event"]["action"] == "study-delete"
+    assert envelope["doc"]["observer"]["hostname"] == "northpacs"  # the doc's own AuditSourceID wins
+    assert "MRN-55012" not in envelope["original"] and "MORENO" not in envelope["original"]
+    assert envelope["original"].startswith("<85>1 2026-11-27T10:00:00Z pacs01") and "\ufeff" not in envelope["original"]
+    msg = (OWN_ATNA / "syslog-ihe-rfc3881-pix-query.syslog").read_bytes().split(b" - ", 1)[1]
+    doc = json.loads(convert_frame(b"<85>1 2026-11-27T10:00:00Z pacs01 app 1 IHE+RFC-3881 - " + msg,
+                                   1 << 20, strict=True).message)["doc"]
+    assert doc["observer"]["hostname"] == "north-mpi"
+
+
 @needs_samples
 def test_atna_frame_becomes_an_envelope_with_the_syslog_hostname() -> None:
     xml = (ATNA / "dcm4chee-arc-cs-dicom-study-deleted-01-using-rest-api.xml").read_bytes()
@@ -207,6 +225,17 @@ def test_malformed_xml_still_yields_a_redacted_envelope_without_doc() -> None:
     assert "PAT-77" not in message and "DOE" not in message and PATIENT_REDACTED in message
 
 
+def test_redaction_removes_every_own_patient_id_and_name() -> None:
+    found = 0
+    for path in sorted(OWN_ATNA.glob("*.xml")) + sorted(OWN_ATNA.glob("*.syslog")):
+        text = path.read_text()
+        redacted = redact_patients(text)
+        for term in patient_terms(text):
+            found += 1
+            assert term not in redacted, f"{path.name}: {term!r} survived"
+    assert found > 30  # the inputs do name patients
+
+
 @needs_samples
 def test_redaction_removes_every_sample_patient_id_and_name() -> None:
     for path in sorted(ATNA.iterdir()):
@@ -214,32 +243,6 @@ def test_redaction_removes_every_sample_patient_id_and_name() -> None:
         redacted = redact_patients(text)
         for term in patient_terms(text):
             assert term not in redacted, f"{path.name}: {term!r} survived"
-
-
-def patient_terms(text: str) -> set[str]:
-    """Patient ids/names found independently of the code under test (ElementTree)."""
-    import html
-    import xml.etree.ElementTree as ET
-
-    start = text.find("<")
-    body = text[text.find("<AuditMessage") if "<AuditMessage" in text else start:]
-    try:
-        root = ET.fromstring(body.encode())
-    except ET.ParseError:
-        return set()
-    terms: set[str] = set()
-    for obj in root.iter():
-        if not obj.tag.endswith("ParticipantObjectIdentification"):
-            continue
-        codes = [c.get("csd-code") or c.get("code") for c in obj if c.tag.endswith("ParticipantObjectIDTypeCode")]
-        if "2" in codes or obj.get("ParticipantObjectTypeCodeRole") == "1":
-            if obj.get("ParticipantObjectID") not in (None, "", "<none>"):
-                value = obj.get("ParticipantObjectID", "")
-                terms |= {value, html.escape(value)}
-            for name in obj:
-                if name.tag.endswith("ParticipantObjectName") and name.text:
-                    terms |= {name.text, html.escape(name.text)}
-    return terms
 
 
 def test_keycloak_event_lines() -> None:

@@ -19,7 +19,6 @@ from pacsguard.jobs.stats import HOUR, baseline, percentile
 from pacsguard.jobs.writer import BulkWriter
 
 
-
 def test_percentile_is_nearest_rank() -> None:
     assert percentile([1, 1, 1, 1], 95) == 1.0
     assert percentile([3, 3, 4] * 29, 95) == 4.0

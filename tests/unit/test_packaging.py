@@ -7,7 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_wheel_carries_the_content_and_finds_it(tmp_path: Path) -> None:
@@ -15,11 +15,16 @@ def test_wheel_carries_the_content_and_finds_it(tmp_path: Path) -> None:
                     "-w", str(tmp_path), str(REPO)], check=True, capture_output=True)
     wheel = next(tmp_path.glob("pacsguard-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
+    pipelines = [f"pacsguard/content/pipelines/{p.parent.name}/pipeline.yaml"
+                 for p in sorted((REPO / "pipelines").glob("*/pipeline.yaml"))]
+    assert len(pipelines) >= 7  # router, enrich and the five sources
     for required in ("pacsguard/cli.py", "pacsguard/content/pack/settings.yaml", "pacsguard/content/pack/schema.yaml",
-                     "pacsguard/content/pack/local-node.yaml", "pacsguard/content/pipelines/router.yaml",
-                     "pacsguard/content/pipelines/enrich.yaml", "pacsguard/content/pack/index/template-events.yaml"):
+                     "pacsguard/content/pack/local-node.yaml", "pacsguard/content/pack/index/template-events.yaml",
+                     *pipelines):
         assert required in names, required
     assert not any(n.startswith("tests/") for n in names)
+    # golden-test inputs and expected files stay in the repository: the CLI does not need them
+    assert not [n for n in names if "/_dev/" in n]
 
     unpacked = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(unpacked)

@@ -3,8 +3,8 @@ the pack's own indices, and only the rights its user needs (no cluster)."""
 
 from __future__ import annotations
 
-from pacsguard.services.install import load_objects
 from pacsguard.core.settings import load_settings
+from pacsguard.services.install import load_objects
 
 
 def roles() -> dict[str, dict]:

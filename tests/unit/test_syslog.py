@@ -1,10 +1,13 @@
-"""RFC 5424 frame parsing and TCP stream framing (octet-counting and newline-delimited)."""
+"""RFC 5424 frame parsing and TCP stream framing (octet-counting and newline-delimited), on the
+repository's own frames (pipelines/atna/_dev/test/pipeline/*.syslog) and, where present, the
+public corpus (skipped, with the reason, without it)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import corpus
 import pytest
 from pacsguard.core.errors import PacsguardError
 from pacsguard.parsers.syslog import (
@@ -15,11 +18,27 @@ from pacsguard.parsers.syslog import (
     parse_rfc5424,
 )
 
-SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples" / "dicom-audit"
-needs_samples = pytest.mark.skipif(
-    not SAMPLES.is_dir(),
-    reason=f"public ATNA samples not found at {SAMPLES} (shared/samples is outside the repo)",
-)
+SAMPLES = corpus.folder("dicom-audit")
+needs_samples = corpus.needs("dicom-audit")
+OWN = Path(__file__).resolve().parents[2] / "pipelines" / "atna" / "_dev" / "test" / "pipeline"
+
+OWN_FRAMES = {
+    # file: (pri, hostname, app_name, procid, msgid, timestamp, MSG starts with)
+    "syslog-ihe-rfc3881-pix-query.syslog": (
+        85, "mpi01.north.example", "north-mpi", "2211", "IHE+RFC-3881", "2026-03-03T08:30:12.401+02:00",
+        b'<?xml version="1.0" encoding="UTF-8"?><AuditMessage>'),
+    # MSG after a UTF-8 BOM, which the parser strips
+    "syslog-ihe-dicom-login-failure.syslog": (
+        85, "viewer01.north.example", "viewer", "4410", "IHE+DICOM", "2026-03-03T08:31:00.002+02:00",
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<AuditMessage>'),
+    "syslog-dicom-rfc3881-login.syslog": (
+        86, "viewer01.north.example", "viewer", "4410", "DICOM+RFC3881", "2026-03-03T08:32:00.000+02:00",
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<AuditMessage>'),
+}
+OWN_BAD_PAYLOADS = {
+    "syslog-payload-not-xml.syslog": b"audit buffer flushed?>",
+    "syslog-payload-other-root.syslog": b'<Heartbeat seq="12"/>trailing?>',
+}
 
 VALID_FRAMES = {
     # file: (hostname, app_name, procid, msgid, timestamp)
@@ -55,6 +74,27 @@ FRAME = b"<85>1 2015-03-05T12:52:31.358+02:00 host app 9293 IHE+RFC-3881 - <Audi
 
 def test_atna_msgids() -> None:
     assert ATNA_MSGIDS == {"IHE+RFC-3881", "DICOM+RFC3881", "IHE+DICOM"}
+
+
+@pytest.mark.parametrize("name", sorted(OWN_FRAMES))
+def test_own_frames(name: str) -> None:
+    pri, hostname, app_name, procid, msgid, timestamp, start = OWN_FRAMES[name]
+    message = parse_rfc5424((OWN / name).read_bytes())
+    assert (message.pri, message.version) == (pri, 1)
+    assert (message.facility, message.severity) == (pri // 8, pri % 8)
+    assert (message.hostname, message.app_name, message.procid, message.msgid) == (hostname, app_name, procid, msgid)
+    assert message.timestamp == timestamp
+    assert message.structured_data is None
+    assert message.msg.startswith(start)
+    assert message.msg.rstrip(b"\n").endswith(b"</AuditMessage>")
+    assert message.is_atna
+
+
+@pytest.mark.parametrize("name", sorted(OWN_BAD_PAYLOADS))
+def test_own_frames_with_a_bad_payload_are_valid_syslog(name: str) -> None:
+    message = parse_rfc5424((OWN / name).read_bytes())
+    assert message.msgid == "IHE+RFC-3881"
+    assert message.msg == OWN_BAD_PAYLOADS[name]
 
 
 @needs_samples
@@ -171,6 +211,14 @@ def test_framing_is_detected_per_frame() -> None:
     stream = octet(FRAME) + FRAME + b"\n" + octet(b"12 starts with digits") + b"123abc\n"
     assert framer.feed(stream) == [FRAME, FRAME, b"12 starts with digits", b"123abc"]
     assert framer.pending == 0
+
+
+def test_own_frames_through_the_framer() -> None:
+    frames = [(OWN / name).read_bytes() for name in sorted(OWN_FRAMES)]
+    assert sum(b"\n" in f.rstrip(b"\n") for f in frames) == 2  # multi-line XML: only octet counting carries it whole
+    framer = OctetCountingFramer()
+    assert feed_in_chunks(framer, b"".join(octet(f) for f in frames), 100) == frames
+    assert [parse_rfc5424(f).msgid for f in frames] == ["DICOM+RFC3881", "IHE+DICOM", "IHE+RFC-3881"]
 
 
 @needs_samples

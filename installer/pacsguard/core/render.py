@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from pacsguard.core.content import content_path
@@ -21,7 +21,15 @@ from pacsguard.core.errors import PacsguardError
 from pacsguard.core.settings import Settings, duration_seconds
 
 ENV = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
-ENV.filters["tojson"] = lambda value: json.dumps(value)
+
+
+def _tojson(value: Any) -> str:
+    if isinstance(value, Undefined):
+        str(value)  # StrictUndefined raises UndefinedError naming the variable (json.dumps would raise TypeError)
+    return json.dumps(value)
+
+
+ENV.filters["tojson"] = _tojson
 ENV.filters["seconds"] = duration_seconds
 
 
@@ -54,13 +62,25 @@ def render_yaml(path: Path, context: dict[str, Any]) -> Any:
     except TemplateSyntaxError as exc:
         raise ContentError(f"{path}:{exc.lineno}: template error: {exc.message}") from None
     except TemplateError as exc:
-        raise ContentError(f"{path}: template error: {exc}") from None
+        raise ContentError(f"{path}{_template_line(exc)}: template error: {exc}") from None
     try:
         return yaml.safe_load(rendered)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         raise ContentError(f"{path}{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+
+
+def _template_line(exc: BaseException) -> str:
+    """':<line>' of the template line a render error happened on, from the frames Jinja maps back
+    to the template (an UndefinedError carries no line number of its own)."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f":{line}" if line else ""
 
 
 def canonical_hash(body: Any) -> str:
