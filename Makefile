@@ -2,11 +2,16 @@
 # OpenSearch node the project builds and starts; `make test` runs the tests.
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip --disable-pip-version-check -q
+# pip runs one at a time, and only when pyproject.toml changed or the package
+# is not importable from this checkout: two `make test` runs started together share the Python
+# environment, and reinstalling the package while the other run's tests start
+# subprocesses would pull it away from under them.
+DEPS_STAMP := .make-deps.stamp
 
 .PHONY: deps up test down
 
 deps:
-	$(PIP) install -e ".[test,docker]"
+	flock /tmp/pacsguard-make-deps.lock sh -c '[ $(DEPS_STAMP) -nt pyproject.toml ] && $(PYTHON) -c "import pacsguard, sys; sys.exit(not pacsguard.__file__.startswith(\"$(CURDIR)/\"))" 2>/dev/null || { $(PIP) install -e ".[test,docker]" && touch $(DEPS_STAMP); }'
 
 up: deps
 	pacsguard up
