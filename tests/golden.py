@@ -169,8 +169,10 @@ def _document(input_path: Path, where: str, data: bytes, config: Config) -> dict
         from pacsguard.collector.service import CollectorConfig
         from pacsguard.collector.syslog_input import convert_frame
 
+        # the collector's own default limit, as `pacsguard collect` applies it
         limit = next(f.default for f in dataclasses.fields(CollectorConfig) if f.name == "max_message_bytes")
-        doc: dict[str, Any] = {"message": convert_frame(data, max_bytes=int(limit), strict=False).message}
+        assert isinstance(limit, int)
+        doc: dict[str, Any] = {"message": convert_frame(data, max_bytes=limit, strict=False).message}
     elif config.as_document:
         try:
             parsed = json.loads(data)
