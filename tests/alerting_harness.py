@@ -78,7 +78,9 @@ class Harness:
                 raise ValueError(f"label {label!r} holds a tab or line break")
             lines.append(f"{kind}\t{label}\t{json.dumps(body, separators=(',', ':'))}")
         started = time.monotonic()
-        cmd = [str(self.java), "-cp", ":".join(str(p) for p in self.classpath), MAIN_CLASS]
+        # A short-lived JVM: the C1 compiler alone and the serial GC start faster (about 1 s of 5).
+        cmd = [str(self.java), "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
+               "-cp", ":".join(str(p) for p in self.classpath), MAIN_CLASS]
         proc = subprocess.run(cmd, input="\n".join(lines) + "\n", capture_output=True, text=True,
                               timeout=600, check=False)
         self.timings["run"] = time.monotonic() - started
