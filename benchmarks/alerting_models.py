@@ -31,7 +31,7 @@ from alerting_harness import prepare
 from pacsguard import __version__
 from pacsguard.core.settings import load_settings
 from pacsguard.devnode import local
-from pacsguard.packobjects import KINDS
+from pacsguard.packobjects import KINDS, Stamp
 from pacsguard.rules.compiler import channel_objects, monitor_objects
 
 CHANNELS = [
@@ -48,7 +48,8 @@ def one_run(name: str) -> None:
     objects = monitor_objects(settings) + channel_objects(settings)
     started = time.monotonic()
     harness = prepare()
-    verdicts = harness.check([(o.kind, o.id, KINDS[o.kind].stamped(o.body, __version__, o.hash)) for o in objects])
+    verdicts = harness.check([(o.kind, o.id, KINDS[o.kind].stamped(o.body, Stamp(settings.owner, __version__, o.hash)))
+                              for o in objects])
     total = time.monotonic() - started
     t = harness.timings
     refused = sum(not v.ok for v in verdicts)

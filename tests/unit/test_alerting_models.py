@@ -19,7 +19,7 @@ from alerting_harness import Harness, Verdict, dropped_fields, prepare
 from pacsguard import __version__
 from pacsguard.core.errors import PacsguardError
 from pacsguard.core.settings import Settings, load_settings
-from pacsguard.packobjects import KINDS, PackObject
+from pacsguard.packobjects import KINDS, PackObject, Stamp
 from pacsguard.rules.compiler import channel_objects, monitor_objects
 
 # One channel of every type the settings accept, so every kind of channel config is rendered.
@@ -38,9 +38,9 @@ def settings() -> Settings:
                                     "notifications": {"channels": CHANNELS}}, environ={})
 
 
-def as_sent(obj: PackObject) -> dict[str, Any]:
-    """The body as install sends it: with the pack's stamp (ui_metadata / description)."""
-    return KINDS[obj.kind].stamped(obj.body, __version__, obj.hash)
+def as_sent(obj: PackObject, owner: str) -> dict[str, Any]:
+    """The body as install sends it: with the pack's stamp (in a monitor's name, a channel's description)."""
+    return KINDS[obj.kind].stamped(obj.body, Stamp(owner, __version__, obj.hash))
 
 
 def doc_level_monitor(index: str) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def doc_level_monitor(index: str) -> dict[str, Any]:
 
 
 def first_bucket_monitor(objects: list[PackObject]) -> dict[str, Any]:
-    body = next(as_sent(o) for o in objects if o.kind == "monitor" and o.body["monitor_type"] == "bucket_level_monitor")
+    body = next(o.body for o in objects if o.kind == "monitor" and o.body["monitor_type"] == "bucket_level_monitor")
     return copy.deepcopy(body)
 
 
@@ -91,23 +91,30 @@ def harness() -> Harness:
     try:
         return prepare()
     except PacsguardError as exc:
-        pytest.fail(f"the Alerting model harness could not be built (it needs a JDK 17 and Maven Central): {exc}",
-                    pytrace=False)
+        error = str(exc)
+    # Failed, not skipped: CI has a JDK and Maven Central, so a missing harness is a broken check.
+    pytest.fail(f"the Alerting model harness could not be built (it needs a JDK 17 and Maven Central): {error}",
+                pytrace=False)
 
 
 @pytest.fixture(scope="module")
-def pack_objects() -> list[PackObject]:
-    s = settings()
-    return monitor_objects(s) + channel_objects(s)
+def pack_settings() -> Settings:
+    return settings()
 
 
 @pytest.fixture(scope="module")
-def checked(harness: Harness, pack_objects: list[PackObject]) -> dict[str, tuple[Verdict, dict[str, Any]]]:
+def pack_objects(pack_settings: Settings) -> list[PackObject]:
+    return monitor_objects(pack_settings) + channel_objects(pack_settings)
+
+
+@pytest.fixture(scope="module")
+def checked(harness: Harness, pack_settings: Settings,
+            pack_objects: list[PackObject]) -> dict[str, tuple[Verdict, dict[str, Any]]]:
     """Every pack object and every case, in one JVM run: label -> (verdict, body sent)."""
     items: list[tuple[str, str, dict[str, Any]]] = []
     for obj in pack_objects:
         name = obj.body.get("name") or obj.body.get("config", {}).get("name")
-        items.append((obj.kind, f"{PACK}{obj.id} ({name})", as_sent(obj)))
+        items.append((obj.kind, f"{PACK}{obj.id} ({name})", as_sent(obj, pack_settings.owner)))
     for label, (kind, body) in negative_cases(pack_objects).items():
         items.append((kind, f"{CASE}{label}", body))
     verdicts = harness.check(items)
