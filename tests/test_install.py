@@ -17,7 +17,8 @@ pytestmark = pytest.mark.cluster
 
 def owned_objects(cluster: Cluster, settings: Settings) -> list[str]:
     usable = usable_kinds(cluster)
-    return [f"{k.name}:{i}" for k in KINDS.values() if k.name in usable for i in k.list_ids(cluster, settings.id_prefix)]
+    return [f"{k.name}:{i}" for k in KINDS.values() if k.name in usable
+            for i in k.list_ids(cluster, settings.owner, settings.id_prefix)]
 
 
 def write_event(cluster: Cluster, settings: Settings, user: str) -> None:

@@ -11,7 +11,6 @@ from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import click
 import typer
 
 from pacsguard import __version__
@@ -46,9 +45,15 @@ class Options:
         return load_settings(self.settings_file, self.overrides)
 
 
+try:  # typer >= 0.2x carries its own copy of click: its context stack is that copy's
+    from typer._click.globals import get_current_context as _current_context
+except ImportError:  # pragma: no cover - older typer runs on the click package
+    from click import get_current_context as _current_context
+
+
 def opts() -> Options:
     """The global options of this invocation (kept on the root click context, not in module state)."""
-    ctx = click.get_current_context(silent=True)
+    ctx = _current_context(silent=True)
     obj = ctx.find_root().obj if ctx is not None else None
     return obj if isinstance(obj, Options) else Options()
 

@@ -200,7 +200,9 @@ def run_scenarios(cluster: Cluster, base: Settings, progress: Progress = quiet,
             _run_jobs(cluster, settings, now)
         for path, scen in files:
             rule = rules[scen.signal]
-            run = run_monitor(cluster, render_monitor(rule, settings), period_end=now, engine=engine)
+            # event rules look at arrival time (event.ingested): they run as of now, after the load
+            as_of = dt.datetime.now(dt.timezone.utc) if rule.detection.type == "event" else now
+            run = run_monitor(cluster, render_monitor(rule, settings), period_end=as_of, engine=engine)
             report.monitor_ms[rule.signal] = run.took_ms
             for i, case in enumerate(scen.cases):
                 report.results.append(_judge(rule, case, _case_key(path, i), run, path))
