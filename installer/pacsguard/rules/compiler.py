@@ -307,6 +307,10 @@ def _channel_config(channel: Channel, scope: str) -> dict[str, Any]:
     elif channel.type == "smtp":
         if not (channel.smtp_account and channel.recipients):
             raise PacsguardError(f"notifications channel {channel.name}: smtp needs smtp_account and recipients")
+        # Notifications knows no config_type "smtp" (it would parse as NONE, which the
+        # create action refuses with HTTP 406): mail goes through an "email" config that
+        # names an existing smtp_account config.
+        config["config_type"] = "email"
         config["email"] = {"email_account_id": channel.smtp_account,
                            "recipient_list": [{"recipient": r} for r in channel.recipients]}
     return config
