@@ -85,9 +85,11 @@ def channel_objects(settings: Settings) -> list[PackObject]:
         config: dict[str, Any] = {"name": f"{settings.id_prefix} {channel.name}", "config_type": channel.type,
                                   "is_enabled": True, "description": f"pacsguard alerts: {channel.name}"}
         if channel.type in ("webhook", "slack", "chime"):
-            if not channel.url:
-                raise PacsguardError(f"notifications channel {channel.name}: {channel.type} needs url")
-            config[channel.type] = {"url": channel.url}
+            # url_env / url_file too: Notifications keeps the URL in the cluster, so it must be resolved here.
+            url = channel.resolved_url()
+            if not url:
+                raise PacsguardError(f"notifications channel {channel.name}: {channel.type} needs url (or url_env/url_file)")
+            config[channel.type] = {"url": url}
         elif channel.type == "smtp":
             if not (channel.smtp_account and channel.recipients):
                 raise PacsguardError(f"notifications channel {channel.name}: smtp needs smtp_account and recipients")
