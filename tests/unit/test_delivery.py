@@ -37,8 +37,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pacsguard.core.content import content_path
 from pacsguard.core.errors import PacsguardError
 from pacsguard.core.settings import Channel, DeliveryPolicy, load_settings
+from pacsguard.engines.channels.attempt import Scrubber
 from pacsguard.engines.channels.webhook_format import webhook_body
-from pacsguard.engines.delivery import AlertMessage, DeliveryResult, backoff_seconds, deliver, delivery_problems
+from pacsguard.engines.delivery import (
+    AlertMessage,
+    DeliveryResult,
+    backoff_seconds,
+    deliver,
+    delivery_problems,
+)
+from pacsguard.rules.compiler import channel_objects
 
 SECRET = "whsec-0123456789abcdef-test"
 SMTP_USER = "pacsguard-alerts"
@@ -152,7 +160,7 @@ def receiver() -> Iterator[Any]:
         lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with lock:
                     status, headers, answer = state.script[min(len(state.requests), len(state.script) - 1)]
@@ -165,7 +173,7 @@ def receiver() -> Iterator[Any]:
                 self.end_headers()
                 self.wfile.write(answer)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -360,9 +368,11 @@ class Mailbox:
         self.mechanisms.append(mechanism)
         ok = (isinstance(auth_data, LoginPassword) and auth_data.login == SMTP_USER.encode()
               and auth_data.password == SMTP_PASSWORD.encode())
-        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd sends the 535 itself
+        # A careless server that echoes what it got: the pack must not carry that on.
+        echo = f"535 5.7.8 rejected {auth_data.login.decode()}:{auth_data.password.decode()}" if not ok else None
+        return AuthResult(success=ok, handled=False, message=echo)  # handled=False: aiosmtpd answers
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,  # noqa: N802
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
         answers = self.rcpt_answers.get(address)
         if answers:
@@ -372,7 +382,7 @@ class Mailbox:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         assert isinstance(envelope.content, bytes)
         # session.ssl is set by STARTTLS only; the transport knows about implicit TLS too
         tls = server.transport is not None and server.transport.get_extra_info("ssl_object") is not None
@@ -472,6 +482,7 @@ def test_wrong_smtp_password_is_a_clear_failure_without_the_password(smtp_server
     assert (result.ok, result.reason, result.attempts, result.status) == (False, "permanent", 1, "SMTP 535")
     assert result.error is not None
     assert "authentication failed for user 'pacsguard-alerts'" in result.error and "password_env" in result.error
+    assert "rejected pacsguard-alerts:[redacted]" in result.error  # the server's words, minus the password
     shown = text_of(result)
     for form in (wrong, base64.b64encode(wrong.encode()).decode(),
                  base64.b64encode(f"\0{SMTP_USER}\0{wrong}".encode()).decode()):
@@ -547,6 +558,25 @@ def test_the_commented_channel_examples_in_settings_yaml_are_valid() -> None:
     assert delivery_problems(channels["pacs-owner"], environ=env) == []
 
 
+def test_one_channel_list_serves_alerting_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_SLACK_URL", "https://hooks.slack.example/services/T1/B2/xyz")
+    settings = load_settings(overrides={"notifications": {"channels": [
+        {"name": "soc-slack", "type": "slack", "url_env": "TEST_SLACK_URL"},
+        {"name": "mail", "type": "smtp", "smtp_account": "acct", "recipients": ["a@b.example"],
+         "host": "smtp.b.example", "from_address": "p@b.example"}]}}, environ={})
+    configs = {o.body["config_id"]: o.body["config"] for o in channel_objects(settings)}
+    assert configs["pacsguard-soc-slack"]["slack"] == {"url": "https://hooks.slack.example/services/T1/B2/xyz"}
+    assert configs["pacsguard-mail"]["email"] == {"email_account_id": "acct",
+                                                  "recipient_list": [{"recipient": "a@b.example"}]}
+
+
+def test_scrubber_removes_secrets_and_their_wire_encodings() -> None:
+    scrub = Scrubber("s3cret-pw", username="u")
+    plain = base64.b64encode(b"\0u\0s3cret-pw").decode()
+    said = f"got s3cret-pw, {base64.b64encode(b's3cret-pw').decode()} and {plain}"
+    assert scrub(said) == "got [redacted], [redacted] and [redacted]"
+
+
 def test_backoff_grows_exponentially_with_bounded_jitter() -> None:
     policy = DeliveryPolicy(initial_backoff_seconds=1, max_backoff_seconds=30)
     lows = [backoff_seconds(n, policy, rand=lambda: 0.0) for n in range(1, 8)]
@@ -559,9 +589,9 @@ def test_backoff_grows_exponentially_with_bounded_jitter() -> None:
 
 def test_docs_signature_example_is_byte_correct() -> None:
     docs = (Path(__file__).resolve().parents[2] / "docs" / "alerting.md").read_text()
-    secret = re.search(r"^secret: (\S+)$", docs, re.M)
-    body = re.search(r"^body: (\{.*\})$", docs, re.M)
-    signature = re.search(r"^X-Pacsguard-Signature: (sha256=[0-9a-f]{64})$", docs, re.M)
+    secret = re.search(r"^secret: (\S+)$", docs, re.MULTILINE)
+    body = re.search(r"^body: (\{.*\})$", docs, re.MULTILINE)
+    signature = re.search(r"^X-Pacsguard-Signature: (sha256=[0-9a-f]{64})$", docs, re.MULTILINE)
     assert secret and body and signature, "docs/alerting.md lost its worked example"
     assert "sha256=" + hmac.new(secret.group(1).encode(), body.group(1).encode(), hashlib.sha256).hexdigest() \
         == signature.group(1)
