@@ -564,9 +564,9 @@ def test_one_channel_list_serves_alerting_too(monkeypatch: pytest.MonkeyPatch) -
         {"name": "soc-slack", "type": "slack", "url_env": "TEST_SLACK_URL"},
         {"name": "mail", "type": "smtp", "smtp_account": "acct", "recipients": ["a@b.example"],
          "host": "smtp.b.example", "from_address": "p@b.example"}]}}, environ={})
-    configs = {o.body["config_id"]: o.body["config"] for o in channel_objects(settings)}
-    assert configs["pacsguard-soc-slack"]["slack"] == {"url": "https://hooks.slack.example/services/T1/B2/xyz"}
-    assert configs["pacsguard-mail"]["email"] == {"email_account_id": "acct",
+    configs = {o.body["config"]["name"].split()[-1]: o.body["config"] for o in channel_objects(settings)}
+    assert configs["soc-slack"]["slack"] == {"url": "https://hooks.slack.example/services/T1/B2/xyz"}
+    assert configs["mail"]["email"] == {"email_account_id": "acct",
                                                   "recipient_list": [{"recipient": "a@b.example"}]}
 
 

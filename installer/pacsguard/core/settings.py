@@ -13,18 +13,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from pacsguard.core.content import content_path
 from pacsguard.core.errors import PacsguardError
+from pacsguard.core.models import Frozen
 
 ENV_PREFIX = "PACSGUARD_"
 DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -36,10 +29,6 @@ def duration_seconds(value: str) -> int:
     if not match:
         raise ValueError(f"bad duration {value!r}: use e.g. 30s, 10m, 24h, 90d")
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-
-
-class Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ClusterSettings(Frozen):
@@ -69,6 +58,7 @@ class Indices(Frozen):
     baselines: str
     profiles: str
     state: str
+    alerts: str
 
 
 class Pseudonymization(Frozen):
@@ -88,6 +78,7 @@ class Thresholds(Frozen):
     bulk_export_studies: int = Field(ge=1)
     bulk_export_window: str
     baseline_window: str
+    baseline_recent_window: str
     baseline_multiplier: float = Field(gt=0)
     baseline_floor: int = Field(ge=1)
     escalation_window: str
@@ -237,6 +228,65 @@ class Notifications(Frozen):
     delivery: DeliveryPolicy = DeliveryPolicy()
 
 
+class DetectionSettings(Frozen):
+    """How rules are compiled and run; the same numbers on both engines."""
+
+    composite_page_size: int = Field(ge=1, le=1000)
+    action_throttle: str
+    event_rule_window: str
+    event_rule_every: str
+    time_field: str
+    event_rule_time_field: str
+
+    @field_validator("action_throttle", "event_rule_window", "event_rule_every")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        duration_seconds(value)
+        return value
+
+
+EngineName = Literal["alerting", "pacsguard"]
+
+
+class EngineSettings(Frozen):
+    """Which engine runs each rule: auto = Alerting where the plugin runs, else pacsguard's own."""
+
+    mode: Literal["auto", "alerting", "pacsguard"] = "auto"
+    # per-signal override, e.g. {"3": pacsguard} for admin changes within seconds
+    rules: dict[str, Literal["auto", "alerting", "pacsguard"]] = {}
+    jobs_every: str = "5m"
+    tick_seconds: float = Field(default=1.0, gt=0)
+
+    def engine_for(self, signal: str, alerting_present: bool) -> EngineName:
+        mode = self.rules.get(signal, self.mode)
+        if mode == "auto":
+            return "alerting" if alerting_present else "pacsguard"
+        return mode
+
+
+class Route(Frozen):
+    """Alerts of these signals/severities (empty: any) go to these channels (None: all) and this owner."""
+
+    signals: list[str] = []
+    severities: list[str] = []
+    channels: list[str] | None = None
+    owner: str
+
+
+class Routing(Frozen):
+    default_owner: str
+    routes: list[Route] = []
+    # OpenSearch Dashboards base URL for links in alert messages; no link when unset
+    dashboards_url: str | None = None
+
+    def route(self, signal: str, severity: str) -> Route:
+        """The first route that matches, else the default owner on every channel."""
+        for route in self.routes:
+            if (not route.signals or signal in route.signals) and (not route.severities or severity in route.severities):
+                return route
+        return Route(owner=self.default_owner)
+
+
 class Settings(Frozen):
     cluster: ClusterSettings
     namespace: str = Field(pattern=r"^[a-z0-9_]+$")
@@ -246,6 +296,28 @@ class Settings(Frozen):
     thresholds: Thresholds
     internal_domains: list[str] = []
     notifications: Notifications = Notifications()
+    detection: DetectionSettings
+    engine: EngineSettings = EngineSettings()
+    routing: Routing
+
+    @model_validator(mode="after")
+    def _routes_name_channels(self) -> Settings:
+        names = {c.name for c in self.notifications.channels}
+        for i, route in enumerate(self.routing.routes):
+            unknown = set(route.channels or []) - names
+            if unknown:
+                raise ValueError(f"routing.routes.{i}.channels names unknown channels: {', '.join(sorted(unknown))}")
+        return self
+
+    @property
+    def owner(self) -> str:
+        """The installation (id_prefix, namespace) that owns an object: written into every stamp."""
+        return f"{self.id_prefix}/{self.namespace}"
+
+    @property
+    def scope(self) -> str:
+        """Prefix of the ids of this installation's objects (pipelines, templates, monitors...)."""
+        return f"{self.id_prefix}-{self.namespace}"
 
     def index(self, key: str) -> str:
         """A resolved index / data stream name, e.g. index('failures')."""
