@@ -301,9 +301,11 @@ def _channel_config(channel: Channel, scope: str) -> dict[str, Any]:
     config: dict[str, Any] = {"name": f"{scope} {channel.name}", "config_type": channel.type,
                               "is_enabled": True, "description": f"pacsguard alerts: {channel.name}"}
     if channel.type in ("webhook", "slack", "chime"):
-        if not channel.url:
-            raise PacsguardError(f"notifications channel {channel.name}: {channel.type} needs url")
-        config[channel.type] = {"url": channel.url}
+        # url_env / url_file too: Notifications keeps the URL in the cluster, so it is resolved here.
+        url = channel.resolved_url()
+        if not url:
+            raise PacsguardError(f"notifications channel {channel.name}: {channel.type} needs url, url_env or url_file")
+        config[channel.type] = {"url": url}
     elif channel.type == "smtp":
         if not (channel.smtp_account and channel.recipients):
             raise PacsguardError(f"notifications channel {channel.name}: smtp needs smtp_account and recipients")
