@@ -108,7 +108,7 @@ def simulate_many(golden_pack: Settings) -> Callable[[list[dict[str, Any]]], lis
 
     Returns, per document, {"index": the index it would be written to, "doc": _source}."""
     cluster = Cluster.connect(golden_pack.cluster)
-    router = f"{golden_pack.id_prefix}-router"
+    router = f"{golden_pack.scope}-router"
 
     def run(sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
         index = golden_pack.index("events_data_stream")

@@ -13,6 +13,7 @@ import corpus
 import golden
 import pytest
 from pacsguard.core.settings import load_settings
+from pacsguard.core.vocabulary import vocabulary
 from pacsguard.services.install import load_objects
 
 INPUTS = golden.all_inputs()
@@ -22,16 +23,17 @@ IDS = [golden.rel(p).removeprefix("pipelines/") for p in INPUTS]
 def router_formats() -> list[str]:
     """The source formats the router hands events to (its detect_format step)."""
     settings = load_settings(environ={})
-    router = next(o for o in load_objects(settings, "s" * 32) if o.id == f"{settings.id_prefix}-router")
+    router = next(o for o in load_objects(settings, "s" * 32) if o.id == f"{settings.scope}-router")
     step = next(p["script"] for p in router.body["processors"] if p.get("script", {}).get("tag") == "detect_format")
     formats: list[str] = step["params"]["formats"]
     return formats
 
 
-def test_every_source_the_router_knows_has_a_folder_with_its_own_inputs() -> None:
+def test_every_source_of_the_vocabulary_has_a_folder_with_its_own_inputs() -> None:
     folders = {f.name: f for f in golden.pipeline_folders()}
-    formats = router_formats()
+    formats = vocabulary().formats
     assert set(formats) == {"atna", "fhir", "keycloak", "orthanc", "generic"}
+    assert router_formats() == formats  # the router hands events to exactly these
     for source in formats:
         assert source in folders, f"pipelines/{source}/pipeline.yaml is missing"
         assert len(golden.inputs(folders[source])) >= 5, f"pipelines/{source}: too few golden inputs"
@@ -60,7 +62,7 @@ def test_input_has_an_expected_file_with_one_document_per_event(input_path: Path
 
 
 def test_the_inputs_cover_events_and_failures_for_every_source() -> None:
-    for source in router_formats():
+    for source in vocabulary().formats:
         indices = {e["index"] for p in golden.inputs(golden.PIPELINES / source) for e in golden.load_expected(p)}
         assert indices == {"events", "failures"}, source
 

@@ -34,7 +34,7 @@ def test_one_ingest_pipeline_per_pipeline_folder_with_the_prefix() -> None:
     settings = load_settings(overrides={"id_prefix": "acme"}, environ={})
     objects = load_objects(settings, SALT)
     pipelines = sorted(o.id for o in objects if o.kind == "ingest_pipeline")
-    assert pipelines == [f"acme-{name}" for name in PIPELINE_FOLDERS]
+    assert pipelines == [f"{settings.scope}-{name}" for name in PIPELINE_FOLDERS]
     assert {"router", "enrich", "atna", "fhir", "keycloak", "orthanc", "generic"} <= set(PIPELINE_FOLDERS)
     assert all(o.id.startswith("acme-") for o in objects)
     assert all(o.source.name == "pipeline.yaml" for o in objects if o.kind == "ingest_pipeline")
@@ -53,9 +53,9 @@ def test_objects_come_in_install_order() -> None:
 def test_settings_namespace_and_salt_reach_the_bodies() -> None:
     settings = load_settings(overrides={"id_prefix": "acme", "namespace": "radiology"}, environ={})
     objects = {o.id: o for o in load_objects(settings, SALT)}
-    router = json.dumps(objects["acme-router"].body)
-    assert settings.index("failures") in router and "acme-enrich" in router
-    assert SALT in json.dumps(objects["acme-enrich"].body)
+    router = json.dumps(objects[f"{settings.scope}-router"].body)
+    assert settings.index("failures") in router and f"{settings.scope}-enrich" in router
+    assert SALT in json.dumps(objects[f"{settings.scope}-enrich"].body)
     assert "logs-pacs.audit-radiology" in json.dumps([o.body for o in objects.values() if o.kind == "index_template"])
 
 
@@ -74,8 +74,9 @@ def test_hash_follows_the_content_not_the_salt_order_of_keys() -> None:
     first = {o.key: o.hash for o in load_objects(settings, SALT)}
     assert first == {o.key: o.hash for o in load_objects(settings, SALT)}
     other_salt = {o.key: o.hash for o in load_objects(settings, "another-salt-0123456789abcdef")}
-    assert first[f"ingest_pipeline:{settings.id_prefix}-enrich"] != other_salt[f"ingest_pipeline:{settings.id_prefix}-enrich"]
-    assert first[f"ingest_pipeline:{settings.id_prefix}-router"] == other_salt[f"ingest_pipeline:{settings.id_prefix}-router"]
+    enrich, router = f"ingest_pipeline:{settings.scope}-enrich", f"ingest_pipeline:{settings.scope}-router"
+    assert first[enrich] != other_salt[enrich]
+    assert first[router] == other_salt[router]
 
 
 def test_undefined_template_variable_names_file_and_line(content: Path) -> None:
@@ -91,7 +92,7 @@ def test_undefined_template_variable_names_file_and_line(content: Path) -> None:
     ("kind: ingest_pipeline\nid: '{{ prefix }}-extra'\n", "a content file needs the keys kind, id and body"),
     ("kind: ingest_pipelines\nid: '{{ prefix }}-extra'\nbody: {}\n", "unknown kind 'ingest_pipelines'"),
     ("kind: ingest_pipeline\nid: extra\nbody: {}\n", "id 'extra' must start with 'pacsguard-'"),
-    ("kind: ingest_pipeline\nid: '{{ prefix }}-router'\nbody: {}\n", "ingest_pipeline:pacsguard-router is also defined in"),
+    ("kind: ingest_pipeline\nid: '{{ prefix }}-router'\nbody: {}\n", "ingest_pipeline:pacsguard-default-router is also defined in"),
     ("kind: ingest_pipeline\nid: x\nbody: [unclosed\n", ":4: invalid YAML"),
 ])
 def test_broken_pipeline_file_is_named(content: Path, text: str, message: str) -> None:
@@ -109,7 +110,7 @@ def test_a_new_pipeline_folder_is_picked_up(content: Path) -> None:
     extra.parent.mkdir()
     extra.write_text("kind: ingest_pipeline\nid: '{{ prefix }}-hl7v2'\nbody:\n  description: x\n  processors: []\n")
     ids = {o.id for o in load_objects(load_settings(environ={}), SALT)}
-    assert "pacsguard-hl7v2" in ids
+    assert "pacsguard-default-hl7v2" in ids
 
 
 def test_plan_counts_and_pending() -> None:

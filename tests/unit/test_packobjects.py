@@ -1,5 +1,5 @@
-"""Stamps: for every kind the pack owns, the stamp written into a body is the one read back
-from it, without touching the rest of the body (no cluster)."""
+"""Stamps: for every kind the pack owns, the stamp (owner, version, content hash) written into a
+body is the one read back from it, without touching the rest of the body (no cluster)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ BODIES: dict[str, dict[str, Any]] = {
 LIVE = {
     "index": lambda stamped: {"mappings": stamped["mappings"]},  # GET /<index>/_mapping
 }
+STAMP = Stamp("acme/radiology", "0.9.1", "0123456789abcdef")
 
 
 def test_every_kind_has_a_sample() -> None:
@@ -37,10 +38,13 @@ def test_stamp_round_trip(kind: str) -> None:
     handler = KINDS[kind]
     body = BODIES[kind]
     before = copy.deepcopy(body)
-    stamped = handler.stamped(body, "0.9.1", "0123456789abcdef")
+    stamped = handler.stamped(body, STAMP)
     assert body == before  # the rendered body is left alone
     live = LIVE.get(kind, lambda b: b)(stamped)
-    assert handler.stamp_of(live) == Stamp("0.9.1", "0123456789abcdef")
+    assert handler.stamp_of(live) == STAMP
+    # stamping again (an upgrade) replaces the stamp instead of adding a second one
+    newer = Stamp("acme/radiology", "0.9.2", "fedcba9876543210")
+    assert handler.stamp_of(LIVE.get(kind, lambda b: b)(handler.stamped(body, newer))) == newer
 
 
 @pytest.mark.parametrize("kind", sorted(BODIES))
@@ -51,22 +55,23 @@ def test_an_object_without_a_stamp_is_not_the_packs(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", ["ingest_pipeline", "security_role", "notification_channel"])
 def test_description_stamp_keeps_the_description(kind: str) -> None:
-    stamped = KINDS[kind].stamped(BODIES[kind], "1.0.0", "fedcba9876543210")
+    stamped = KINDS[kind].stamped(BODIES[kind], STAMP)
     described = stamped["config"] if kind == "notification_channel" else stamped
     original = (BODIES[kind]["config"] if kind == "notification_channel" else BODIES[kind])["description"]
-    assert described["description"] == f"{original} [pacsguard 1.0.0 #fedcba9876543210]"
+    assert described["description"] == f"{original} [pacsguard acme/radiology 0.9.1 #0123456789abcdef]"
 
 
 def test_a_hand_written_stamp_lookalike_is_not_a_stamp() -> None:
     pipelines = KINDS["ingest_pipeline"]
-    assert pipelines.stamp_of({"description": "x [pacsguard 1.0.0 #not-a-hash]"}) is None
-    assert pipelines.stamp_of({"description": "[pacsguard 1.0.0 #0123456789abcdef] then more text"}) is None
+    assert pipelines.stamp_of({"description": "x [pacsguard acme/default 1.0.0 #not-a-hash]"}) is None
+    assert pipelines.stamp_of({"description": "[pacsguard acme/default 1.0.0 #0123456789abcdef] then more"}) is None
+    assert pipelines.stamp_of({"description": "x [pacsguard 1.0.0 #0123456789abcdef]"}) is None  # no owner
 
 
 def test_the_hash_is_of_the_rendered_body_not_of_the_stamped_one() -> None:
     obj = PackObject("ingest_pipeline", "pacsguard-router", BODIES["ingest_pipeline"], Path("router.yaml"))
     assert obj.hash == canonical_hash(BODIES["ingest_pipeline"])
-    stamped = KINDS["ingest_pipeline"].stamped(obj.body, "0.1.0", obj.hash)
+    stamped = KINDS["ingest_pipeline"].stamped(obj.body, Stamp("pacsguard/default", "0.1.0", obj.hash))
     assert canonical_hash(stamped) != obj.hash
     stamp = KINDS["ingest_pipeline"].stamp_of(stamped)
     assert stamp is not None and stamp.hash == obj.hash

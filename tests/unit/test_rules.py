@@ -1,10 +1,12 @@
 """Detection rules without a cluster: the corpus validates and compiles, broken files are named
-with file:line, alert messages say what a responder needs, and Alerting's dry-run answer is
-read as the entities that fired. (The scenarios on a real node: tests/cluster/test_rule_scenarios.py.)"""
+with file:line, alert messages say what a responder needs, the version lock holds, and
+Alerting's dry-run answer is read as the entities that fired. (The scenarios on a real node:
+tests/cluster/test_rule_scenarios.py.)"""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,10 +14,10 @@ from typing import Any
 import pytest
 from pacsguard.cli import app
 from pacsguard.core.content import content_path, content_root
-from pacsguard.core.settings import load_settings
-from pacsguard.engines.evaluate import MonitorRun, alerting_triggers
 from pacsguard.rules.compiler import monitor_objects, render_monitor
 from pacsguard.rules.model import RuleError, load_rule, load_rules
+from pacsguard.core.settings import load_settings
+from pacsguard.engines.alerting import parse_execute_response
 from typer.testing import CliRunner
 
 SIGNALS = {"1a", "1b", "1c", "2a", "2b", "3", "4a", "4b", "5a", "5b"}
@@ -27,8 +29,9 @@ def test_every_signal_has_one_valid_rule_that_compiles() -> None:
     settings = load_settings(environ={})
     for rule in rules:
         monitor = render_monitor(rule, settings)
-        expected = "doc_level_monitor" if rule.detection.type == "event" else "bucket_level_monitor"
-        assert monitor["monitor_type"] == expected
+        # bucket-level for every rule: Alerting >= 2.19.3 refuses doc-level monitors on a
+        # data stream name (a '.' counts as a pattern)
+        assert monitor["monitor_type"] == "bucket_level_monitor"
         assert monitor["schedule"] == {"period": {"interval": 1, "unit": "MINUTES"}}
         assert len(monitor["inputs"]) == 1  # Alerting takes one search input
     assert len({o.id for o in monitor_objects(settings)}) == len(rules)
@@ -45,27 +48,16 @@ def test_thresholds_come_from_settings() -> None:
 
 
 def test_every_rule_carries_the_response_routine_and_attack_mapping() -> None:
+    settings = load_settings(environ={}, overrides={"notifications": {"channels": [
+        {"name": "soc", "type": "webhook", "url": "https://soar.example.org/hook"}]}})
     for rule in load_rules(content_path("detections")):
-        assert all(getattr(rule.guide, step) for step in ("contain", "preserve", "scope", "reset")), rule.name
-        assert rule.mitre and rule.false_positives, rule.name
-
-
-def test_every_alert_message_names_the_rule_and_the_first_response_step() -> None:
-    """What reaches the channel (D9): per trigger, one action per channel whose subject names the
-    rule and whose message names the rule, its id, the first response step and the routine."""
-    settings = load_settings(overrides={"notifications": {"channels": [
-        {"name": "soc-webhook", "type": "webhook", "url": "https://soar.example.org/hooks/pacsguard"}]}}, environ={})
-    for rule in load_rules(content_path("detections")):
-        monitor = render_monitor(rule, settings)
-        for trigger in monitor["triggers"]:
-            body = next(iter(trigger.values()))
-            assert len(body["actions"]) == 1, (rule.name, body["name"])
-            action = body["actions"][0]
-            assert rule.name in action["subject_template"]["source"], rule.name
-            message = action["message_template"]["source"]
-            assert rule.name in message and str(rule.id) in message, rule.name
-            assert rule.guide.contain.strip() in message, rule.name
-            assert f"pacsguard respond {rule.id}" in message, rule.name
+        assert all(getattr(rule.guide, step) for step in ("contain", "preserve", "scope", "reset"))
+        assert rule.mitre and rule.false_positives
+        for trigger in render_monitor(rule, settings)["triggers"]:
+            for action in trigger["bucket_level_trigger"]["actions"]:
+                message = action["message_template"]["source"]
+                assert rule.name in message and rule.guide.contain in message
+                assert "Owner: PACS security on-call" in message and "{{bucket_keys}}" in message
 
 
 @pytest.mark.parametrize(("mutation", "expected"), [
@@ -105,6 +97,64 @@ def test_cli_validate_reports_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_content_root_has_the_rules() -> None:
+    rules = load_rules(content_root() / "detections")
+    assert {r.signal for r in rules} == SIGNALS
+    assert all(r.path is not None and r.path.parent == content_root() / "detections" for r in rules)
+
+
+def test_alerting_dry_run_buckets_are_read_as_entities() -> None:
+    """An _execute response as Alerting 2.19 returns it (common-utils AggregationResultBucket in
+    agg_result_buckets, doc-level triggeredDocs as "<docId>|<index>") read by the production parser."""
+    monitor = {"triggers": [{"bucket_level_trigger": {"id": "t1", "name": "burst", "severity": "2"}},
+                            {"document_level_trigger": {"id": "t2", "name": "docs", "severity": "1"}}]}
+    response = {"monitor_name": "x", "input_results": {"results": [{}], "error": None}, "trigger_results": {
+        "t1": {"name": "burst", "error": None, "agg_result_buckets": {
+            "alice": {"agg_alert_content": {"parent_bucket_path": "by_entity", "bucket_keys": ["alice"],
+                                            "bucket": {"doc_count": 9, "key": {"entity": "alice"}}}},
+            "bob,GB": {"agg_alert_content": {"parent_bucket_path": "by_entity", "bucket_keys": ["bob", "GB"],
+                                             "bucket": {"doc_count": 3}}}}},
+        "t2": {"name": "docs", "error": None, "triggeredDocs": ["doc-1|logs-pacs.audit-default"]}}}
+    run = parse_execute_response(monitor, response, 1.0)
+    by_name = {t.name: t for t in run.triggers}
+    assert by_name["burst"].entities == ["alice", "bob,GB"] and by_name["burst"].severity == "2"
+    assert by_name["burst"].buckets[0].values == {"doc_count": 9}
+    assert by_name["docs"].entities == ["doc-1"] and run.fired("1") == {"doc-1"}
+
+
+@pytest.mark.parametrize(("file", "mutation", "expected"), [
+    ("exfiltration_bulk_export.yml", ("    - study-export\n", "    - study-exprot\n"),
+     r"exfiltration_bulk_export\.yml:\d+: detection\.filter\.actions: unknown event\.action 'study-exprot'"),
+    ("initial_access_login_new_country.yml", ("profile_kind: country", "profile_kind: countyr"),
+     r"initial_access_login_new_country\.yml:\d+: detection\.profile_kind: unknown profile kind 'countyr'"),
+    ("exfiltration_export_above_baseline.yml", ("baseline_metric: export", "baseline_metric: exprt"),
+     r"exfiltration_export_above_baseline\.yml:\d+: detection\.baseline_metric: unknown baseline metric 'exprt'"),
+])
+def test_validate_rejects_words_outside_the_vocabulary(tmp_path: Path, file: str, mutation: tuple[str, str],
+                                                       expected: str) -> None:
+    source = content_path("detections", file)
+    assert mutation[0] in source.read_text()
+    (tmp_path / file).write_text(source.read_text().replace(mutation[0], mutation[1], 1))
+    result = CliRunner().invoke(app, ["rules", "validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert re.search(expected, result.stderr), result.stderr
+
+
+def test_the_version_lock_holds_and_catches_an_unbumped_change(tmp_path: Path) -> None:
+    from pacsguard.rules.lock import lock_problems
+
+    folder = content_path("detections")
+    assert lock_problems(load_rules(folder), folder) == []  # every rule as locked
+    for path in [*folder.glob("*.yml"), folder / "rules.lock.yaml"]:
+        shutil.copy(path, tmp_path / path.name)
+    changed = tmp_path / "exfiltration_bulk_export.yml"
+    changed.write_text(changed.read_text().replace("threshold: bulk_export_studies", "threshold: share_links"))
+    problems = lock_problems(load_rules(tmp_path), tmp_path)
+    assert len(problems) == 1 and problems[0].startswith(f"{changed}:1: version: the rule changed since version 1")
+    changed.write_text(changed.read_text().replace("version: 1\n", "version: 2\n", 1))
+    assert "rules.lock.yaml is behind" in lock_problems(load_rules(tmp_path), tmp_path)[0]
+
+
 def test_validate_without_a_folder_checks_every_rule_file_of_the_pack() -> None:
     """`pacsguard rules validate` with no argument reads the content the installer uses: one row per
     rule file there, so a rule file the validator skipped would show as a missing row."""
@@ -116,8 +166,6 @@ def test_validate_without_a_folder_checks_every_rule_file_of_the_pack() -> None:
     assert {r["signal"] for r in rows} == SIGNALS
     assert sorted(r["id"] for r in rows) == sorted(str(load_rule(f).id) for f in files)
 
-
-# ------------------------------------------------------ Alerting's dry-run answer
 
 MONITOR_1A = {
     "monitor_type": "bucket_level_monitor",
@@ -140,31 +188,21 @@ def dry_run_response(trigger_results: dict[str, Any]) -> dict[str, Any]:
             "trigger_results": trigger_results}
 
 
-def test_alerting_bucket_level_dry_run_is_read_as_the_entities_that_fired() -> None:
+def test_alerting_dry_run_of_an_unsaved_monitor_matches_triggers_by_name() -> None:
     # The plugin gives a monitor body it did not save made-up trigger ids: matched by name.
     response = dry_run_response({"kT3vYpEBq8x0C2fHc1aZ": {
         "name": "Login-failure burst on one account", "error": None,
         "agg_result_buckets": {"alice": bucket("alice", count=9), "bob#GB": bucket("bob", "GB", count=8)},
         "action_results": {}}})
-    [trigger] = alerting_triggers(MONITOR_1A, response)
+    run = parse_execute_response(MONITOR_1A, response, 1.0)
+    [trigger] = run.triggers
     assert (trigger.name, trigger.severity) == ("Login-failure burst on one account", "2")
     assert trigger.entities == ["alice", "bob,GB"]
-    assert MonitorRun("alerting-dryrun", [trigger], 1.0).fired("2") == {"alice", "bob,GB"}
-
-
-def test_alerting_doc_level_dry_run_names_documents_like_the_core_engine() -> None:
-    monitor = {"monitor_type": "doc_level_monitor", "triggers": [{"document_level_trigger": {
-        "id": "trigger-3", "name": "Admin role grant", "severity": "2", "condition": {}, "actions": []}}]}
-    response = dry_run_response({"trigger-3": {
-        "name": "Admin role grant", "error": None,
-        "triggeredDocs": ["Zr4kQ5UBx1|.ds-logs-pacs.audit-default-000001", "Zr4kQ5UBx2|.ds-logs-pacs.audit-default-000001"],
-        "action_results": {}}})
-    [trigger] = alerting_triggers(monitor, response)
-    assert trigger.entities == ["Zr4kQ5UBx1", "Zr4kQ5UBx2"]
+    assert run.fired("2") == {"alice", "bob,GB"}
 
 
 def test_alerting_dry_run_without_triggered_buckets_fires_for_nobody() -> None:
     response = dry_run_response({"x": {"name": "Login-failure burst on one account", "error": None,
                                        "agg_result_buckets": {}, "action_results": {}}})
-    [trigger] = alerting_triggers(MONITOR_1A, response)
-    assert trigger.entities == []
+    run = parse_execute_response(MONITOR_1A, response, 1.0)
+    assert [t.entities for t in run.triggers] == [[]] and run.fired() == set()
