@@ -5,6 +5,7 @@ gives (naming the file), and the plan's counts. (Against a node: tests/cluster/t
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +18,14 @@ from pacsguard.packobjects import KINDS, PackObject
 from pacsguard.services.install import Change, Plan, load_objects
 
 SALT = "unit-salt-0123456789abcdef"
+DEFAULT = load_settings(environ={})
 PIPELINE_FOLDERS = sorted(p.parent.name for p in (content_root() / "pipelines").glob("*/pipeline.yaml"))
+
+
+@functools.cache
+def default_objects(salt: str = SALT, capabilities: frozenset[str] = frozenset()) -> list[PackObject]:
+    """load_objects with the default settings, rendered once per arguments (rendering takes ~1 s)."""
+    return load_objects(DEFAULT, salt, capabilities)
 
 
 @pytest.fixture
@@ -41,12 +49,12 @@ def test_one_ingest_pipeline_per_pipeline_folder_with_the_prefix() -> None:
 
 
 def test_golden_test_files_beside_the_pipelines_are_not_content() -> None:
-    objects = load_objects(load_settings(environ={}), SALT)
+    objects = default_objects()
     assert not [o for o in objects if "_dev" in o.source.parts]
 
 
 def test_objects_come_in_install_order() -> None:
-    orders = [KINDS[o.kind].order for o in load_objects(load_settings(environ={}), SALT)]
+    orders = [KINDS[o.kind].order for o in default_objects()]
     assert orders == sorted(orders)
 
 
@@ -60,20 +68,18 @@ def test_settings_namespace_and_salt_reach_the_bodies() -> None:
 
 
 def test_geoip_runs_only_where_the_cluster_has_it() -> None:
-    settings = load_settings(environ={})
+    def enrich(capabilities: frozenset[str]) -> str:
+        return json.dumps(next(o.body for o in default_objects(SALT, capabilities) if o.id.endswith("-enrich")))
 
-    def enrich(capabilities: set[str]) -> str:
-        return json.dumps(next(o.body for o in load_objects(settings, SALT, capabilities) if o.id.endswith("-enrich")))
-
-    assert '"geoip"' in enrich({"ingest-geoip"})
-    assert '"geoip"' not in enrich(set())
+    assert '"geoip"' in enrich(frozenset({"ingest-geoip"}))
+    assert '"geoip"' not in enrich(frozenset())
 
 
 def test_hash_follows_the_content_not_the_salt_order_of_keys() -> None:
-    settings = load_settings(environ={})
-    first = {o.key: o.hash for o in load_objects(settings, SALT)}
-    assert first == {o.key: o.hash for o in load_objects(settings, SALT)}
-    other_salt = {o.key: o.hash for o in load_objects(settings, "another-salt-0123456789abcdef")}
+    settings = DEFAULT
+    first = {o.key: o.hash for o in default_objects()}
+    assert first == {o.key: o.hash for o in load_objects(settings, SALT)}  # rendered again: same hashes
+    other_salt = {o.key: o.hash for o in default_objects("another-salt-0123456789abcdef")}
     enrich, router = f"ingest_pipeline:{settings.scope}-enrich", f"ingest_pipeline:{settings.scope}-router"
     assert first[enrich] != other_salt[enrich]
     assert first[router] == other_salt[router]

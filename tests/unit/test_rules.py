@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from pacsguard.cli import app
 from pacsguard.core.content import content_path, content_root
-from pacsguard.rules.compiler import monitor_objects, render_monitor
-from pacsguard.rules.model import RuleError, load_rule, load_rules
 from pacsguard.core.settings import load_settings
 from pacsguard.engines.alerting import parse_execute_response
+from pacsguard.rules.compiler import monitor_objects, render_monitor
+from pacsguard.rules.model import RuleError, load_rule, load_rules
 from typer.testing import CliRunner
 
 SIGNALS = {"1a", "1b", "1c", "2a", "2b", "3", "4a", "4b", "5a", "5b"}
