@@ -15,4 +15,4 @@ test: deps
 	$(PYTHON) -m pytest
 
 down:
-	pacsguard cluster down
+	pacsguard down

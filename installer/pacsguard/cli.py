@@ -571,9 +571,13 @@ def cluster_logs(port: PortOpt = 9200, lines: Annotated[int, typer.Option("--lin
 
 @app.command()
 @handle_errors
-def up(port: PortOpt = 9200) -> None:
-    """The main job on the embedded default: start the local node, install the pack, show status."""
+def up(port: PortOpt = 9200,
+       no_watch: Annotated[bool, typer.Option("--no-watch", help="Do not start `watch` in the background.")] = False,
+       ) -> None:
+    """The main job on the embedded default: start the local node, install the pack, start the alert engine."""
     from pacsguard.devnode import start
+    from pacsguard.services import background
+    from pacsguard.services.install import alerting_signals
     from pacsguard.services.install import install as do_install
 
     node = start(port=port, mode="auto", fresh=False, progress=progress)
@@ -581,15 +585,150 @@ def up(port: PortOpt = 9200) -> None:
     result = do_install(cluster, settings, progress=progress, allow_missing_plugins=True)
     counts = result.plan.summary()
     plugins, _ = cluster.installed_components()
-    missing = [p for p in REQUIRED_PLUGINS if p not in plugins]
-    data = {"ok": True, "url": node["url"], "summary": counts, "missing_plugins": missing}
+    on_alerting = sorted(alerting_signals(settings, plugins))
+    watch = None if no_watch else background.start(port, node["url"], opts().settings_file)
+    channels = [f"{c.name} ({c.type})" for c in settings.notifications.channels]
+    data = {"ok": True, "url": node["url"], "summary": counts, "rules_on_alerting": on_alerting, "watch": watch,
+            "channels": channels, "owner": settings.routing.default_owner}
     text = (f"OpenSearch {node['url']} ({node['mode']}); pack installed: {counts['create']} created, "
             f"{counts['update']} updated, {counts['unchanged']} unchanged.\n"
             f"Send events to the data stream {settings.index('events_data_stream')} (op_type=create).")
-    if missing:
-        text += (f"\nnote: this node lacks {', '.join(missing)}: {counts['blocked']} detection object(s) were not "
-                 "installed; `pacsguard test-rules` still evaluates the rules on it with core search.")
+    if watch:
+        text += (f"\nAlert engine: pacsguard watch (pid {watch['pid']}, log {watch['log']}) runs the rules"
+                 + (f" except {', '.join(on_alerting)} (on Alerting)" if on_alerting else "") + ".")
+    text += (f"\nAlerts go to: {', '.join(channels) if channels else 'no channel yet (notifications.channels)'};"
+             f" owner {settings.routing.default_owner}. Open alerts: pacsguard alerts list")
     emit(data, text)
+
+
+@app.command()
+@handle_errors
+def down(port: PortOpt = 9200) -> None:
+    """Stop the background `watch` and the local node that `up` started."""
+    from pacsguard.devnode import stop
+    from pacsguard.services import background
+
+    watch = background.stop(port)
+    node = stop(port=port)
+    emit({"ok": True, "watch_stopped": watch, "node_stopped": node},
+         f"watch {'stopped' if watch else 'was not running'}; node {'stopped' if node else 'was not running'}")
+
+
+# ------------------------------------------------------------------ alerts
+
+alerts_app = typer.Typer(help="Alerts of both engines: list, show, acknowledge, close.")
+app.add_typer(alerts_app, name="alerts")
+WhoOpt = Annotated[str, typer.Option("--by", envvar="USER", help="Who acts (recorded on the alert).")]
+
+
+def _alert_rows(views: list[Any]) -> str:
+    return table(["id", "engine", "state", "severity", "signal", "entity", "owner", "start"],
+                 [[v.id, v.engine, v.state, v.severity, v.signal, v.entity, v.owner, v.start_time] for v in views])
+
+
+@alerts_app.command("list")
+@handle_errors
+def alerts_list(
+    state: Annotated[list[str] | None, typer.Option("--state", help="ACTIVE, ACKNOWLEDGED, COMPLETED, ERROR.")] = None,
+    signal: Annotated[str | None, typer.Option("--signal", help="Only this signal, e.g. 4a.")] = None,
+) -> None:
+    """Alerts of this installation, newest first (both engines)."""
+    from pacsguard.services.alerts import list_alerts
+
+    cluster, settings = connect()
+    views = list_alerts(cluster, settings, [s.upper() for s in state] if state else None, signal)
+    emit({"ok": True, "alerts": [v.as_dict() for v in views]},
+         (_alert_rows(views) if views else "no alerts") + f"\n\n{len(views)} alert(s)")
+
+
+@alerts_app.command("show")
+@handle_errors
+def alerts_show(alert_id: Annotated[str, typer.Argument(help="Alert id.")]) -> None:
+    """One alert: its message, deliveries and history."""
+    from pacsguard.services.alerts import show_alert
+
+    cluster, settings = connect()
+    view = show_alert(cluster, settings, alert_id)
+    d = view.detail or {}
+    lines = [f"{view.id}  {view.state}  {view.severity}  signal {view.signal}  entity {view.entity}",
+             f"owner {view.owner or '-'}; opened {view.start_time}", "", (d.get("message") or {}).get("text", "")]
+    for item in d.get("deliveries", []):
+        lines.append(f"delivery {item['channel']} ({item['kind']}): {'ok' if item['ok'] else 'FAILED'} "
+                     f"after {item['attempts']} attempt(s), {item.get('status')}")
+    for h in d.get("history", []):
+        lines.append(f"{h['at']}  {h['state']:<13} {h['by']}  {h.get('note', '')}")
+    emit({"ok": True, "alert": view.as_dict()}, "\n".join(lines))
+
+
+@alerts_app.command("ack")
+@handle_errors
+def alerts_ack(alert_id: Annotated[str, typer.Argument(help="Alert id.")], by: WhoOpt = "analyst",
+               note: Annotated[str, typer.Option("--note", help="Why.")] = "") -> None:
+    """Acknowledge: a person has the alert; no further reminders."""
+    from pacsguard.services.alerts import acknowledge
+
+    cluster, settings = connect()
+    view = acknowledge(cluster, settings, alert_id, by, note)
+    emit({"ok": True, "alert": view.as_dict()}, f"{view.id} {view.state}")
+
+
+@alerts_app.command("close")
+@handle_errors
+def alerts_close(alert_id: Annotated[str, typer.Argument(help="Alert id.")], by: WhoOpt = "analyst",
+                 note: Annotated[str, typer.Option("--note", help="Outcome, e.g. 'travel confirmed'.")] = "") -> None:
+    """Close (COMPLETED) with a note; the alert keeps its whole history."""
+    from pacsguard.services.alerts import close
+
+    cluster, settings = connect()
+    view = close(cluster, settings, alert_id, by, note)
+    emit({"ok": True, "alert": view.as_dict()}, f"{view.id} {view.state}")
+
+
+@app.command()
+@handle_errors
+def watch(
+    once: Annotated[bool, typer.Option("--once", help="Run every rule once, deliver, and exit.")] = False,
+    no_jobs: Annotated[bool, typer.Option("--no-jobs", help="Do not run the baseline/profile jobs here.")] = False,
+) -> None:
+    """The pacsguard alert engine: runs the rules Alerting does not, keeps alert state, delivers alerts.
+
+    Runs until SIGTERM/SIGINT; finishes its deliveries before it exits.
+    """
+    import logging
+
+    from pacsguard.engines.delivery import delivery_problems
+    from pacsguard.jobs.schedule import stop_on_signals
+    from pacsguard.services.watch import Watcher, run_forever
+
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO if opts().verbose else logging.WARNING)
+    cluster, settings = connect()
+    problems = [p for c in settings.notifications.channels for p in delivery_problems(c)]
+    if problems:
+        raise PacsguardError("; ".join(problems))
+
+    def say(line: str) -> None:  # a long-running service: progress goes to stderr even with --json
+        typer.secho(f"{_now()} {line}", err=True, fg=typer.colors.BRIGHT_BLACK)
+
+    watcher = Watcher(cluster, settings, say, run_jobs=not no_jobs)
+    say(f"watching {len(watcher.rules)} rule(s) on {cluster.url}: "
+        f"{', '.join(s.compiled.signal for s in watcher.rules) or 'none (Alerting runs them)'}; "
+        f"channels: {', '.join(watcher.channels) or 'none'}")
+    if once:
+        watcher.tick()
+        watcher.close()
+        report = watcher.report
+    else:
+        with stop_on_signals() as stop:
+            report = run_forever(watcher, stop)
+    emit({"ok": not report.errors, **report.__dict__},
+         f"{report.runs} rule run(s): {report.opened} opened, {report.escalated} escalated, "
+         f"{report.completed} completed; {report.delivered} delivered, {report.failed_deliveries} failed")
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now().isoformat(timespec="seconds")
 
 
 GLOBAL_FLAGS = {"--json", "--verbose", "-v", "--insecure"}

@@ -256,6 +256,10 @@ class EngineSettings(Frozen):
     rules: dict[str, Literal["auto", "alerting", "pacsguard"]] = {}
     jobs_every: str = "5m"
     tick_seconds: float = Field(default=1.0, gt=0)
+    # an ACTIVE alert nobody acknowledged is sent again this often ("0s": never)
+    renotify_every: str = "60m"
+    # a failed delivery is tried again on later ticks, this long after the previous try
+    redeliver_after: str = "30s"
 
     def engine_for(self, signal: str, alerting_present: bool) -> EngineName:
         mode = self.rules.get(signal, self.mode)
