@@ -52,6 +52,8 @@ LogFormat = Literal["text", "json", "ecs"]
 LOG_FORMATS: tuple[str, ...] = ("text", "json", "ecs")
 STATE_FILE = "keycloak.json"
 READY_PATH = "/realms/master/.well-known/openid-configuration"
+# A dev Keycloak on a busy CI machine can take this long to answer its first admin calls.
+ADMIN_TIMEOUT_SECONDS = 60.0
 
 
 def _quiet(_: str) -> None:
@@ -99,7 +101,7 @@ def install_dist(recipe: dict[str, Any], progress: Progress = _quiet) -> Path:
             if hasattr(tarfile, "data_filter"):
                 tar.extractall(staging, filter="data")
             else:  # pragma: no cover - Python without the extraction filters (< 3.10.12)
-                tar.extractall(staging)  # noqa: S202 - our own download from Maven Central
+                tar.extractall(staging)
         roots = list(staging.iterdir())
         if len(roots) != 1 or not (roots[0] / "bin" / "kc.sh").exists():
             raise PacsguardError(f"{archive} is not a Keycloak distribution (no <root>/bin/kc.sh)")
@@ -176,7 +178,8 @@ class KeycloakState:
 
     def admin_api(self) -> KeycloakRest:
         """The bootstrap admin (realm master, client admin-cli), for set-up and tests."""
-        return KeycloakRest(self.url, "master", PasswordGrant("admin-cli", self.admin_user, self.admin_password()))
+        return KeycloakRest(self.url, "master", PasswordGrant("admin-cli", self.admin_user, self.admin_password()),
+                            timeout=ADMIN_TIMEOUT_SECONDS)
 
     def public(self) -> dict[str, Any]:
         """What may be shown: paths of the secret files, never their content."""
@@ -405,7 +408,7 @@ def create_user(api: KeycloakRest, realm: str, username: str, password: SecretSt
     api.admin("POST", realm, "/users", body={
         "username": username, "enabled": True, "firstName": first_name, "lastName": last_name,
         "email": email or f"{username}@pacs.example.org", "emailVerified": True,
-        "credentials": [{"type": "password", "value": password.get_secret_value(), "temporary": False}]})
+        "credentials": [{"type": "password", "value": password, "temporary": False}]})
     user = find_user(api, realm, username)
     if user is None:
         raise PacsguardError(f"Keycloak created user {username!r} in realm {realm!r} but cannot find it")
@@ -495,7 +498,7 @@ def ensure_realm(api: KeycloakRest, recipe: dict[str, Any], secret_dir: Path, pr
         if name not in passwords:  # a user we have no password for: give it one we keep
             passwords[name] = secrets.token_urlsafe(18)
             api.admin("PUT", realm, f"/users/{found['id']}/reset-password",
-                      body={"type": "password", "value": passwords[name], "temporary": False})
+                      body={"type": "password", "value": SecretStr(passwords[name]), "temporary": False})
         grant_realm_roles(api, realm, str(found["id"]), user.get("roles", []))
     _write_secret(users_file, json.dumps(passwords, indent=2))
 

@@ -48,9 +48,8 @@ class ClientCredentials:
     client_id: str
     client_secret: SecretStr
 
-    def form(self) -> dict[str, str]:
-        return {"grant_type": "client_credentials", "client_id": self.client_id,
-                "client_secret": self.client_secret.get_secret_value()}
+    def form(self) -> dict[str, str | SecretStr]:
+        return {"grant_type": "client_credentials", "client_id": self.client_id, "client_secret": self.client_secret}
 
     def describe(self) -> str:
         return f"client {self.client_id!r}"
@@ -64,15 +63,53 @@ class PasswordGrant:
     username: str
     password: SecretStr
 
-    def form(self) -> dict[str, str]:
+    def form(self) -> dict[str, str | SecretStr]:
         return {"grant_type": "password", "client_id": self.client_id, "username": self.username,
-                "password": self.password.get_secret_value()}
+                "password": self.password}
 
     def describe(self) -> str:
         return f"user {self.username!r} (client {self.client_id!r})"
 
 
 Grant = ClientCredentials | PasswordGrant
+
+
+def _reveal(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    raise TypeError(f"cannot send a {type(value).__name__} as JSON")
+
+
+class FormBody:
+    """A urlencoded request body. Secrets stay SecretStr until encoded, and the repr names the
+    fields only: tracebacks (pytest prints every frame's arguments) never show a password."""
+
+    content_type = "application/x-www-form-urlencoded"
+
+    def __init__(self, fields: Mapping[str, str | SecretStr]) -> None:
+        self._fields = dict(fields)
+
+    def encode(self) -> bytes:
+        return urllib.parse.urlencode({k: _reveal(v) if isinstance(v, SecretStr) else v
+                                       for k, v in self._fields.items()}).encode()
+
+    def __repr__(self) -> str:
+        return f"<form {', '.join(self._fields)}>"
+
+
+class JsonBody:
+    """A JSON request body; SecretStr values (e.g. a new user's password) are revealed only here."""
+
+    content_type = "application/json"
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def encode(self) -> bytes:
+        return json.dumps(self._value, default=_reveal).encode()
+
+    def __repr__(self) -> str:
+        return "<json body>"
 
 
 @dataclass(frozen=True)
@@ -142,10 +179,19 @@ def _error_text(body: Any) -> str | None:
     return None
 
 
-def send(method: str, url: str, *, data: bytes | None = None, headers: Mapping[str, str] | None = None,
+def send(method: str, url: str, *, body: FormBody | JsonBody | None = None, token: SecretStr | None = None,
          context: ssl.SSLContext | None = None, timeout: float = 10.0) -> tuple[int, Any]:
-    """One HTTP exchange. HTTP errors are returned (status, body); transport failures raise."""
-    request = urllib.request.Request(url, data=data, headers=dict(headers or {}), method=method)
+    """One HTTP exchange. HTTP errors are returned (status, body); transport failures raise.
+
+    The body is encoded and the bearer token set only here, so no frame of a caller
+    holds a credential in plain text."""
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = body.content_type
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token.get_secret_value()}"
+    request = urllib.request.Request(url, data=body.encode() if body is not None else None, headers=headers,
+                                     method=method)
     try:
         with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:
             return resp.status, _json(resp.read())
@@ -153,17 +199,18 @@ def send(method: str, url: str, *, data: bytes | None = None, headers: Mapping[s
         return exc.code, _json(exc.read())
     except (urllib.error.URLError, OSError) as exc:
         kind, why = _reason(exc)
-        raise KeycloakApiError(kind, f"Keycloak at {public_url(url)} is not reachable: {why}"
-                               if kind == "unreachable" else f"Keycloak at {public_url(url)}: {why}") from None
+        parts = urllib.parse.urlsplit(url)
+        origin = public_url(f"{parts.scheme}://{parts.netloc}")
+        raise KeycloakApiError(kind, f"Keycloak at {origin} is not reachable: {why}"
+                               if kind == "unreachable" else f"Keycloak at {origin}: {why}") from None
 
 
-def request_token(base_url: str, realm: str, form: Mapping[str, str], *, context: ssl.SSLContext | None = None,
-                  timeout: float = 10.0) -> TokenReply:
+def request_token(base_url: str, realm: str, form: Mapping[str, str | SecretStr] | FormBody, *,
+                  context: ssl.SSLContext | None = None, timeout: float = 10.0) -> TokenReply:
     """POST the token endpoint; a refused login is a reply (status 400/401), not an exception."""
     url = f"{base_url.rstrip('/')}/realms/{urllib.parse.quote(realm, safe='')}/protocol/openid-connect/token"
-    status, body = send("POST", url, data=urllib.parse.urlencode(dict(form)).encode(),
-                        headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
-                        context=context, timeout=timeout)
+    body_in = form if isinstance(form, FormBody) else FormBody(form)
+    status, body = send("POST", url, body=body_in, context=context, timeout=timeout)
     return TokenReply(status, body if isinstance(body, Mapping) else {})
 
 
@@ -179,37 +226,36 @@ class KeycloakRest:
         self.timeout = timeout
         self.context = ssl_context(ca_bundle, verify_tls)
         self._clock = clock
-        self._access: str | None = None
+        self._access: SecretStr | None = None
         self._access_until = 0.0
-        self._refresh: str | None = None
+        self._refresh: SecretStr | None = None
         self._refresh_until = 0.0
 
     @property
     def url(self) -> str:
         return public_url(self.base_url)
 
-    def _store(self, reply: TokenReply) -> str:
+    def _store(self, reply: TokenReply) -> SecretStr:
         now = self._clock()
         body = reply.body
-        self._access = str(body["access_token"])
+        self._access = SecretStr(str(body["access_token"]))
         self._access_until = now + float(body.get("expires_in", 60)) - EXPIRY_MARGIN_SECONDS
         refresh = body.get("refresh_token")
-        self._refresh = str(refresh) if refresh else None
+        self._refresh = SecretStr(str(refresh)) if refresh else None
         self._refresh_until = now + float(body.get("refresh_expires_in") or 0) - EXPIRY_MARGIN_SECONDS
         return self._access
 
-    def token(self) -> str:
+    def token(self) -> SecretStr:
         """A valid access token: the cached one, else refreshed, else a new grant."""
         now = self._clock()
         if self._access and now < self._access_until:
             return self._access
         if self._refresh and now < self._refresh_until:
-            reply = request_token(self.base_url, self.token_realm,
-                                  {"grant_type": "refresh_token", "client_id": self.grant.client_id,
-                                   "refresh_token": self._refresh,
-                                   **({"client_secret": self.grant.client_secret.get_secret_value()}
-                                      if isinstance(self.grant, ClientCredentials) else {})},
-                                  context=self.context, timeout=self.timeout)
+            form: dict[str, str | SecretStr] = {"grant_type": "refresh_token", "client_id": self.grant.client_id,
+                                                "refresh_token": self._refresh}
+            if isinstance(self.grant, ClientCredentials):
+                form["client_secret"] = self.grant.client_secret
+            reply = request_token(self.base_url, self.token_realm, form, context=self.context, timeout=self.timeout)
             if reply.ok:
                 return self._store(reply)
             self._refresh = None  # expired or revoked session: fall back to a new grant
@@ -218,6 +264,9 @@ class KeycloakRest:
         if not reply.ok:
             self._access = None
             why = _error_text(reply.body) or f"HTTP {reply.status}"
+            if reply.status not in (400, 401):  # e.g. 404 "Realm does not exist": not a credentials problem
+                raise KeycloakApiError("http", f"token endpoint of realm {self.token_realm!r} answered HTTP "
+                                               f"{reply.status}: {why}", status=reply.status, error=why)
             raise KeycloakApiError(
                 "auth", f"Keycloak at {self.url} refused the credentials of {self.grant.describe()} in realm "
                         f"{self.token_realm!r}: {why} (HTTP {reply.status})",
@@ -237,12 +286,9 @@ class KeycloakRest:
         return self.call(method, url, body=body)
 
     def call(self, method: str, url: str, *, body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
+        payload = JsonBody(body) if body is not None else None
         for attempt in (1, 2):
-            headers = {"Authorization": f"Bearer {self.token()}", "Accept": "application/json"}
-            if data is not None:
-                headers["Content-Type"] = "application/json"
-            status, answer = send(method, url, data=data, headers=headers, context=self.context,
+            status, answer = send(method, url, body=payload, token=self.token(), context=self.context,
                                   timeout=self.timeout)
             if status == 401 and attempt == 1:
                 self.forget_token()  # revoked or expired early (server restart): one fresh grant
