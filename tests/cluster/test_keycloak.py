@@ -12,6 +12,7 @@ import json
 import os
 import pwd
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from pacsguard.devnode import local
 from pacsguard.idp.keycloak_rest import KeycloakRest, PasswordGrant, request_token
 from pacsguard.response.connectors.keycloak import ActionResult, KeycloakConnector
 from pydantic import SecretStr
+from tlsproxy import TlsProxy, start_proxy
 
 pytestmark = pytest.mark.keycloak
 
@@ -233,3 +235,23 @@ def test_token_is_refreshed_before_it_expires_then_granted_anew(keycloak: devkc.
     assert api.token() not in (first, second)
     logins = console.wait_for(lambda t: t.startswith('type="LOGIN"') and 'clientId="admin-cli"' in t, count=2)
     assert len(logins) == 2
+
+
+@pytest.fixture(scope="module")
+def keycloak_tls(keycloak: devkc.KeycloakState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsProxy]:
+    """An HTTPS front (a throwaway CA) to the local Keycloak: a real handshake for the connector."""
+    proxy = start_proxy(keycloak.url, tmp_path_factory.mktemp("keycloak-tls"), None, None)
+    yield proxy
+    proxy.close()
+
+
+def test_connector_verifies_tls_and_trusts_the_given_ca(keycloak: devkc.KeycloakState, keycloak_tls: TlsProxy,
+                                                        new_user: Any) -> None:
+    user = new_user()
+    with pytest.raises(ConnectorError) as err:
+        connector(keycloak, url=keycloak_tls.url).disable_user(user.username)
+    assert str(err.value) == (f"keycloak: cannot disable user {user.username!r} in realm {keycloak.realm!r} at "
+                              f"{keycloak_tls.url}: Keycloak at {keycloak_tls.url}: certificate verify failed "
+                              "(give the CA with a CA bundle)")
+    found = connector(keycloak, url=keycloak_tls.url, ca_bundle=keycloak_tls.ca).lookup_user(user.username)
+    assert (found.id, found.enabled) == (user.id, True)
