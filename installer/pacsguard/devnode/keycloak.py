@@ -105,6 +105,7 @@ def install_dist(recipe: dict[str, Any], progress: Progress = _quiet) -> Path:
         roots = list(staging.iterdir())
         if len(roots) != 1 or not (roots[0] / "bin" / "kc.sh").exists():
             raise PacsguardError(f"{archive} is not a Keycloak distribution (no <root>/bin/kc.sh)")
+        _readable_by_all(roots[0])
         (roots[0] / ".pacsguard-unpacked").write_text(version + "\n")
         if home.exists():
             shutil.rmtree(home)
@@ -112,6 +113,25 @@ def install_dist(recipe: dict[str, Any], progress: Progress = _quiet) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return home
+
+
+def _readable_by_all(root: Path) -> None:
+    """The shared copy is read by every instance's user: folders the archive does not list are made
+    with the umask (0700 under umask 077), so open them up, and every file for reading."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, os.stat(dirpath).st_mode | 0o555)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            os.chmod(path, os.stat(path).st_mode | 0o444)
+
+
+def _traversable(*dirs: Path) -> None:
+    """As root, Keycloak runs as the node user: it must be able to enter the cache folders on the
+    way to its home and to the shared jars, whatever the umask was when they were made."""
+    for folder in dirs:
+        mode = folder.stat().st_mode
+        if mode & 0o005 != 0o005:
+            folder.chmod(mode | 0o055)
 
 
 def _prepare_home(dist: Path, home: Path) -> None:
@@ -307,6 +327,7 @@ def up(port: int | None = None, progress: Progress = _quiet, fresh: bool = False
             *[f"{listener}{key}={value}" for key, value in recipe["event_listener_options"].items()]]
     kwargs: dict[str, Any] = {}
     if os.geteuid() == 0:
+        _traversable(local.cache_root(), keycloak_root(), dist, run.parent, run)
         uid, gid = local.node_user()
         local.chown_tree(home, uid, gid)
         local.chown_tree(logs, uid, gid)
