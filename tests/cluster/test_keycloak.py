@@ -255,3 +255,28 @@ def test_connector_verifies_tls_and_trusts_the_given_ca(keycloak: devkc.Keycloak
                               "(give the CA with a CA bundle)")
     found = connector(keycloak, url=keycloak_tls.url, ca_bundle=keycloak_tls.ca).lookup_user(user.username)
     assert (found.id, found.enabled) == (user.id, True)
+
+
+def test_cli_up_reuses_status_reports_and_no_secret_is_printed(keycloak: devkc.KeycloakState) -> None:
+    from pacsguard.cli import app
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    port = str(keycloak.port)
+    up = runner.invoke(app, ["cluster", "keycloak", "up", "--port", port, "--log-format", keycloak.console_format,
+                             "--event-log-format", keycloak.file_format])
+    assert up.exit_code == 0, up.output
+    assert f"Keycloak {keycloak.version} is up at {keycloak.url} (pid {keycloak.pid})" in up.output
+    assert f"pacsguard collect --keycloak-file {keycloak.event_log}" in up.output
+    secrets = [keycloak.admin_password(), keycloak.connector_secret(), keycloak.user_password("alice")]
+    status = runner.invoke(app, ["--json", "cluster", "keycloak", "status", "--port", port])
+    assert status.exit_code == 0, status.output
+    info = json.loads(status.output)
+    assert (info["running"], info["ready"], info["pid"], info["realm"]) == (True, True, keycloak.pid, "pacs")
+    for output in (up.output, status.output):
+        assert not any(secret.get_secret_value() in output for secret in secrets)
+    idle = str(devkc.free_port())
+    missing = runner.invoke(app, ["cluster", "keycloak", "status", "--port", idle])
+    assert missing.exit_code == 1 and f"no pacsguard Keycloak running on port {idle}" in missing.output
+    assert runner.invoke(app, ["cluster", "keycloak", "down", "--port", idle]).output.strip() == (
+        f"no pacsguard Keycloak running on port {idle}")
