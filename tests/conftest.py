@@ -12,7 +12,7 @@ import itertools
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +119,53 @@ def get_path(doc: dict[str, Any], dotted: str) -> Any:
             return None
         node = node[part]
     return node
+
+
+# ------------------------------------------------------------------ Keycloak
+
+
+@pytest.fixture(scope="session")
+def keycloak() -> Iterator[Any]:
+    """One local Keycloak for the session (pacsguard.devnode.keycloak), from the cached distribution.
+
+    On PACSGUARD_TEST_KEYCLOAK_PORT (default: the OpenSearch test port + 1000, or any
+    free port if that one is taken by something else); stopped at the end unless
+    PACSGUARD_KEEP_KEYCLOAK is set. Its database is kept between sessions (a warm
+    start); tests create users of their own with unique names. The console logs
+    text and the event file JSON records, so one run yields both formats.
+    """
+    from pacsguard.devnode import keycloak as devkc
+    from pacsguard.devnode import local
+
+    port = int(os.environ.get("PACSGUARD_TEST_KEYCLOAK_PORT") or TEST_PORT + 1000)
+    if devkc.status(port) is None and local.port_open(port):
+        port = devkc.free_port()
+    state = devkc.up(port, console_format="text", file_format="json")
+    try:
+        yield state
+    finally:
+        if not os.environ.get("PACSGUARD_KEEP_KEYCLOAK"):
+            devkc.down(port)
+
+
+@pytest.fixture(scope="session")
+def kc_admin(keycloak: Any) -> Any:
+    """The bootstrap admin's REST client (realm master)."""
+    return keycloak.admin_api()
+
+
+@pytest.fixture
+def new_user(keycloak: Any, kc_admin: Any) -> Callable[..., Any]:
+    """Create a user of our own in the test realm: new_user(roles=[...], prefix='t') -> RealmUser."""
+    import secrets
+
+    from keycloak_helpers import RealmUser
+    from pacsguard.devnode import keycloak as devkc
+    from pydantic import SecretStr
+
+    def make(roles: Sequence[str] = (), prefix: str = "t") -> RealmUser:
+        name = f"{prefix}{uuid.uuid4().hex[:10]}"
+        password = SecretStr(secrets.token_urlsafe(12))
+        return RealmUser(name, devkc.create_user(kc_admin, keycloak.realm, name, password, roles), password)
+
+    return make

@@ -569,6 +569,75 @@ def cluster_logs(port: PortOpt = 9200, lines: Annotated[int, typer.Option("--lin
     typer.echo(logs(port=port, lines=lines))
 
 
+keycloak_app = typer.Typer(help="A local Keycloak for development and CI (Maven Central, loopback, non-root).")
+cluster_app.add_typer(keycloak_app, name="keycloak")
+KcPortOpt = Annotated[int | None, typer.Option(
+    "--port", envvar="PACSGUARD_KEYCLOAK_PORT", help="HTTP port on 127.0.0.1 (default 8180; 0: any free port).")]
+
+
+def _keycloak_port(port: int | None) -> int:
+    from pacsguard.devnode import keycloak
+
+    return int(keycloak.load_recipe()["default_port"]) if port is None else port
+
+
+@keycloak_app.command("up")
+@handle_errors
+def keycloak_up(
+    port: KcPortOpt = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start with an empty database (new secrets).")] = False,
+    log_format: Annotated[str, typer.Option("--log-format", help="Console log: text | json | ecs.")] = "text",
+    event_log_format: Annotated[str | None, typer.Option(
+        "--event-log-format", help="The event log file the collector tails (default: --log-format).")] = None,
+) -> None:
+    """Start (download once, cached) a Keycloak with realm `pacs`, its users and clients; print where things are."""
+    from pacsguard.devnode import keycloak
+
+    state = keycloak.up(_keycloak_port(port) or None, progress=progress, fresh=fresh, console_format=log_format,
+                        file_format=event_log_format)
+    secrets_dir = Path(state.admin_password_file).parent
+    text = "\n".join([
+        f"Keycloak {state.version} is up at {state.url} (pid {state.pid})",
+        f"realm      {state.realm}; password logins through client {state.login_client}",
+        f"event log  {state.event_log} ({state.file_format}): pacsguard collect --keycloak-file {state.event_log}",
+        f"console    {state.console_log} ({state.console_format})",
+        f"secrets    {secrets_dir}/ (admin-password, connector-secret, users.json; mode 0600, not shown)",
+        "connector  export PACSGUARD_CONNECTORS__KEYCLOAK__URL=" + state.url,
+        "           export PACSGUARD_CONNECTORS__KEYCLOAK__REALM=" + state.realm,
+        "           export PACSGUARD_CONNECTORS__KEYCLOAK__CLIENT_SECRET_FILE=" + state.connector_secret_file,
+    ])
+    emit({"ok": True, **state.public()}, text)
+
+
+@keycloak_app.command("down")
+@handle_errors
+def keycloak_down(port: KcPortOpt = None) -> None:
+    """Stop the Keycloak this project started on --port (and only that one)."""
+    from pacsguard.devnode import keycloak
+
+    stopped = keycloak.down(_keycloak_port(port))
+    emit({"ok": True, "stopped": stopped}, "stopped" if stopped else f"no pacsguard Keycloak running on port "
+                                                                     f"{_keycloak_port(port)}")
+
+
+@keycloak_app.command("status")
+@handle_errors
+def keycloak_status(port: KcPortOpt = None) -> None:
+    """Whether our Keycloak runs on --port, its memory and its log files."""
+    from pacsguard.devnode import keycloak
+
+    info = keycloak.describe(_keycloak_port(port))
+    if not info["running"]:
+        emit({"ok": False, **info}, f"no pacsguard Keycloak running on port {info['port']}")
+        raise typer.Exit(EXIT_ERROR)
+    emit({"ok": True, **info}, "\n".join([
+        (f"url        {info['url']} (Keycloak {info['version']}, pid {info['pid']}, "
+         f"{'ready' if info['ready'] else 'NOT answering'}, RSS {info['rss_bytes'] / 2**20:.0f} MiB)"),
+        f"realm      {info['realm']}",
+        f"event log  {info['event_log']} ({info['file_format']})",
+        f"console    {info['console_log']} ({info['console_format']})"]))
+
+
 @app.command()
 @handle_errors
 def up(port: PortOpt = 9200,

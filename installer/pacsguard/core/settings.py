@@ -291,6 +291,38 @@ class Routing(Frozen):
         return Route(owner=self.default_owner)
 
 
+class KeycloakConnectorSettings(Frozen):
+    """The containment connector's Keycloak: a confidential client's service account (DESIGN.md D9)."""
+
+    url: str | None = None
+    realm: str | None = None
+    client_id: str = "pacsguard-containment"
+    client_secret: SecretStr | None = None
+    client_secret_file: Path | None = None
+    ca_bundle: Path | None = None
+    verify_tls: bool = True
+    timeout_seconds: float = Field(default=10, gt=0)
+
+    def resolved_secret(self) -> SecretStr:
+        if self.client_secret is not None and self.client_secret.get_secret_value():
+            return self.client_secret
+        if self.client_secret_file is not None:
+            try:
+                value = self.client_secret_file.read_text().strip()
+            except OSError as exc:
+                raise PacsguardError(f"cannot read connectors.keycloak.client_secret_file "
+                                     f"{self.client_secret_file}: {exc.strerror}") from exc
+            if value:
+                return SecretStr(value)
+            raise PacsguardError(f"connectors.keycloak.client_secret_file {self.client_secret_file} is empty")
+        raise PacsguardError("no Keycloak client secret: set PACSGUARD_CONNECTORS__KEYCLOAK__CLIENT_SECRET "
+                             "or connectors.keycloak.client_secret_file")
+
+
+class Connectors(Frozen):
+    keycloak: KeycloakConnectorSettings = KeycloakConnectorSettings()
+
+
 class Settings(Frozen):
     cluster: ClusterSettings
     namespace: str = Field(pattern=r"^[a-z0-9_]+$")
@@ -300,6 +332,7 @@ class Settings(Frozen):
     thresholds: Thresholds
     internal_domains: list[str] = []
     notifications: Notifications = Notifications()
+    connectors: Connectors = Connectors()
     detection: DetectionSettings
     engine: EngineSettings = EngineSettings()
     routing: Routing
@@ -347,7 +380,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX) or ("__" not in key and key != "NAMESPACE"):
             continue
         path = name[len(ENV_PREFIX):].lower().split("__")
-        value = raw if path[-1] in ("password", "username", "salt", "url") else yaml.safe_load(raw)
+        value = raw if path[-1] in ("password", "username", "salt", "url", "client_secret") else yaml.safe_load(raw)
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})
