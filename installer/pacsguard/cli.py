@@ -252,6 +252,14 @@ def status(strict: Annotated[bool, typer.Option("--strict", help="Exit 4 on drif
         lines.append(f"data      {name}: {count} events")
     lines.append("")
     lines.append(table(["state", "kind", "id", "detail"], [[o.state, o.kind, o.id, o.detail] for o in st.objects]))
+    if st.installed_version:
+        from pacsguard.services.watch import rule_status
+
+        rules = rule_status(cluster, settings)
+        data["rules"] = rules
+        lines += ["", table(["signal", "engine", "last run", "last error", "open alerts", "rule"],
+                            [[r["signal"], r["engine"], r["last_run"] or "never", r["last_error"] or "-",
+                              r["open_alerts"], r["rule"]] for r in rules])]
     emit(data, "\n".join(lines))
     if strict and not st.healthy:
         raise typer.Exit(EXIT_UNHEALTHY)
