@@ -302,7 +302,7 @@ class OctetCountingFramer:
             newline = self._buffer.find(b"\n")
             found = newline + 1 if newline >= 0 else -1
         else:
-            match = _RESYNC.search(self._buffer)
+            match = _RESYNC.search(self._buffer, 1)  # not the bad frame's own start
             found = match.start() if match else -1
         if found < 0:
             # Keep a short tail: a frame start may be split across reads.
