@@ -360,8 +360,8 @@ class OctetCountingFramer:
         if not rest or rest[:1] in (b"<", b"\n", b"\r", b"{"):
             return True
         digits = _PARTIAL_PREFIX.match(rest)
-        if digits is None:
-            return False
+        if digits is None or (index > 0 and self._buffer[index - 1 : index].isdigit()):
+            return False  # a count starts after a non-digit, never inside another number
         after = rest[digits.end() : digits.end() + 2]
         return len(after) < 2 or (after[:1] == b" " and after[1:2] in (b"<", b"{"))
 
