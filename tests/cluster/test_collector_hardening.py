@@ -31,12 +31,13 @@ from pacsguard.collector.sender import SenderConfig
 from pacsguard.core.connection import Cluster
 from pacsguard.core.errors import PacsguardError
 from pacsguard.core.settings import Settings
+from pacsguard.services.failures import decrypt_failure, list_failures, replay_failure
 from pacsguard.services.install import install, uninstall
 from pydantic import SecretStr
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from tlsproxy import make_ca_and_cert  # noqa: E402
+from tlsproxy import make_ca_and_cert
 
 pytestmark = pytest.mark.cluster
 LOCAL = ("127.0.0.1", 0)
@@ -265,7 +266,7 @@ def test_item1_kill9_mid_send_then_restart_every_event_exactly_once(
                 break
             time.sleep(0.2)
         second.send_signal(signal.SIGTERM)
-        out, err = second.communicate(timeout=60)
+        out, _ = second.communicate(timeout=60)
     finally:
         if second.poll() is None:
             second.kill()
@@ -623,6 +624,16 @@ def test_item11_failures_keep_no_raw_patient_id_and_the_sealed_original_opens(
         assert hit["_source"]["event"]["original_sha256"] == sealed[hit["_id"]]["event"]["original_sha256"]
     with pytest.raises(PacsguardError, match="does not open"):
         FailureProtector(secrets.token_bytes(32)).unseal(failures[0]["_id"], sealed[failures[0]["_id"]]["event"]["sealed"])
+
+    # `pacsguard failures`: the reviewer lists, decrypts, fixes and replays.
+    listed = list_failures(cluster, pack)
+    assert {r["id"] for r in listed} == {h["_id"] for h in failures} and all(r["sealed"] for r in listed)
+    target = next(r["id"] for r in listed if patient in decrypt_failure(cluster, pack, r["id"], KEY))
+    again = replay_failure(cluster, pack, target, decrypt_failure(cluster, pack, target, KEY))
+    assert again["landed"] == "failures" and again["id"] == f"{target}-replay-1"  # as it was: fails again
+    fixed = replay_failure(cluster, pack, target, generic("fixed-by-reviewer"))
+    assert fixed["landed"] == "events" and fixed["id"] == f"{target}-replay-2"
+    assert patient not in json.dumps(stored(cluster, pack))  # the replayed failure keeps no raw id either
 
 
 def test_item11_a_fhir_event_without_recorded_is_refused_at_the_door(

@@ -12,8 +12,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pacsguard.collector.atna_envelope import redact_patients
-from pacsguard.collector.http_input import HttpError, split_resources
 from pacsguard.collector.counters import Counters
+from pacsguard.collector.http_input import HttpError, split_resources
 from pacsguard.collector.syslog_input import convert_frame
 from pacsguard.parsers.atna import AtnaParseError, parse_audit_message
 from pacsguard.parsers.syslog import OctetCountingFramer, SyslogParseError, parse_rfc5424

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pacsguard.devnode import local
 from pacsguard.core.connection import REQUIRED_MODULES, REQUIRED_PLUGINS
 from pacsguard.core.errors import PacsguardError
+from pacsguard.devnode import local
 
 Progress = Callable[[str], None]
 CONTAINER_PREFIX = "pacsguard-opensearch"

@@ -15,11 +15,11 @@ import threading
 
 from pacsguard.core.connection import Cluster
 from pacsguard.core.errors import PacsguardError
+from pacsguard.core.settings import Settings
 from pacsguard.jobs.baselines import run_baselines
 from pacsguard.jobs.composite import MAX_PAGE_SIZE
 from pacsguard.jobs.profiles import run_profiles
 from pacsguard.jobs.report import JobReport, JobStopped
-from pacsguard.core.settings import Settings
 
 __all__ = ["JobReport", "JobStopped", "run_baselines", "run_job", "run_profiles"]
 

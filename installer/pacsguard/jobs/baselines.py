@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pacsguard.core.connection import Cluster
+from pacsguard.core.settings import Settings, duration_seconds
 from pacsguard.jobs.clock import RunClock, start_run
 from pacsguard.jobs.composite import (
     MAX_PAGE_SIZE,
@@ -31,7 +32,6 @@ from pacsguard.jobs.recipients import internal_set, is_external
 from pacsguard.jobs.report import JobReport, iso_ms
 from pacsguard.jobs.stats import DAY, HOUR, baseline
 from pacsguard.jobs.writer import BulkWriter, finish_run, job_stamp
-from pacsguard.core.settings import Settings, duration_seconds
 
 EXPORT_ACTIONS = ["study-export", "study-download"]
 USER = "user"

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pacsguard.core.connection import Cluster
+from pacsguard.core.settings import Settings, duration_seconds
 from pacsguard.jobs.clock import RunClock, start_run
 from pacsguard.jobs.composite import (
     MAX_PAGE_SIZE,
@@ -33,7 +34,6 @@ from pacsguard.jobs.composite import (
 from pacsguard.jobs.recipients import internal_set, is_external
 from pacsguard.jobs.report import JobReport, iso_ms
 from pacsguard.jobs.writer import BulkWriter, finish_run, job_stamp
-from pacsguard.core.settings import Settings, duration_seconds
 
 MIN_LOOKBACK_SECONDS = 15 * 60
 MAX_ID_BYTES = 256  # OpenSearch refuses ids over 512 bytes; long ones are hashed well before that

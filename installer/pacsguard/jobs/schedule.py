@@ -18,10 +18,10 @@ from types import FrameType
 
 from pacsguard.core.connection import Cluster
 from pacsguard.core.errors import PacsguardError
+from pacsguard.core.settings import Settings
 from pacsguard.jobs.baselines import run_baselines
 from pacsguard.jobs.profiles import run_profiles
 from pacsguard.jobs.report import JobReport, JobStopped
-from pacsguard.core.settings import Settings
 
 
 class JobName(str, Enum):

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from pacsguard.core.content import content_path
-from pacsguard.rules.model import Rule, load_rules
 from pacsguard.core.errors import PacsguardError
-from pacsguard.packobjects import PackObject
 from pacsguard.core.render import ENV, ContentError
 from pacsguard.core.settings import Settings
+from pacsguard.packobjects import PackObject
+from pacsguard.rules.model import Rule, load_rules
 
 TEMPLATE = ("detections", "templates", "monitor.yaml.j2")
 

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
 from pacsguard.core.errors import PacsguardError
 from pacsguard.core.settings import DURATION, Thresholds
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 FILE_NAME = re.compile(r"^(?P<tactic>[a-z_]+)_(?P<what>[a-z0-9_]+)\.yml$")
 SEVERITIES = {"critical": 1, "high": 2, "medium": 3, "low": 4, "info": 5}

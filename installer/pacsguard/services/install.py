@@ -19,8 +19,10 @@ from typing import Any
 from pacsguard import __version__
 from pacsguard.core.connection import REQUIRED_MODULES, REQUIRED_PLUGINS, ApiError, Cluster
 from pacsguard.core.content import content_path, content_root
-from pacsguard.rules.compiler import channel_objects, monitor_objects
 from pacsguard.core.errors import MissingPlugin, PacsguardError
+from pacsguard.core.render import ContentError, render_context, render_yaml
+from pacsguard.core.secrets import resolve_salt
+from pacsguard.core.settings import Settings
 from pacsguard.packobjects import (
     KIND_PLUGINS,
     KINDS,
@@ -29,9 +31,7 @@ from pacsguard.packobjects import (
     delete_index_template,
     live_fingerprint,
 )
-from pacsguard.core.render import ContentError, render_context, render_yaml
-from pacsguard.core.secrets import resolve_salt
-from pacsguard.core.settings import Settings
+from pacsguard.rules.compiler import channel_objects, monitor_objects
 
 Progress = Callable[[str], None]
 

@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from pacsguard.core.connection import Cluster
 from pacsguard.core.content import content_path
-from pacsguard.rules.compiler import render_monitor
-from pacsguard.engines.evaluate import MonitorRun, run_monitor
-from pacsguard.rules.model import Rule, RuleError, load_rules
 from pacsguard.core.settings import Settings, duration_seconds
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pacsguard.engines.evaluate import MonitorRun, run_monitor
+from pacsguard.rules.compiler import render_monitor
+from pacsguard.rules.model import Rule, RuleError, load_rules
 
 Progress = Callable[[str], None]
 JOB_RULE_TYPES = {"baseline", "new_value"}
