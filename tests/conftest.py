@@ -96,7 +96,7 @@ def simulate(golden_pack: Settings) -> Callable[[Any], dict[str, Any]]:
     the document). Returns {"index": target index, "doc": resulting _source}.
     """
     cluster = Cluster.connect(golden_pack.cluster)
-    router = f"{golden_pack.id_prefix}-router"
+    router = f"{golden_pack.scope}-router"
 
     def run(event: Any) -> dict[str, Any]:
         source = {"message": event} if isinstance(event, str) else event

@@ -105,13 +105,20 @@ def test_missing_plugin_is_named(cluster_url: str) -> None:
         cluster.require_plugins({"opensearch-nonexistent": "testing"})
 
 
-def test_status_flags_missing_alerting(cluster_url: str) -> None:
+def test_status_flags_missing_alerting_only_where_rules_need_it(cluster_url: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     plugins, _ = Cluster.connect(ClusterSettings(url=cluster_url)).installed_components()
     if "opensearch-alerting" in plugins:
         pytest.skip("this cluster has Alerting; the missing-plugin path is covered by test_missing_plugin_is_named")
+    # engine.mode alerting: the rules cannot run here, and status says why
+    monkeypatch.setenv("PACSGUARD_ENGINE__MODE", "alerting")
     code, out, err = run(["--url", cluster_url, "--namespace", "statuscheck", "status", "--strict"])
     assert code == EXIT_UNHEALTHY
     assert "MISSING   opensearch-alerting: needed for detection monitors" in out
+    # auto (the default): the rules run on the pacsguard engine, so Alerting is not missing
+    monkeypatch.setenv("PACSGUARD_ENGINE__MODE", "auto")
+    code, out, err = run(["--url", cluster_url, "--namespace", "statuscheck", "status"])
+    assert "MISSING   opensearch-alerting" not in out
 
 
 def test_missing_plugin_exit_code(cluster_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

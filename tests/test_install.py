@@ -17,7 +17,8 @@ pytestmark = pytest.mark.cluster
 
 def owned_objects(cluster: Cluster, settings: Settings) -> list[str]:
     usable = usable_kinds(cluster)
-    return [f"{k.name}:{i}" for k in KINDS.values() if k.name in usable for i in k.list_ids(cluster, settings.id_prefix)]
+    return [f"{k.name}:{i}" for k in KINDS.values() if k.name in usable
+            for i in k.list_ids(cluster, settings.owner, settings.id_prefix)]
 
 
 def write_event(cluster: Cluster, settings: Settings, user: str) -> None:
@@ -70,10 +71,10 @@ def test_plan_after_one_file_change_lists_exactly_that_object(
 
     plan = make_plan(cluster, pack_settings, desired_objects(cluster, pack_settings))
     assert [(c.action, c.kind, c.id) for c in plan.pending] == [
-        ("update", "ingest_pipeline", f"{pack_settings.id_prefix}-generic")
+        ("update", "ingest_pipeline", f"{pack_settings.scope}-generic")
     ]
     applied = install(cluster, pack_settings, allow_missing_plugins=True).applied
-    assert [(c.action, c.id) for c in applied] == [("update", f"{pack_settings.id_prefix}-generic")]
+    assert [(c.action, c.id) for c in applied] == [("update", f"{pack_settings.scope}-generic")]
 
 
 def test_interrupted_install_converges(cluster: Cluster, pack_settings: Settings) -> None:
@@ -98,7 +99,7 @@ def test_status_reports_drift_after_a_hand_edit(cluster: Cluster, pack_settings:
     install(cluster, pack_settings, allow_missing_plugins=True)
     assert {o.state for o in status(cluster, pack_settings).objects} <= {"ok", "blocked", "skipped"}
 
-    pipeline_id = f"{pack_settings.id_prefix}-generic"
+    pipeline_id = f"{pack_settings.scope}-generic"
     live = KINDS["ingest_pipeline"].get(cluster, pipeline_id)
     assert live is not None
     live["processors"].append({"set": {"field": "tags", "value": "hand-edited"}})

@@ -3,6 +3,7 @@ rule's positive and negative scenarios pass on the real node."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,9 @@ def test_every_signal_has_one_valid_rule_that_compiles() -> None:
     settings = load_settings(environ={})
     for rule in rules:
         monitor = render_monitor(rule, settings)
-        expected = "doc_level_monitor" if rule.detection.type == "event" else "bucket_level_monitor"
-        assert monitor["monitor_type"] == expected
+        # bucket-level for every rule: Alerting >= 2.19.3 refuses doc-level monitors on a
+        # data stream name (a '.' counts as a pattern)
+        assert monitor["monitor_type"] == "bucket_level_monitor"
         assert monitor["schedule"] == {"period": {"interval": 1, "unit": "MINUTES"}}
         assert len(monitor["inputs"]) == 1  # Alerting takes one search input
     assert len({o.id for o in monitor_objects(settings)}) == len(rules)
@@ -46,12 +48,16 @@ def test_thresholds_come_from_settings() -> None:
 
 
 def test_every_rule_carries_the_response_routine_and_attack_mapping() -> None:
-    settings = load_settings(environ={})
+    settings = load_settings(environ={}, overrides={"notifications": {"channels": [
+        {"name": "soc", "type": "webhook", "url": "https://soar.example.org/hook"}]}})
     for rule in load_rules(content_path("detections")):
         assert all(getattr(rule.guide, step) for step in ("contain", "preserve", "scope", "reset"))
         assert rule.mitre and rule.false_positives
-        message = str(render_monitor(rule, settings)["triggers"])
-        assert rule.name in message or rule.detection.type == "event"
+        for trigger in render_monitor(rule, settings)["triggers"]:
+            for action in trigger["bucket_level_trigger"]["actions"]:
+                message = action["message_template"]["source"]
+                assert rule.name in message and rule.guide.contain in message
+                assert "Owner: PACS security on-call" in message and "{{bucket_keys}}" in message
 
 
 @pytest.mark.parametrize(("mutation", "expected"), [
@@ -140,14 +146,60 @@ def test_cli_test_rules(cluster_url: str) -> None:
 
 
 def test_content_root_has_the_rules() -> None:
-    assert (content_root() / "detections" / "templates" / "monitor.yaml.j2").exists()
+    rules = load_rules(content_root() / "detections")
+    assert {r.signal for r in rules} == SIGNALS
+    assert all(r.path is not None and r.path.parent == content_root() / "detections" for r in rules)
 
 
 def test_alerting_dry_run_buckets_are_read_as_entities() -> None:
-    """The shape Alerting's _execute returns (common-utils AggregationResultBucket) maps to entity names."""
-    from pacsguard.engines.evaluate import _entity
+    """An _execute response as Alerting 2.19 returns it (common-utils AggregationResultBucket in
+    agg_result_buckets, doc-level triggeredDocs as "<docId>|<index>") read by the production parser."""
+    from pacsguard.engines.alerting import parse_execute_response
 
-    bucket = {"agg_alert_content": {"parent_bucket_path": "by_entity", "bucket_keys": ["alice"], "bucket": {}}}
-    assert _entity(bucket["agg_alert_content"]["bucket_keys"]) == "alice"
-    assert _entity({"entity": "10.0.0.1"}) == "10.0.0.1"
-    assert _entity(["alice", "GB"]) == "alice,GB"
+    monitor = {"triggers": [{"bucket_level_trigger": {"id": "t1", "name": "burst", "severity": "2"}},
+                            {"document_level_trigger": {"id": "t2", "name": "docs", "severity": "1"}}]}
+    response = {"monitor_name": "x", "input_results": {"results": [{}], "error": None}, "trigger_results": {
+        "t1": {"name": "burst", "error": None, "agg_result_buckets": {
+            "alice": {"agg_alert_content": {"parent_bucket_path": "by_entity", "bucket_keys": ["alice"],
+                                            "bucket": {"doc_count": 9, "key": {"entity": "alice"}}}},
+            "bob,GB": {"agg_alert_content": {"parent_bucket_path": "by_entity", "bucket_keys": ["bob", "GB"],
+                                             "bucket": {"doc_count": 3}}}}},
+        "t2": {"name": "docs", "error": None, "triggeredDocs": ["doc-1|logs-pacs.audit-default"]}}}
+    run = parse_execute_response(monitor, response, 1.0)
+    by_name = {t.name: t for t in run.triggers}
+    assert by_name["burst"].entities == ["alice", "bob,GB"] and by_name["burst"].severity == "2"
+    assert by_name["burst"].buckets[0].values == {"doc_count": 9}
+    assert by_name["docs"].entities == ["doc-1"] and run.fired("1") == {"doc-1"}
+
+
+@pytest.mark.parametrize(("file", "mutation", "expected"), [
+    ("exfiltration_bulk_export.yml", ("    - study-export\n", "    - study-exprot\n"),
+     r"exfiltration_bulk_export\.yml:\d+: detection\.filter\.actions: unknown event\.action 'study-exprot'"),
+    ("initial_access_login_new_country.yml", ("profile_kind: country", "profile_kind: countyr"),
+     r"initial_access_login_new_country\.yml:\d+: detection\.profile_kind: unknown profile kind 'countyr'"),
+    ("exfiltration_export_above_baseline.yml", ("baseline_metric: export", "baseline_metric: exprt"),
+     r"exfiltration_export_above_baseline\.yml:\d+: detection\.baseline_metric: unknown baseline metric 'exprt'"),
+])
+def test_validate_rejects_words_outside_the_vocabulary(tmp_path: Path, file: str, mutation: tuple[str, str],
+                                                       expected: str) -> None:
+    source = content_path("detections", file)
+    assert mutation[0] in source.read_text()
+    (tmp_path / file).write_text(source.read_text().replace(mutation[0], mutation[1], 1))
+    result = CliRunner().invoke(app, ["rules", "validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert re.search(expected, result.stderr), result.stderr
+
+
+def test_the_version_lock_holds_and_catches_an_unbumped_change(tmp_path: Path) -> None:
+    from pacsguard.rules.lock import lock_problems
+
+    folder = content_path("detections")
+    assert lock_problems(load_rules(folder), folder) == []  # every rule as locked
+    for path in [*folder.glob("*.yml"), folder / "rules.lock.yaml"]:
+        shutil.copy(path, tmp_path / path.name)
+    changed = tmp_path / "exfiltration_bulk_export.yml"
+    changed.write_text(changed.read_text().replace("threshold: bulk_export_studies", "threshold: share_links"))
+    problems = lock_problems(load_rules(tmp_path), tmp_path)
+    assert len(problems) == 1 and problems[0].startswith(f"{changed}:1: version: the rule changed since version 1")
+    changed.write_text(changed.read_text().replace("version: 1\n", "version: 2\n", 1))
+    assert "rules.lock.yaml is behind" in lock_problems(load_rules(tmp_path), tmp_path)[0]

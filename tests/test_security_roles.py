@@ -14,11 +14,10 @@ def roles() -> dict[str, dict]:
 
 def test_every_role_is_scoped_to_the_pack() -> None:
     settings = load_settings(environ={})
-    allowed = {settings.index("events_data_stream"), settings.index("failures"), settings.index("baselines"),
-               settings.index("profiles"), f"{settings.id_prefix}-*"}
+    allowed = {settings.index(key) for key in type(settings.indices).model_fields}
     found = roles()
-    assert set(found) == {"pacsguard-installer", "pacsguard-collector", "pacsguard-jobs", "pacsguard-analyst",
-                          "pacsguard-failure-reviewer"}
+    assert set(found) == {f"pacsguard-default-{r}" for r in
+                          ("installer", "collector", "jobs", "analyst", "failure-reviewer")}
     for name, body in found.items():
         for perm in body.get("index_permissions", []):
             assert set(perm["index_patterns"]) <= allowed, name
@@ -28,9 +27,9 @@ def test_every_role_is_scoped_to_the_pack() -> None:
 def test_collector_only_appends_and_analysts_never_see_raw_failures() -> None:
     found = roles()
     settings = load_settings(environ={})
-    collector = found["pacsguard-collector"]["index_permissions"]
+    collector = found["pacsguard-default-collector"]["index_permissions"]
     assert all(p["allowed_actions"] == ["create_doc"] for p in collector)
-    analyst_indices = {i for p in found["pacsguard-analyst"]["index_permissions"] for i in p["index_patterns"]}
+    analyst_indices = {i for p in found["pacsguard-default-analyst"]["index_permissions"] for i in p["index_patterns"]}
     assert settings.index("failures") not in analyst_indices
-    reviewer = found["pacsguard-failure-reviewer"]["index_permissions"]
+    reviewer = found["pacsguard-default-failure-reviewer"]["index_permissions"]
     assert reviewer == [{"index_patterns": [settings.index("failures")], "allowed_actions": ["read"]}]

@@ -46,7 +46,17 @@ class Options:
         return load_settings(self.settings_file, self.overrides)
 
 
-OPTS = Options()
+try:  # typer >= 0.2x carries its own copy of click: its context stack is that copy's
+    from typer._click.globals import get_current_context as _current_context
+except ImportError:  # pragma: no cover - older typer runs on the click package
+    from click import get_current_context as _current_context
+
+
+def opts() -> Options:
+    """The global options of this invocation (kept on the root click context, not in module state)."""
+    ctx = _current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    return obj if isinstance(obj, Options) else Options()
 
 
 def _version(value: bool) -> None:
@@ -57,6 +67,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     settings_file: Annotated[Path | None, typer.Option("--settings", envvar="PACSGUARD_SETTINGS",
                                                         help="User settings YAML (overrides pack defaults).")] = None,
     url: Annotated[str | None, typer.Option("--url", envvar="PACSGUARD_URL", help="Cluster URL.")] = None,
@@ -87,7 +98,7 @@ def main(
     overrides: dict[str, Any] = {"cluster": cluster} if cluster else {}
     if namespace:
         overrides["namespace"] = namespace
-    OPTS.settings_file, OPTS.overrides, OPTS.json, OPTS.verbose = settings_file, overrides, json_out, verbose
+    ctx.obj = Options(settings_file, overrides, json_out, verbose)
 
 
 def handle_errors(func: F) -> F:
@@ -108,7 +119,7 @@ def handle_errors(func: F) -> F:
 
 
 def _fail(message: str, code: int) -> None:
-    if OPTS.json:
+    if opts().json:
         typer.echo(json.dumps({"ok": False, "error": message}))
     else:
         typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
@@ -116,7 +127,7 @@ def _fail(message: str, code: int) -> None:
 
 
 def progress(message: str) -> None:
-    if not OPTS.json:
+    if not opts().json:
         typer.secho(f"  {message}", err=True, fg=typer.colors.BRIGHT_BLACK)
 
 
@@ -128,13 +139,18 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def connect() -> tuple[Cluster, Settings]:
-    settings = OPTS.settings()
+def connect(url: str | None = None) -> tuple[Cluster, Settings]:
+    """The cluster of the settings (or of url, for the node `up` just started) and the settings."""
+    o = opts()
+    overrides = dict(o.overrides or {})
+    if url:
+        overrides["cluster"] = {**overrides.get("cluster", {}), "url": url}
+    settings = load_settings(o.settings_file, overrides)
     return Cluster.connect(settings.cluster), settings
 
 
 def emit(data: Any, text: str) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str) if OPTS.json else text)
+    typer.echo(json.dumps(data, indent=2, default=str) if opts().json else text)
 
 
 # ------------------------------------------------------------------ pack
@@ -300,7 +316,7 @@ def jobs_run(
 
     def show(reports: list[Any]) -> None:
         for r in reports:
-            if OPTS.json:
+            if opts().json:
                 typer.echo(json.dumps({"ok": True, **r.as_dict()}))
             else:
                 typer.echo(f"{r.started_at} {r.summary()}")
@@ -313,7 +329,7 @@ def jobs_run(
         runs = loop(lambda: run_once(cluster, settings, job, lookback_seconds=lookback_s,
                                      page_size=page_size, stop=stop),
                     every_s, stop, show, lambda msg: typer.secho(f"error: {msg}", err=True, fg=typer.colors.RED))
-    if OPTS.json:
+    if opts().json:
         typer.echo(json.dumps({"ok": True, "stopped": True, "runs": runs}))
     else:
         progress(f"stopped after {runs} run(s)")
@@ -328,17 +344,40 @@ app.add_typer(rules_app, name="rules")
 @rules_app.command("validate")
 @handle_errors
 def rules_validate(folder: Annotated[Path | None, typer.Argument(help="Rules folder (default: the pack's).")] = None) -> None:
-    """Validate every rule file; each problem is reported with file:line."""
+    """Validate every rule file and the version lock; each problem is reported as path:line: field: message."""
     from pacsguard.rules.compiler import render_monitor, rules_folder
-    from pacsguard.rules.model import load_rules
+    from pacsguard.rules.lock import lock_problems
+    from pacsguard.rules.model import RuleError, load_rules
 
-    rules = load_rules(folder or rules_folder())
-    settings = OPTS.settings()
+    folder = folder or rules_folder()
+    rules = load_rules(folder)
+    settings = opts().settings()
     for rule in rules:
         render_monitor(rule, settings)  # a rule must also compile with this installation's settings
-    rows = [[r.signal, r.severity, r.detection.type, str(r.id), r.name] for r in sorted(rules, key=lambda r: r.signal)]
-    emit({"ok": True, "rules": [{"signal": r[0], "severity": r[1], "type": r[2], "id": r[3], "name": r[4]} for r in rows]},
-         table(["signal", "severity", "type", "id", "name"], rows) + f"\n\n{len(rules)} rule(s) valid")
+    problems = lock_problems(rules, folder)
+    if problems:
+        raise RuleError("\n".join(problems))
+    rows = [[r.signal, r.severity, r.detection.type, f"v{r.version}", str(r.id), r.name]
+            for r in sorted(rules, key=lambda r: r.signal)]
+    emit({"ok": True, "rules": [dict(zip(["signal", "severity", "type", "version", "id", "name"], r)) for r in rows]},
+         table(["signal", "severity", "type", "version", "id", "name"], rows) + f"\n\n{len(rules)} rule(s) valid")
+
+
+@rules_app.command("lock")
+@handle_errors
+def rules_lock(folder: Annotated[Path | None, typer.Argument(help="Rules folder (default: the pack's).")] = None) -> None:
+    """Record each rule's version and content hash in rules.lock.yaml (after bumping the versions of changed rules)."""
+    from pacsguard.rules.compiler import rules_folder
+    from pacsguard.rules.lock import lock_problems, write_lock
+    from pacsguard.rules.model import RuleError, load_rules
+
+    folder = folder or rules_folder()
+    rules = load_rules(folder)
+    unbumped = [p for p in lock_problems(rules, folder) if "bump version" in p]
+    if unbumped:
+        raise RuleError("\n".join(unbumped))
+    path = write_lock(rules, folder)
+    emit({"ok": True, "lock": str(path), "rules": len(rules)}, f"locked {len(rules)} rule(s) in {path}")
 
 
 @app.command("test-rules")
@@ -455,7 +494,7 @@ def collect(
         run_collector,
     )
 
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO if OPTS.verbose else logging.WARNING,
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO if opts().verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from pydantic import SecretStr
 
@@ -628,8 +667,7 @@ def up(port: PortOpt = 9200) -> None:
     from pacsguard.services.install import install as do_install
 
     node = start(port=port, mode="auto", fresh=False, progress=progress)
-    OPTS.overrides = {**(OPTS.overrides or {}), "cluster": {"url": node["url"]}}
-    cluster, settings = connect()
+    cluster, settings = connect(node["url"])
     result = do_install(cluster, settings, progress=progress, allow_missing_plugins=True)
     counts = result.plan.summary()
     plugins, _ = cluster.installed_components()

@@ -19,13 +19,36 @@ from pacsguard.core.connection import Cluster
 from pacsguard.core.render import canonical_hash
 
 STAMP_KEY = "pacsguard"
-_DESC_STAMP = re.compile(r"\s*\[pacsguard (?P<version>\S+) #(?P<hash>[0-9a-f]{16})\]$")
+# `[pacsguard <owner> <version> #<hash>]` at the end of a description (or a monitor's name).
+_TEXT_STAMP = re.compile(r"\s*\[pacsguard (?P<owner>\S+/\S+) (?P<version>\S+) #(?P<hash>[0-9a-f]{16})\]$")
 
 
 @dataclass(frozen=True)
 class Stamp:
+    owner: str  # "<id_prefix>/<namespace>": the one installation this object belongs to
     version: str
     hash: str
+
+    def text(self) -> str:
+        return f"[pacsguard {self.owner} {self.version} #{self.hash}]"
+
+    @classmethod
+    def parse_text(cls, text: str) -> Stamp | None:
+        match = _TEXT_STAMP.search(text)
+        return cls(match["owner"], match["version"], match["hash"]) if match else None
+
+    @classmethod
+    def from_meta(cls, meta: Any) -> Stamp | None:
+        if isinstance(meta, dict) and {"hash", "owner"} <= meta.keys():
+            return cls(str(meta["owner"]), str(meta.get("version")), str(meta["hash"]))
+        return None
+
+    def meta(self) -> dict[str, str]:
+        return {"owner": self.owner, "version": self.version, "hash": self.hash}
+
+
+def strip_text_stamp(text: str) -> str:
+    return _TEXT_STAMP.sub("", text)
 
 
 @dataclass
@@ -45,7 +68,11 @@ class PackObject:
 
 
 class Kind:
-    """How one kind of object is handled. Subclasses set name/order and the API paths."""
+    """How one kind of object is handled: API paths, where the stamp lives, how to list the owner's objects.
+
+    Ownership is exact: an object belongs to an installation when its stamp names
+    that installation's owner (`<id_prefix>/<namespace>`), whatever its id looks like.
+    """
 
     name: ClassVar[str]
     order: ClassVar[int]  # install order; uninstall runs in reverse
@@ -56,61 +83,60 @@ class Kind:
     def get(self, cluster: Cluster, obj_id: str) -> dict[str, Any] | None:
         raise NotImplementedError
 
-    def list_ids(self, cluster: Cluster, prefix: str) -> list[str]:
+    def candidates(self, cluster: Cluster, id_prefix: str) -> dict[str, dict[str, Any]]:
+        """Live objects whose id starts with the prefix: {id: live body}."""
         raise NotImplementedError
 
-    def stamped(self, body: dict[str, Any], version: str, content_hash: str) -> dict[str, Any]:
+    def list_ids(self, cluster: Cluster, owner: str, id_prefix: str) -> list[str]:
+        """Ids of the live objects stamped as the owner's."""
+        return sorted(i for i, live in self.candidates(cluster, id_prefix).items()
+                      if (stamp := self.stamp_of(live)) is not None and stamp.owner == owner)
+
+    def stamped(self, body: dict[str, Any], stamp: Stamp) -> dict[str, Any]:
         out = copy.deepcopy(body)
-        out.setdefault("_meta", {})[STAMP_KEY] = {"version": version, "hash": content_hash}
+        out.setdefault("_meta", {})[STAMP_KEY] = stamp.meta()
         return out
 
     def stamp_of(self, live: dict[str, Any]) -> Stamp | None:
-        meta = (live.get("_meta") or {}).get(STAMP_KEY)
-        if isinstance(meta, dict) and "hash" in meta:
-            return Stamp(str(meta.get("version")), str(meta["hash"]))
-        return None
+        return Stamp.from_meta((live.get("_meta") or {}).get(STAMP_KEY))
 
-    def put(self, cluster: Cluster, obj: PackObject, version: str) -> None:
-        cluster.request("PUT", self.path(obj.id), body=self.stamped(obj.body, version, obj.hash))
+    def put(self, cluster: Cluster, obj: PackObject, stamp: Stamp) -> None:
+        cluster.request("PUT", self.path(obj.id), body=self.stamped(obj.body, stamp))
 
     def delete(self, cluster: Cluster, obj_id: str) -> None:
         cluster.request("DELETE", self.path(obj_id), ok_missing=True)
 
 
-class ComponentTemplate(Kind):
+class _Template(Kind):
+    """Component and index templates: the same API shape under two names."""
+
+    api: ClassVar[str]  # "_component_template" | "_index_template"
+    plural: ClassVar[str]  # key of the list in GET responses
+    singular: ClassVar[str]
+
+    def path(self, obj_id: str) -> str:
+        return f"/{self.api}/{obj_id}"
+
+    def get(self, cluster: Cluster, obj_id: str) -> dict[str, Any] | None:
+        res = cluster.request("GET", self.path(obj_id), ok_missing=True)
+        if not res:
+            return None
+        body: dict[str, Any] = res[self.plural][0][self.singular]
+        return body
+
+    def candidates(self, cluster: Cluster, id_prefix: str) -> dict[str, dict[str, Any]]:
+        res = cluster.request("GET", f"/{self.api}/{id_prefix}-*", ok_missing=True) or {}
+        return {t["name"]: t[self.singular] for t in res.get(self.plural, [])}
+
+
+class ComponentTemplate(_Template):
     name, order = "component_template", 10
-
-    def path(self, obj_id: str) -> str:
-        return f"/_component_template/{obj_id}"
-
-    def get(self, cluster: Cluster, obj_id: str) -> dict[str, Any] | None:
-        res = cluster.request("GET", self.path(obj_id), ok_missing=True)
-        if not res:
-            return None
-        body: dict[str, Any] = res["component_templates"][0]["component_template"]
-        return body
-
-    def list_ids(self, cluster: Cluster, prefix: str) -> list[str]:
-        res = cluster.request("GET", f"/_component_template/{prefix}-*", ok_missing=True) or {}
-        return [t["name"] for t in res.get("component_templates", []) if self.stamp_of(t["component_template"])]
+    api, plural, singular = "_component_template", "component_templates", "component_template"
 
 
-class IndexTemplate(Kind):
+class IndexTemplate(_Template):
     name, order = "index_template", 20
-
-    def path(self, obj_id: str) -> str:
-        return f"/_index_template/{obj_id}"
-
-    def get(self, cluster: Cluster, obj_id: str) -> dict[str, Any] | None:
-        res = cluster.request("GET", self.path(obj_id), ok_missing=True)
-        if not res:
-            return None
-        body: dict[str, Any] = res["index_templates"][0]["index_template"]
-        return body
-
-    def list_ids(self, cluster: Cluster, prefix: str) -> list[str]:
-        res = cluster.request("GET", f"/_index_template/{prefix}-*", ok_missing=True) or {}
-        return [t["name"] for t in res.get("index_templates", []) if self.stamp_of(t["index_template"])]
+    api, plural, singular = "_index_template", "index_templates", "index_template"
 
     def delete(self, cluster: Cluster, obj_id: str) -> None:
         delete_index_template(cluster, obj_id)
@@ -135,8 +161,8 @@ def delete_index_template(cluster: Cluster, name: str) -> bool:
 
 
 class DescriptionStamped(Kind):
-    """A kind that takes no _meta: the stamp ends its description as
-    `[pacsguard <version> #<hash>]`. By default the API answers GET with {id: body}."""
+    """A kind that takes no _meta: the stamp ends its description. By default the
+    API answers GET with {id: body}."""
 
     def described(self, body: dict[str, Any]) -> dict[str, Any]:
         """The part of a body that holds the description."""
@@ -149,15 +175,14 @@ class DescriptionStamped(Kind):
         live: dict[str, Any] = res[obj_id]
         return live
 
-    def stamped(self, body: dict[str, Any], version: str, content_hash: str) -> dict[str, Any]:
+    def stamped(self, body: dict[str, Any], stamp: Stamp) -> dict[str, Any]:
         out = copy.deepcopy(body)
         part = self.described(out)
-        part["description"] = f"{part.get('description', '').strip()} [pacsguard {version} #{content_hash}]".strip()
+        part["description"] = f"{part.get('description', '').strip()} {stamp.text()}".strip()
         return out
 
     def stamp_of(self, live: dict[str, Any]) -> Stamp | None:
-        match = _DESC_STAMP.search(str(self.described(live).get("description", "")))
-        return Stamp(match["version"], match["hash"]) if match else None
+        return Stamp.parse_text(str(self.described(live).get("description", "")))
 
 
 class IngestPipeline(DescriptionStamped):
@@ -166,13 +191,14 @@ class IngestPipeline(DescriptionStamped):
     def path(self, obj_id: str) -> str:
         return f"/_ingest/pipeline/{obj_id}"
 
-    def list_ids(self, cluster: Cluster, prefix: str) -> list[str]:
-        res = cluster.request("GET", f"/_ingest/pipeline/{prefix}-*", ok_missing=True) or {}
-        return [name for name, body in res.items() if self.stamp_of(body)]
+    def candidates(self, cluster: Cluster, id_prefix: str) -> dict[str, dict[str, Any]]:
+        res: dict[str, dict[str, Any]] = cluster.request("GET", f"/_ingest/pipeline/{id_prefix}-*",
+                                                         ok_missing=True) or {}
+        return res
 
 
 class Index(Kind):
-    """A plain index the pack owns (reference data, failures). Its stamp lives in mappings._meta."""
+    """A plain index the pack owns (reference data, failures, alerts). Its stamp lives in mappings._meta."""
 
     name, order = "index", 40
 
@@ -185,21 +211,21 @@ class Index(Kind):
             return None
         return {"mappings": res[obj_id]["mappings"]}
 
-    def list_ids(self, cluster: Cluster, prefix: str) -> list[str]:
-        res = cluster.request("GET", f"/{prefix}-*/_mapping", params={"expand_wildcards": "open,closed"},
+    def candidates(self, cluster: Cluster, id_prefix: str) -> dict[str, dict[str, Any]]:
+        res = cluster.request("GET", f"/{id_prefix}-*/_mapping", params={"expand_wildcards": "open,closed"},
                               ok_missing=True) or {}
-        return [name for name, body in res.items() if self.stamp_of(body.get("mappings", {}))]
+        return {name: {"mappings": body.get("mappings", {})} for name, body in res.items()}
 
-    def stamped(self, body: dict[str, Any], version: str, content_hash: str) -> dict[str, Any]:
+    def stamped(self, body: dict[str, Any], stamp: Stamp) -> dict[str, Any]:
         out = copy.deepcopy(body)
-        out.setdefault("mappings", {}).setdefault("_meta", {})[STAMP_KEY] = {"version": version, "hash": content_hash}
+        out.setdefault("mappings", {}).setdefault("_meta", {})[STAMP_KEY] = stamp.meta()
         return out
 
     def stamp_of(self, live: dict[str, Any]) -> Stamp | None:
         return super().stamp_of(live.get("mappings", live))
 
-    def put(self, cluster: Cluster, obj: PackObject, version: str) -> None:
-        body = self.stamped(obj.body, version, obj.hash)
+    def put(self, cluster: Cluster, obj: PackObject, stamp: Stamp) -> None:
+        body = self.stamped(obj.body, stamp)
         if self.get(cluster, obj.id) is None:
             cluster.request("PUT", self.path(obj.id), body=body)
         else:
@@ -208,75 +234,86 @@ class Index(Kind):
             cluster.request("PUT", f"/{obj.id}/_mapping", body=body["mappings"])
 
 
-def live_fingerprint(kind: Kind, live: dict[str, Any]) -> str:
+def live_fingerprint(live: dict[str, Any]) -> str:
     """Hash of what the cluster holds, to spot hand edits made after install."""
     return canonical_hash(live)
 
 
+# Fields Alerting adds or rewrites on every write: not part of what the pack owns.
+_MONITOR_VOLATILE = ("last_update_time", "enabled_time", "schema_version", "data_sources", "owner", "user",
+                     "id", "_monitor_id", "ui_metadata", "associated_workflows")
+
+
 class Monitor(Kind):
-    """An Alerting monitor. Alerting picks monitor ids itself, so the pack's
-    stable id and stamp live in the monitor's ui_metadata."""
+    """An Alerting monitor.
+
+    Alerting chooses monitor ids, returns `_search` hits unwrapped (no `monitor`
+    key) and strips ui_metadata from every read unless the caller claims to be
+    Dashboards, so neither the id nor ui_metadata can carry the pack's identity.
+    The monitor's name does: it starts with the pack's stable object id and ends
+    with the stamp, e.g. `pacsguard-default-rule-4a Bulk export ... [pacsguard
+    pacsguard/default 0.2.0 #0123456789abcdef]`.
+    """
 
     name, order = "monitor", 60
 
     def _all(self, cluster: Cluster) -> list[dict[str, Any]]:
-        # The search runs over Alerting's config index, where a monitor is
-        # stored wrapped as {"monitor": {...}} next to workflows and others.
         res = cluster.request("POST", "/_plugins/_alerting/monitors/_search",
-                              body={"size": 1000, "query": {"exists": {"field": "monitor.type"}}},
-                              ok_missing=True) or {}
-        hits = res.get("hits", {}).get("hits", [])
-        return [dict(h["_source"]["monitor"], _monitor_id=h["_id"]) for h in hits
-                if isinstance((h.get("_source") or {}).get("monitor"), dict)]
+                              body={"size": 1000, "query": {"match_all": {}}}, ok_missing=True) or {}
+        out = []
+        for hit in res.get("hits", {}).get("hits", []):
+            source = hit.get("_source") or {}
+            # Older Alerting versions answered with the stored document ({"monitor": {...}}).
+            monitor = source.get("monitor") if isinstance(source.get("monitor"), dict) else source
+            if monitor.get("type") == "monitor" and isinstance(monitor.get("name"), str):
+                out.append(dict(monitor, _monitor_id=hit["_id"]))
+        return out
+
+    @staticmethod
+    def object_id(live: dict[str, Any]) -> str:
+        return str(live.get("name", "")).split(" ", 1)[0]
 
     def _find(self, cluster: Cluster, obj_id: str) -> dict[str, Any] | None:
-        for monitor in self._all(cluster):
-            if ((monitor.get("ui_metadata") or {}).get(STAMP_KEY) or {}).get("id") == obj_id:
-                return monitor
-        return None
+        return next((m for m in self._all(cluster) if self.object_id(m) == obj_id), None)
 
     def get(self, cluster: Cluster, obj_id: str) -> dict[str, Any] | None:
         found = self._find(cluster, obj_id)
         if found is None:
             return None
-        found.pop("_monitor_id", None)
-        for volatile in ("last_update_time", "enabled_time", "schema_version", "data_sources", "owner"):
+        for volatile in _MONITOR_VOLATILE:
             found.pop(volatile, None)
         return found
 
-    def list_ids(self, cluster: Cluster, prefix: str) -> list[str]:
-        ids = []
-        for monitor in self._all(cluster):
-            stamp = (monitor.get("ui_metadata") or {}).get(STAMP_KEY) or {}
-            if str(stamp.get("id", "")).startswith(f"{prefix}-") and "hash" in stamp:
-                ids.append(str(stamp["id"]))
-        return ids
+    def monitor_id(self, cluster: Cluster, obj_id: str) -> str | None:
+        """Alerting's own id of the pack's monitor, for the alerts and acknowledge APIs."""
+        found = self._find(cluster, obj_id)
+        return str(found["_monitor_id"]) if found else None
 
-    def stamped(self, body: dict[str, Any], version: str, content_hash: str) -> dict[str, Any]:
+    def candidates(self, cluster: Cluster, id_prefix: str) -> dict[str, dict[str, Any]]:
+        return {self.object_id(m): m for m in self._all(cluster) if self.object_id(m).startswith(f"{id_prefix}-")}
+
+    def stamped(self, body: dict[str, Any], stamp: Stamp) -> dict[str, Any]:
         out = copy.deepcopy(body)
-        meta = out.setdefault("ui_metadata", {}).setdefault(STAMP_KEY, {})
-        meta.update({"version": version, "hash": content_hash})
+        out["name"] = f"{strip_text_stamp(str(out.get('name', '')))} {stamp.text()}"
         return out
 
     def stamp_of(self, live: dict[str, Any]) -> Stamp | None:
-        meta = (live.get("ui_metadata") or {}).get(STAMP_KEY)
-        if isinstance(meta, dict) and "hash" in meta:
-            return Stamp(str(meta.get("version")), str(meta["hash"]))
-        return None
+        return Stamp.parse_text(str(live.get("name", "")))
 
-    def put(self, cluster: Cluster, obj: PackObject, version: str) -> None:
-        body = self.stamped(obj.body, version, obj.hash)
-        body["ui_metadata"][STAMP_KEY]["id"] = obj.id
+    def put(self, cluster: Cluster, obj: PackObject, stamp: Stamp) -> None:
+        body = self.stamped(obj.body, stamp)
         existing = self._find(cluster, obj.id)
         if existing is None:
-            cluster.request("POST", "/_plugins/_alerting/monitors", body=body)
+            cluster.request("POST", "/_plugins/_alerting/monitors", body=body, params={"refresh": "true"})
         else:
-            cluster.request("PUT", f"/_plugins/_alerting/monitors/{existing['_monitor_id']}", body=body)
+            cluster.request("PUT", f"/_plugins/_alerting/monitors/{existing['_monitor_id']}", body=body,
+                            params={"refresh": "true"})
 
     def delete(self, cluster: Cluster, obj_id: str) -> None:
         existing = self._find(cluster, obj_id)
         if existing is not None:
-            cluster.request("DELETE", f"/_plugins/_alerting/monitors/{existing['_monitor_id']}", ok_missing=True)
+            cluster.request("DELETE", f"/_plugins/_alerting/monitors/{existing['_monitor_id']}", ok_missing=True,
+                            params={"refresh": "true"})
 
 
 class NotificationChannel(DescriptionStamped):
@@ -294,18 +331,18 @@ class NotificationChannel(DescriptionStamped):
         item = res["config_list"][0]
         return {"config_id": item["config_id"], "config": item["config"]}
 
-    def list_ids(self, cluster: Cluster, prefix: str) -> list[str]:
+    def candidates(self, cluster: Cluster, id_prefix: str) -> dict[str, dict[str, Any]]:
         res = cluster.request("GET", "/_plugins/_notifications/configs", params={"max_items": 1000},
                               ok_missing=True) or {}
-        return [c["config_id"] for c in res.get("config_list", [])
-                if str(c.get("config_id", "")).startswith(f"{prefix}-") and self.stamp_of(c)]
+        return {str(c["config_id"]): c for c in res.get("config_list", [])
+                if str(c.get("config_id", "")).startswith(f"{id_prefix}-")}
 
     def described(self, body: dict[str, Any]) -> dict[str, Any]:
         config = body.get("config")
         return config if isinstance(config, dict) else {}
 
-    def put(self, cluster: Cluster, obj: PackObject, version: str) -> None:
-        body = self.stamped(obj.body, version, obj.hash)
+    def put(self, cluster: Cluster, obj: PackObject, stamp: Stamp) -> None:
+        body = self.stamped(obj.body, stamp)
         if self.get(cluster, obj.id) is None:
             cluster.request("POST", "/_plugins/_notifications/configs", body=body)
         else:
@@ -320,9 +357,9 @@ class SecurityRole(DescriptionStamped):
     def path(self, obj_id: str) -> str:
         return f"/_plugins/_security/api/roles/{obj_id}"
 
-    def list_ids(self, cluster: Cluster, prefix: str) -> list[str]:
+    def candidates(self, cluster: Cluster, id_prefix: str) -> dict[str, dict[str, Any]]:
         res = cluster.request("GET", "/_plugins/_security/api/roles", ok_missing=True) or {}
-        return [name for name, body in res.items() if name.startswith(f"{prefix}-") and self.stamp_of(body)]
+        return {name: body for name, body in res.items() if name.startswith(f"{id_prefix}-")}
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (SecurityRole(), ComponentTemplate(), IndexTemplate(), IngestPipeline(),
@@ -332,4 +369,17 @@ KIND_PLUGINS = {"monitor": "opensearch-alerting", "notification_channel": "opens
                 "security_role": "opensearch-security"}
 # Kinds that only make sense where their plugin runs: a cluster without the
 # Security plugin has no roles to apply, which is not a failure of the install.
+# (Monitors and channels are only desired for rules whose engine is Alerting:
+# services/install.py decides, from the engine setting and the cluster's plugins.)
 OPTIONAL_KINDS = {SecurityRole.name}
+# Kinds that read the event data stream: written once it exists (Alerting checks
+# a monitor's indices when it is created).
+AFTER_DATA_STREAM = {Monitor.name, NotificationChannel.name}
+
+
+def availability(kind: str, plugins: set[str]) -> str:
+    """'usable', or why not: 'skipped' (an optional plugin the cluster does not run) or 'blocked'."""
+    plugin = KIND_PLUGINS.get(kind)
+    if plugin is None or plugin in plugins:
+        return "usable"
+    return "skipped" if kind in OPTIONAL_KINDS else "blocked"

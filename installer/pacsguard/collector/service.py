@@ -280,7 +280,7 @@ class Collector:
 
 def preflight(cluster: Cluster, settings: Settings) -> str | None:
     """Refuse to start against a cluster without the pack; a cluster that is away is fine (spool)."""
-    template = f"{settings.id_prefix}-events-{settings.namespace}"
+    template = f"{settings.scope}-events"
     try:
         if not cluster.exists(f"/_index_template/{template}"):
             raise PacsguardError(f"the pack is not installed in {cluster.url} (no index template {template}): "

@@ -16,9 +16,10 @@ import yaml
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
-from pacsguard.core.content import content_path
+from pacsguard.core.content import content_path  # noqa: F401 - re-exported for content loaders
 from pacsguard.core.errors import PacsguardError
 from pacsguard.core.settings import Settings, duration_seconds
+from pacsguard.core.vocabulary import vocabulary
 
 ENV = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
 ENV.filters["tojson"] = lambda value: json.dumps(value)
@@ -33,12 +34,12 @@ def render_context(settings: Settings, salt: str | None = None,
                    capabilities: Iterable[str] = ()) -> dict[str, Any]:
     """What content templates may use. capabilities: modules/plugins the target cluster has."""
     caps = set(capabilities)
-    with content_path("pack", "schema.yaml").open() as fh:
-        schema = yaml.safe_load(fh)
     return {
-        "schema": schema,
+        "schema": vocabulary().template_context(),
         "capabilities": {"geoip": "ingest-geoip" in caps},
-        "prefix": settings.id_prefix,
+        # ids of this installation's objects start with prefix (<id_prefix>-<namespace>), so two
+        # namespaces under one id_prefix never share (or overwrite) a pipeline or template
+        "prefix": settings.scope,
         "namespace": settings.namespace,
         "indices": {key: settings.index(key) for key in type(settings.indices).model_fields},
         "thresholds": settings.thresholds.model_dump(),

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from pacsguard.core.content import content_path
 from pacsguard.core.errors import PacsguardError
+from pacsguard.core.models import Frozen
 
 ENV_PREFIX = "PACSGUARD_"
 DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -27,10 +29,6 @@ def duration_seconds(value: str) -> int:
     if not match:
         raise ValueError(f"bad duration {value!r}: use e.g. 30s, 10m, 24h, 90d")
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-
-
-class Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ClusterSettings(Frozen):
@@ -60,6 +58,7 @@ class Indices(Frozen):
     baselines: str
     profiles: str
     state: str
+    alerts: str
 
 
 class Pseudonymization(Frozen):
@@ -79,6 +78,7 @@ class Thresholds(Frozen):
     bulk_export_studies: int = Field(ge=1)
     bulk_export_window: str
     baseline_window: str
+    baseline_recent_window: str
     baseline_multiplier: float = Field(gt=0)
     baseline_floor: int = Field(ge=1)
     escalation_window: str
@@ -100,18 +100,195 @@ class Thresholds(Frozen):
         return value
 
 
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_SMTP_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+# Fields that only one kind of channel reads; naming one on another kind is a mistake worth reporting.
+_ONLY_FOR: dict[str, tuple[str, ...]] = {
+    "secret_env": ("webhook",), "secret_file": ("webhook",), "headers": ("webhook",),
+    "headers_from_env": ("webhook",),
+    "smtp_account": ("smtp",), "recipients": ("smtp",), "host": ("smtp",), "port": ("smtp",),
+    "security": ("smtp",), "username": ("smtp",), "password_env": ("smtp",), "password_file": ("smtp",),
+    "from_address": ("smtp",),
+    "url": ("webhook", "slack", "chime"), "url_env": ("webhook", "slack", "chime"),
+    "url_file": ("webhook", "slack", "chime"),
+}
+
+
+def secret_from(env_name: str | None, file: Path | None, what: str,
+                environ: Mapping[str, str] | None = None) -> SecretStr | None:
+    """A credential named by an environment variable or a file (never held in settings).
+
+    Read at each use, so a rotated secret file takes effect without a restart.
+    """
+    environ = os.environ if environ is None else environ
+    if env_name is not None:
+        value = environ.get(env_name, "")
+        if not value:
+            raise PacsguardError(f"{what}: environment variable {env_name} is not set")
+        return SecretStr(value)
+    if file is not None:
+        try:
+            value = file.read_text().strip()
+        except OSError as exc:
+            raise PacsguardError(f"{what}: cannot read {file}: {exc.strerror}") from exc
+        if not value:
+            raise PacsguardError(f"{what}: {file} is empty")
+        return SecretStr(value)
+    return None
+
+
 class Channel(Frozen):
-    """A Notifications channel the monitors send to (DESIGN.md D9)."""
+    """Where alerts go (DESIGN.md D9): rendered as an OpenSearch Notifications config for
+    Alerting, and delivered by the pack's own engine (engines/delivery.py) where Alerting is absent.
+
+    Credentials are never values here: they are named by an environment variable (`*_env`)
+    or a file (`*_file`) and read when a message is sent.
+    """
 
     name: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
     type: Literal["webhook", "slack", "chime", "smtp"]
-    url: str | None = None
+    # webhook / slack / chime. A Slack incoming-webhook URL is itself a credential: prefer url_env/url_file.
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    url_env: str | None = Field(default=None, pattern=ENV_NAME)
+    url_file: Path | None = None
+    # webhook only: HMAC-SHA256 signing key, and extra request headers (plain, or values from env).
+    secret_env: str | None = Field(default=None, pattern=ENV_NAME)
+    secret_file: Path | None = None
+    headers: dict[str, str] = {}
+    headers_from_env: dict[str, str] = {}
+    # smtp: smtp_account is the Notifications email account (Alerting); the rest is the pack's own sender.
     smtp_account: str | None = None
     recipients: list[str] = []
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password_env: str | None = Field(default=None, pattern=ENV_NAME)
+    password_file: Path | None = None
+    from_address: str | None = Field(default=None, pattern=r"^[^@\s<>]+@[^@\s<>]+$")
+    # TLS for every kind: verified by default; ca_bundle for a private CA; verify_tls: false for tests only.
+    ca_bundle: Path | None = None
+    verify_tls: bool = True
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Channel:
+        for field_name, kinds in _ONLY_FOR.items():
+            if field_name in self.model_fields_set and self.type not in kinds:
+                raise ValueError(f"{field_name} does not apply to a {self.type} channel (only {'/'.join(kinds)})")
+        for group in (("url", "url_env", "url_file"), ("secret_env", "secret_file"),
+                      ("password_env", "password_file")):
+            given = [g for g in group if getattr(self, g) is not None]
+            if len(given) > 1:
+                raise ValueError(f"give one of {', '.join(group)}, not {' and '.join(given)}")
+        for header in [*self.headers, *self.headers_from_env]:
+            if not re.match(r"^[A-Za-z0-9-]+$", header):
+                raise ValueError(f"header name {header!r} is not a valid HTTP header name")
+        for header, env_name in self.headers_from_env.items():
+            if not re.match(ENV_NAME, env_name):
+                raise ValueError(f"headers_from_env.{header}: {env_name!r} is not an environment variable name")
+        for address in self.recipients:
+            if not re.match(r"^[^@\s<>,]+@[^@\s<>,]+$", address):
+                raise ValueError(f"recipient {address!r} is not an e-mail address")
+        return self
+
+    def resolved_url(self, environ: Mapping[str, str] | None = None) -> str | None:
+        if self.url is not None:
+            return self.url
+        secret = secret_from(self.url_env, self.url_file, f"channel {self.name} url", environ)
+        return None if secret is None else secret.get_secret_value()
+
+    def resolved_secret(self, environ: Mapping[str, str] | None = None) -> SecretStr | None:
+        """The webhook signing key, or None when the channel signs nothing."""
+        return secret_from(self.secret_env, self.secret_file, f"channel {self.name} secret", environ)
+
+    def resolved_password(self, environ: Mapping[str, str] | None = None) -> SecretStr | None:
+        return secret_from(self.password_env, self.password_file, f"channel {self.name} password", environ)
+
+    def resolved_headers(self, environ: Mapping[str, str] | None = None) -> dict[str, SecretStr]:
+        """headers_from_env values are secrets (e.g. an Authorization token); plain headers are not."""
+        resolved: dict[str, SecretStr] = {}
+        for header, env_name in self.headers_from_env.items():
+            value = secret_from(env_name, None, f"channel {self.name} header {header}", environ)
+            if value is not None:
+                resolved[header] = value
+        return resolved
+
+    def smtp_port(self) -> int:
+        return self.port or _SMTP_PORTS[self.security]
+
+
+class DeliveryPolicy(Frozen):
+    """How hard the pack's own engine tries one delivery before recording a failure (the engine retries later)."""
+
+    max_attempts: int = Field(default=5, ge=1)
+    initial_backoff_seconds: float = Field(default=1.0, ge=0)
+    max_backoff_seconds: float = Field(default=30.0, ge=0)
+    attempt_timeout_seconds: float = Field(default=10.0, gt=0)
+    total_seconds: float = Field(default=120.0, gt=0)
 
 
 class Notifications(Frozen):
     channels: list[Channel] = []
+    delivery: DeliveryPolicy = DeliveryPolicy()
+
+
+class DetectionSettings(Frozen):
+    """How rules are compiled and run; the same numbers on both engines."""
+
+    composite_page_size: int = Field(ge=1, le=1000)
+    action_throttle: str
+    event_rule_window: str
+    event_rule_every: str
+    time_field: str
+    event_rule_time_field: str
+
+    @field_validator("action_throttle", "event_rule_window", "event_rule_every")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        duration_seconds(value)
+        return value
+
+
+EngineName = Literal["alerting", "pacsguard"]
+
+
+class EngineSettings(Frozen):
+    """Which engine runs each rule: auto = Alerting where the plugin runs, else pacsguard's own."""
+
+    mode: Literal["auto", "alerting", "pacsguard"] = "auto"
+    # per-signal override, e.g. {"3": pacsguard} for admin changes within seconds
+    rules: dict[str, Literal["auto", "alerting", "pacsguard"]] = {}
+    jobs_every: str = "5m"
+    tick_seconds: float = Field(default=1.0, gt=0)
+
+    def engine_for(self, signal: str, alerting_present: bool) -> EngineName:
+        mode = self.rules.get(signal, self.mode)
+        if mode == "auto":
+            return "alerting" if alerting_present else "pacsguard"
+        return mode
+
+
+class Route(Frozen):
+    """Alerts of these signals/severities (empty: any) go to these channels (None: all) and this owner."""
+
+    signals: list[str] = []
+    severities: list[str] = []
+    channels: list[str] | None = None
+    owner: str
+
+
+class Routing(Frozen):
+    default_owner: str
+    routes: list[Route] = []
+    # OpenSearch Dashboards base URL for links in alert messages; no link when unset
+    dashboards_url: str | None = None
+
+    def route(self, signal: str, severity: str) -> Route:
+        """The first route that matches, else the default owner on every channel."""
+        for route in self.routes:
+            if (not route.signals or signal in route.signals) and (not route.severities or severity in route.severities):
+                return route
+        return Route(owner=self.default_owner)
 
 
 class Settings(Frozen):
@@ -123,6 +300,28 @@ class Settings(Frozen):
     thresholds: Thresholds
     internal_domains: list[str] = []
     notifications: Notifications = Notifications()
+    detection: DetectionSettings
+    engine: EngineSettings = EngineSettings()
+    routing: Routing
+
+    @model_validator(mode="after")
+    def _routes_name_channels(self) -> Settings:
+        names = {c.name for c in self.notifications.channels}
+        for i, route in enumerate(self.routing.routes):
+            unknown = set(route.channels or []) - names
+            if unknown:
+                raise ValueError(f"routing.routes.{i}.channels names unknown channels: {', '.join(sorted(unknown))}")
+        return self
+
+    @property
+    def owner(self) -> str:
+        """The installation (id_prefix, namespace) that owns an object: written into every stamp."""
+        return f"{self.id_prefix}/{self.namespace}"
+
+    @property
+    def scope(self) -> str:
+        """Prefix of the ids of this installation's objects (pipelines, templates, monitors...)."""
+        return f"{self.id_prefix}-{self.namespace}"
 
     def index(self, key: str) -> str:
         """A resolved index / data stream name, e.g. index('failures')."""

@@ -19,6 +19,7 @@ from typing import Any
 
 from pacsguard.core.connection import Cluster
 from pacsguard.core.settings import Settings, duration_seconds
+from pacsguard.core.vocabulary import vocabulary
 from pacsguard.jobs.clock import RunClock, start_run
 from pacsguard.jobs.composite import (
     MAX_PAGE_SIZE,
@@ -30,10 +31,9 @@ from pacsguard.jobs.composite import (
 )
 from pacsguard.jobs.recipients import internal_set, is_external
 from pacsguard.jobs.report import JobReport, iso_ms
-from pacsguard.jobs.stats import DAY, HOUR, baseline
+from pacsguard.jobs.stats import baseline
 from pacsguard.jobs.writer import BulkWriter, finish_run, job_stamp
 
-EXPORT_ACTIONS = ["study-export", "study-download"]
 USER = "user"
 
 
@@ -43,6 +43,7 @@ class Series:
 
     metric: str
     unit_seconds: int
+    unit: str  # the vocabulary's unit name: hour | day
     filters: list[dict[str, Any]]
     extra_sources: list[dict[str, Any]]
     aggs: dict[str, Any] | None
@@ -74,22 +75,33 @@ def _histogram(unit_seconds: int, interval: str, end_ms: int) -> dict[str, Any]:
     return {"t": {"date_histogram": {"field": "@timestamp", "fixed_interval": interval, "offset": f"+{offset}s"}}}
 
 
+def unit_seconds(settings: Settings, unit: str) -> int:
+    """Length of a baseline unit. The hourly unit is the window signal 4b compares with the
+    baseline, and the daily one the window of 5b, so a baseline counts what its rule counts."""
+    t = settings.thresholds
+    return duration_seconds(t.baseline_recent_window if unit == "hour" else t.new_external_recipients_window)
+
+
 def series_for(settings: Settings, end_ms: int) -> list[Series]:
-    hourly = _histogram(HOUR, "1h", end_ms)
-    daily = _histogram(DAY, "1d", end_ms)
+    """One Series per baseline metric of the vocabulary (pack/schema.yaml baseline_metrics)."""
     not_failed = {"bool": {"must_not": [{"term": {"event.outcome": "failure"}}]}}
-    return [
-        Series("export", HOUR, [{"terms": {"event.action": EXPORT_ACTIONS}}, not_failed], [hourly],
-               {"studies": {"sum": {"field": "pacs.study.count"}},
-                "no_count": {"missing": {"field": "pacs.study.count"}}},
-               _studies_per_hour),
-        Series("share", HOUR, [{"term": {"event.action": "share-create"}}, not_failed], [hourly], None,
-               _events_per_hour),
-        Series("external_recipients", DAY,
-               [{"term": {"event.action": "share-create"}}, {"term": {"pacs.share.external": True}}, not_failed],
-               [daily, {"recipient": {"terms": {"field": "pacs.share.recipients"}}}], None,
-               _external_recipients_per_day(internal_set(settings.internal_domains))),
-    ]
+    internal = internal_set(settings.internal_domains)
+    out = []
+    for name, metric in vocabulary().baseline_metrics.items():
+        unit = unit_seconds(settings, metric.unit)
+        histogram = _histogram(unit, f"{unit}s", end_ms)
+        filters: list[dict[str, Any]] = [{"terms": {"event.action": list(metric.actions)}}, not_failed]
+        if metric.value == "studies":
+            out.append(Series(name, unit, metric.unit, filters, [histogram],
+                              {"studies": {"sum": {"field": "pacs.study.count"}},
+                               "no_count": {"missing": {"field": "pacs.study.count"}}}, _studies_per_hour))
+        elif metric.value == "events":
+            out.append(Series(name, unit, metric.unit, filters, [histogram], None, _events_per_hour))
+        else:
+            out.append(Series(name, unit, metric.unit, [*filters, {"term": {"pacs.share.external": True}}],
+                              [histogram, {"recipient": {"terms": {"field": "pacs.share.recipients"}}}], None,
+                              _external_recipients_per_day(internal)))
+    return out
 
 
 def _document(settings: Settings, clock: RunClock, series: Series, user: str, values: list[float],
@@ -99,7 +111,7 @@ def _document(settings: Settings, clock: RunClock, series: Series, user: str, va
                      t.baseline_floor)
     body: dict[str, Any] = {
         "metric": series.metric,
-        "unit": "hour" if series.unit_seconds == HOUR else "day",
+        "unit": series.unit,
         "window": t.baseline_window,
         "window_start": iso_ms(start_ms),
         "window_end": iso_ms(end_ms),
@@ -113,7 +125,7 @@ def _document(settings: Settings, clock: RunClock, series: Series, user: str, va
         "multiplier": t.baseline_multiplier,
         "floor": t.baseline_floor,
     }
-    if series.unit_seconds == HOUR:
+    if series.unit == "hour":
         body.update(hourly_p95=stats.p95, hourly_p99=stats.p99)
     else:
         body.update(daily_p95=stats.p95)
@@ -134,7 +146,8 @@ def run_baselines(cluster: Cluster, settings: Settings, *, now: dt.datetime | No
     require_index(cluster, events, "events data stream")
     require_index(cluster, target, "baselines index", ("job.run_id", "job.key", "baseline.threshold"))
     start_ms = clock.now_ms - duration_seconds(settings.thresholds.baseline_window) * 1000
-    end_ms = clock.now_ms - HOUR * 1000
+    # the baseline ends where the rule's own recent window starts
+    end_ms = clock.now_ms - unit_seconds(settings, "hour") * 1000
     report = JobReport("baselines", clock.run_id, clock.now_iso)
     counter = PageCounter()
     writer = BulkWriter(cluster, target, flush_every=page_size)

@@ -22,6 +22,7 @@ from typing import Any
 
 from pacsguard.core.connection import Cluster
 from pacsguard.core.settings import Settings, duration_seconds
+from pacsguard.core.vocabulary import vocabulary
 from pacsguard.jobs.clock import RunClock, start_run
 from pacsguard.jobs.composite import (
     MAX_PAGE_SIZE,
@@ -56,15 +57,13 @@ class Seen:
 
 
 def kinds() -> list[Kind]:
-    logins: list[dict[str, Any]] = [{"term": {"event.action": "user-login"}}, {"term": {"event.outcome": "success"}}]
-    shares: list[dict[str, Any]] = [{"term": {"event.action": "share-create"}}, {"term": {"pacs.share.external": True}},
-              {"bool": {"must_not": [{"term": {"event.outcome": "failure"}}]}}]
-    return [
-        Kind("country", "source.geo.country_iso_code", logins),
-        Kind("region", "source.geo.region_iso_code", logins),
-        Kind("device", "device.id", logins),
-        Kind("recipient", "pacs.share.recipients", shares),
-    ]
+    """One Kind per profile kind of the vocabulary (pack/schema.yaml profile_kinds)."""
+    feeds: dict[str, list[dict[str, Any]]] = {
+        "login": [{"term": {"event.action": "user-login"}}, {"term": {"event.outcome": "success"}}],
+        "external_share": [{"term": {"event.action": "share-create"}}, {"term": {"pacs.share.external": True}},
+                           {"bool": {"must_not": [{"term": {"event.outcome": "failure"}}]}}],
+    }
+    return [Kind(name, kind.field, feeds[kind.events]) for name, kind in vocabulary().profile_kinds.items()]
 
 
 def profile_id(kind: str, user: str, value: str) -> str:

@@ -19,8 +19,7 @@ from types import FrameType
 from pacsguard.core.connection import Cluster
 from pacsguard.core.errors import PacsguardError
 from pacsguard.core.settings import Settings
-from pacsguard.jobs.baselines import run_baselines
-from pacsguard.jobs.profiles import run_profiles
+from pacsguard.jobs import run_job
 from pacsguard.jobs.report import JobReport, JobStopped
 
 
@@ -32,13 +31,9 @@ class JobName(str, Enum):
 
 def run_once(cluster: Cluster, settings: Settings, job: JobName, *, lookback_seconds: int | None,
              page_size: int, stop: threading.Event | None = None) -> list[JobReport]:
-    reports: list[JobReport] = []
-    if job in (JobName.baselines, JobName.all):
-        reports.append(run_baselines(cluster, settings, page_size=page_size, stop=stop))
-    if job in (JobName.profiles, JobName.all):
-        reports.append(run_profiles(cluster, settings, lookback_seconds=lookback_seconds,
-                                    page_size=page_size, stop=stop))
-    return reports
+    names = ["baselines", "profiles"] if job == JobName.all else [job.value]
+    return [run_job(cluster, settings, name, lookback_seconds=lookback_seconds, page_size=page_size, stop=stop)
+            for name in names]
 
 
 @contextmanager

@@ -1,99 +1,325 @@
-"""Compile detection rules into Alerting monitors (and notification channels) as pack objects.
+"""Compile detection rules into plain data that both engines run: an Alerting monitor body.
 
-The monitor body comes from detections/templates/monitor.yaml.j2, rendered in
-the same sandboxed, StrictUndefined Jinja2 environment as every other content
-file, with the pack's thresholds, so changing a threshold in settings changes
-exactly the monitors that read it.
+A compiled rule is the monitor OpenSearch Alerting would store (one search
+input, bucket-level triggers with painless conditions, mustache messages).
+Where the plugin runs it is installed as is; elsewhere the pack's own engine
+(engines/core.py, `pacsguard watch`) runs the same body with core search. The
+body is built here from typed pieces, not from JSON text, and every number in
+it comes from the pack settings (one place for each threshold).
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pacsguard.core.content import content_path
 from pacsguard.core.errors import PacsguardError
-from pacsguard.core.render import ENV, ContentError
-from pacsguard.core.settings import Settings
+from pacsguard.core.settings import Channel, Settings, duration_seconds
+from pacsguard.core.vocabulary import vocabulary
 from pacsguard.packobjects import PackObject
-from pacsguard.rules.model import Rule, load_rules
+from pacsguard.rules.model import SEVERITIES, Filter, Rule, load_rules
 
-TEMPLATE = ("detections", "templates", "monitor.yaml.j2")
+PERIOD_END = "{{period_end}}"
+ENTITY_AGG = "by_entity"
+ESCALATED_SEVERITY = str(SEVERITIES["critical"])
+_UNITS = {"m": "MINUTES", "h": "HOURS", "d": "DAYS"}
+# Where the pack's own engine keeps what Alerting keeps in its alert document.
+ESCALATED_SUFFIX = " (escalated: after a new device or country login)"
 
 
 def rules_folder() -> Path:
     return content_path("detections")
 
 
-def evidence_query(rule: Rule) -> str:
-    """A Discover / query_string query that shows the events behind an alert."""
-    d = rule.detection
-    if d.type == "event" and d.queries:
-        return " OR ".join(f"({q})" for q in d.queries.values())
-    f = d.filter
-    if f is None:
-        return f"profile.kind:{d.profile_kind}"
-    parts = ["event.action:(" + " OR ".join(f'"{a}"' for a in f.actions) + ")"]
+@dataclass(frozen=True)
+class CompiledRule:
+    """A rule and the monitor body both engines run."""
+
+    rule: Rule
+    object_id: str
+    monitor: dict[str, Any]
+
+    @property
+    def signal(self) -> str:
+        return self.rule.signal
+
+
+def monitor_object_id(settings: Settings, rule: Rule) -> str:
+    return f"{settings.scope}-rule-{rule.signal}"
+
+
+def channel_object_id(settings: Settings, channel: str) -> str:
+    return f"{settings.scope}-{channel}"
+
+
+# ------------------------------------------------------------------ query pieces
+
+
+def time_range(field: str, window: str) -> dict[str, Any]:
+    return {"range": {field: {"gte": f"{PERIOD_END}||-{window}", "lte": PERIOD_END, "format": "epoch_millis"}}}
+
+
+def event_clause(f: Filter, window: str, settings: Settings, time_field: str | None = None) -> dict[str, Any]:
+    clauses: list[dict[str, Any]] = [
+        {"term": {"event.dataset": "pacs.audit"}},
+        {"terms": {"event.action": list(f.actions)}},
+    ]
     if f.outcome:
-        parts.append(f"event.outcome:{f.outcome}")
-    parts.append(f"{d.entity}:<entity>")
+        clauses.append({"term": {"event.outcome": f.outcome}})
+    if f.external_only:
+        clauses.append({"term": {"pacs.share.external": True}})
+    clauses.append(time_range(time_field or settings.detection.time_field, window))
+    body: dict[str, Any] = {"filter": clauses}
+    if f.exclude_admins:
+        body["must_not"] = [{"terms": {"user.roles": list(settings.thresholds.admin_roles)}}]
+    return {"bool": body}
+
+
+def new_login_clause(window: str, settings: Settings) -> dict[str, Any]:
+    return {"bool": {"filter": [
+        {"terms": {"profile.kind": vocabulary().new_login_kinds}},
+        {"term": {"profile.new": True}},
+        time_range(settings.detection.time_field, window),
+    ]}}
+
+
+def composite(rule: Rule, settings: Settings, aggs: dict[str, Any]) -> dict[str, Any]:
+    d = rule.detection
+    sources: list[dict[str, Any]] = [{"entity": {"terms": {"field": d.entity}}}]
+    sources += [{field.replace(".", "_"): {"terms": {"field": field, "missing_bucket": True}}}
+                for field in d.group_by]
+    return {ENTITY_AGG: {"composite": {"size": settings.detection.composite_page_size, "sources": sources},
+                         "aggs": aggs}}
+
+
+def search_input(indices: Iterable[str], query: dict[str, Any], aggs: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"search": {"indices": list(indices), "query": {"size": 0, "query": query, "aggregations": aggs}}}]
+
+
+def any_of(*clauses: dict[str, Any]) -> dict[str, Any]:
+    return {"bool": {"should": list(clauses), "minimum_should_match": 1}}
+
+
+# ------------------------------------------------------------------ messages
+
+
+def evidence_query(rule: Rule, entity: str = "<entity>") -> str:
+    """A Discover (query_string / DQL) query that shows the events behind an alert."""
+    d = rule.detection
+    if d.filter is None:
+        return f'profile.kind:{d.profile_kind} AND user.name:"{entity}"'
+    parts = ["event.action:(" + " OR ".join(f'"{a}"' for a in d.filter.actions) + ")"]
+    if d.filter.outcome:
+        parts.append(f"event.outcome:{d.filter.outcome}")
+    parts.append(f'{d.entity}:"{entity}"')
     return " AND ".join(parts)
 
 
-def channel_ids(settings: Settings) -> list[str]:
-    return [f"{settings.id_prefix}-{c.name}" for c in settings.notifications.channels]
+def rule_window(rule: Rule, settings: Settings) -> str:
+    d = rule.detection
+    if d.type == "event":
+        return settings.detection.event_rule_window
+    if d.type == "baseline":
+        return settings.thresholds.baseline_recent_window
+    return str(getattr(settings.thresholds, d.window)) if d.window else ""
+
+
+def message_template(rule: Rule, settings: Settings, escalated: bool = False) -> str:
+    """One mustache message, rendered by Alerting and by the pack's engine alike.
+
+    Inside {{#ctx.newAlerts}} Alerting exposes only bucket_keys; the pack's engine
+    adds count (and the owner is fixed per rule and severity, so it is written in).
+    """
+    d = rule.detection
+    severity = "critical" if escalated else rule.severity
+    route = settings.routing.route(rule.signal, severity)
+    window = rule_window(rule, settings)
+    keys = ", ".join([d.entity, *d.group_by])
+    threshold = f", threshold {getattr(settings.thresholds, d.threshold)}" if d.threshold else ""
+    lines = [
+        f"[pacsguard] {severity.upper()}: {rule.name}" + (ESCALATED_SUFFIX if escalated else ""),
+        f"Rule: {rule.name} (signal {rule.signal}, id {rule.id}, v{rule.version})",
+        "{{#ctx.newAlerts}}Entity ({keys}): {{bucket_keys}}{{#count}}, count {{count}}{{/count}}\n{{/ctx.newAlerts}}"
+        .replace("{keys}", keys),
+        f"Window: {window}{threshold}",
+        f"Owner: {route.owner}",
+        f"Evidence: data stream {settings.index('events_data_stream')}, query: "
+        + evidence_query(rule, "{{#ctx.newAlerts}}{{bucket_keys}}{{/ctx.newAlerts}}")
+        if not d.group_by else
+        f"Evidence: data stream {settings.index('events_data_stream')}, query: {evidence_query(rule, '*')} "
+        f"with {keys} as above",
+    ]
+    if settings.routing.dashboards_url:
+        lines.append(f"Discover: {settings.routing.dashboards_url.rstrip('/')}/app/data-explorer/discover")
+    lines += [
+        f"First response (contain): {rule.guide.contain}",
+        f"Then preserve evidence, scope, reset: pacsguard respond <alert id> (routine of rule {rule.signal})",
+    ]
+    return "\n".join(lines)
+
+
+def subject(rule: Rule, escalated: bool = False) -> str:
+    severity = "CRITICAL" if escalated else rule.severity.upper()
+    return f"[pacsguard] {severity}: {rule.signal} {rule.name}"
+
+
+def actions(rule: Rule, settings: Settings, escalated: bool = False) -> list[dict[str, Any]]:
+    """One action per routed channel, per alert, on NEW alerts only: one message per (rule, entity)."""
+    severity = "critical" if escalated else rule.severity
+    route = settings.routing.route(rule.signal, severity)
+    names = route.channels if route.channels is not None else [c.name for c in settings.notifications.channels]
+    throttle = duration_seconds(settings.detection.action_throttle) // 60
+    out = []
+    for i, name in enumerate(names, 1):
+        out.append({
+            "name": f"{settings.scope}-notify-{i}{'-escalated' if escalated else ''}",
+            "destination_id": channel_object_id(settings, name),
+            "subject_template": {"source": subject(rule, escalated), "lang": "mustache"},
+            "message_template": {"source": message_template(rule, settings, escalated), "lang": "mustache"},
+            "throttle_enabled": True,
+            "throttle": {"value": max(1, throttle), "unit": "MINUTES"},
+            "action_execution_policy": {"action_execution_scope": {"per_alert": {"actionable_alerts": ["NEW"]}}},
+        })
+    return out
+
+
+def bucket_trigger(rule: Rule, settings: Settings, name: str, severity: str, paths: dict[str, str], script: str,
+                   escalated: bool = False) -> dict[str, Any]:
+    return {"bucket_level_trigger": {
+        "name": name,
+        "severity": severity,
+        "condition": {"buckets_path": paths, "parent_bucket_path": ENTITY_AGG,
+                      "script": {"source": script, "lang": "painless"}},
+        "actions": actions(rule, settings, escalated),
+    }}
+
+
+# ------------------------------------------------------------------ rule types
+
+
+def _value_agg(count: str) -> dict[str, Any]:
+    return {"events": {"value_count": {"field": "@timestamp"}},
+            "distinct_studies": {"cardinality": {"field": "pacs.study.uids"}},
+            "studies": {"sum": {"field": "pacs.study.count"}}}[count]
+
+
+def _inputs_and_triggers(rule: Rule, settings: Settings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    d = rule.detection
+    t = settings.thresholds
+    sev = rule.monitor_severity
+    events = settings.index("events_data_stream")
+    if d.type == "new_value":
+        assert d.window is not None and d.profile_kind is not None
+        filters: list[dict[str, Any]] = [{"term": {"profile.kind": d.profile_kind}}]
+        if d.require_new_flag:
+            filters.append({"term": {"profile.new": True}})
+        filters.append(time_range(settings.detection.time_field, getattr(t, d.window)))
+        aggs = composite(rule, settings, {"values": {"cardinality": {"field": "profile.value"}}})
+        minimum = getattr(t, d.threshold) if d.threshold else 1
+        return (search_input([settings.index("profiles")], {"bool": {"filter": filters}}, aggs),
+                [bucket_trigger(rule, settings, rule.name, sev, {"values": "values"}, f"params.values >= {minimum}")])
+    if d.type == "sequence":
+        assert d.filter is not None and d.before is not None and d.window and d.threshold
+        window = getattr(t, d.window)
+        before, after = event_clause(d.before, window, settings), event_clause(d.filter, window, settings)
+        aggs = composite(rule, settings, {
+            "before": {"filter": before, "aggs": {"first": {"min": {"field": "@timestamp"}}}},
+            "after": {"filter": after, "aggs": {"last": {"max": {"field": "@timestamp"}}}}})
+        script = f"params.fails >= {getattr(t, d.threshold)} && params.last_success > params.first_fail"
+        return (search_input([events], any_of(after, before), aggs),
+                [bucket_trigger(rule, settings, rule.name, sev,
+                                {"fails": "before._count", "first_fail": "before>first", "last_success": "after>last"},
+                                script)])
+    if d.type == "event":
+        assert d.filter is not None
+        clause = event_clause(d.filter, settings.detection.event_rule_window, settings,
+                              settings.detection.event_rule_time_field)
+        aggs = composite(rule, settings, {"recent": {"filter": clause}})
+        return (search_input([events], clause, aggs),
+                [bucket_trigger(rule, settings, rule.name, sev, {"value": "recent._count"}, "params.value >= 1")])
+    # threshold and baseline
+    assert d.filter is not None
+    window = rule_window(rule, settings)
+    recent = event_clause(d.filter, window, settings)
+    should = [recent]
+    sub: dict[str, Any] = {"recent": {"filter": recent, "aggs": {"value": _value_agg(d.count)}}}
+    indices = [events]
+    if d.type == "baseline":
+        assert d.baseline_metric is not None
+        metric = {"term": {"baseline.metric": d.baseline_metric}}
+        should.append({"bool": {"filter": [metric]}})
+        sub["baseline"] = {"filter": metric, "aggs": {"threshold": {"sum": {"field": "baseline.threshold"}}}}
+        indices.append(settings.index("baselines"))
+        paths = {"value": "recent>value", "baseline": "baseline>threshold"}
+        cond = "params.baseline > 0 && params.value >= params.baseline"
+    else:
+        assert d.threshold is not None
+        paths = {"value": "recent>value"}
+        cond = f"params.value >= {getattr(t, d.threshold)}"
+    triggers = [bucket_trigger(rule, settings, rule.name, sev, paths, cond)]
+    if d.escalate_after_new_login:
+        login = new_login_clause(getattr(t, d.escalate_after_new_login), settings)
+        should.append(login)
+        sub["new_login"] = {"filter": login}
+        indices.append(settings.index("profiles"))
+        triggers.append(bucket_trigger(rule, settings, rule.name + ESCALATED_SUFFIX, ESCALATED_SEVERITY,
+                                       dict(paths, new_login="new_login._count"),
+                                       cond + " && params.new_login > 0", escalated=True))
+    return search_input(indices, any_of(*should), composite(rule, settings, sub)), triggers
 
 
 def render_monitor(rule: Rule, settings: Settings) -> dict[str, Any]:
-    path = content_path(*TEMPLATE)
-    context = {
-        "rule": {**rule.model_dump(mode="json"), "severity_number": rule.monitor_severity},
-        "t": settings.thresholds.model_dump(),
-        "indices": {key: settings.index(key) for key in type(settings.indices).model_fields},
-        "prefix": settings.id_prefix,
-        "channels": channel_ids(settings),
-        "evidence": evidence_query(rule),
+    """The Alerting monitor body of a rule (without the pack's stamp)."""
+    inputs, triggers = _inputs_and_triggers(rule, settings)
+    return {
+        "type": "monitor",
+        "monitor_type": "bucket_level_monitor",
+        "name": f"{monitor_object_id(settings, rule)} {rule.name}",
+        "enabled": rule.enabled,
+        "schedule": {"period": {"interval": int(rule.schedule[:-1]), "unit": _UNITS[rule.schedule[-1]]}},
+        "inputs": inputs,
+        "triggers": triggers,
     }
-    try:
-        text = ENV.from_string(path.read_text()).render(**context)
-    except Exception as exc:  # noqa: BLE001 - template errors of any kind name the rule
-        raise ContentError(f"{path}: rendering rule {rule.id} ({rule.name}): {exc}") from None
-    try:
-        body: dict[str, Any] = json.loads(text)
-    except json.JSONDecodeError as exc:
-        snippet = text.splitlines()[exc.lineno - 1] if exc.lineno <= len(text.splitlines()) else ""
-        raise ContentError(f"{path}: rule {rule.id} renders invalid JSON at line {exc.lineno}: {exc.msg}: "
-                           f"{snippet.strip()[:160]}") from None
-    return body
 
 
-def monitor_objects(settings: Settings, folder: Path | None = None) -> list[PackObject]:
-    folder = folder or rules_folder()
-    rules = load_rules(folder)
-    objects = []
-    for rule in rules:
-        body = render_monitor(rule, settings)
-        source = next((p for p in folder.glob("*.yml") if str(rule.id) in p.read_text()), folder)
-        objects.append(PackObject("monitor", f"{settings.id_prefix}-rule-{rule.id}", body, source))
-    return objects
+def compile_rules(settings: Settings, folder: Path | None = None) -> list[CompiledRule]:
+    return [CompiledRule(rule, monitor_object_id(settings, rule), render_monitor(rule, settings))
+            for rule in load_rules(folder or rules_folder())]
+
+
+def monitor_objects(settings: Settings, folder: Path | None = None,
+                    signals: set[str] | None = None) -> list[PackObject]:
+    """The monitors to install (optionally only some signals: those whose engine is Alerting)."""
+    return [PackObject("monitor", c.object_id, c.monitor, c.rule.path or rules_folder())
+            for c in compile_rules(settings, folder) if signals is None or c.signal in signals]
+
+
+def _channel_config(channel: Channel, scope: str) -> dict[str, Any]:
+    config: dict[str, Any] = {"name": f"{scope} {channel.name}", "config_type": channel.type,
+                              "is_enabled": True, "description": f"pacsguard alerts: {channel.name}"}
+    if channel.type in ("webhook", "slack", "chime"):
+        # url_env / url_file too: Notifications keeps the URL in the cluster, so it is resolved here.
+        url = channel.resolved_url()
+        if not url:
+            raise PacsguardError(f"notifications channel {channel.name}: {channel.type} needs url, url_env or url_file")
+        config[channel.type] = {"url": url}
+    elif channel.type == "smtp":
+        if not (channel.smtp_account and channel.recipients):
+            raise PacsguardError(f"notifications channel {channel.name}: smtp needs smtp_account and recipients")
+        # Notifications knows no config_type "smtp" (it would parse as NONE, which the
+        # create action refuses with HTTP 406): mail goes through an "email" config that
+        # names an existing smtp_account config.
+        config["config_type"] = "email"
+        config["email"] = {"email_account_id": channel.smtp_account,
+                           "recipient_list": [{"recipient": r} for r in channel.recipients]}
+    return config
 
 
 def channel_objects(settings: Settings) -> list[PackObject]:
-    objects = []
-    for channel in settings.notifications.channels:
-        config: dict[str, Any] = {"name": f"{settings.id_prefix} {channel.name}", "config_type": channel.type,
-                                  "is_enabled": True, "description": f"pacsguard alerts: {channel.name}"}
-        if channel.type in ("webhook", "slack", "chime"):
-            if not channel.url:
-                raise PacsguardError(f"notifications channel {channel.name}: {channel.type} needs url")
-            config[channel.type] = {"url": channel.url}
-        elif channel.type == "smtp":
-            if not (channel.smtp_account and channel.recipients):
-                raise PacsguardError(f"notifications channel {channel.name}: smtp needs smtp_account and recipients")
-            config["email"] = {"email_account_id": channel.smtp_account,
-                               "recipient_list": [{"recipient": r} for r in channel.recipients]}
-        objects.append(PackObject("notification_channel", f"{settings.id_prefix}-{channel.name}",
-                                  {"config_id": f"{settings.id_prefix}-{channel.name}", "config": config},
-                                  content_path("pack", "settings.yaml")))
-    return objects
+    return [PackObject("notification_channel", channel_object_id(settings, c.name),
+                       {"config_id": channel_object_id(settings, c.name), "config": _channel_config(c, settings.scope)},
+                       content_path("pack", "settings.yaml"))
+            for c in settings.notifications.channels]

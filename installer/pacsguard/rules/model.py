@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from pacsguard.core.errors import PacsguardError
+from pacsguard.core.models import Frozen
+from pacsguard.core.render import canonical_hash
 from pacsguard.core.settings import DURATION, Thresholds
+from pacsguard.core.vocabulary import vocabulary
 
 FILE_NAME = re.compile(r"^(?P<tactic>[a-z_]+)_(?P<what>[a-z0-9_]+)\.yml$")
 SEVERITIES = {"critical": 1, "high": 2, "medium": 3, "low": 4, "info": 5}
@@ -28,10 +31,6 @@ THRESHOLD_KEYS = set(Thresholds.model_fields)
 
 class RuleError(PacsguardError):
     """A rule file that does not validate; the message names file:line."""
-
-
-class Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Mitre(Frozen):
@@ -56,6 +55,16 @@ class Filter(Frozen):
 
     actions: list[str] = Field(min_length=1)
     outcome: Literal["success", "failure"] | None = None
+
+    @field_validator("actions")
+    @classmethod
+    def _known_actions(cls, value: list[str]) -> list[str]:
+        known = vocabulary().actions
+        unknown = [a for a in value if a not in known]
+        if unknown:
+            raise ValueError(f"unknown event.action {', '.join(map(repr, unknown))}; the vocabulary "
+                             f"(pack/schema.yaml) has: {', '.join(known)}")
+        return value
     exclude_admins: bool = False
     external_only: bool = False
 
@@ -71,15 +80,33 @@ class Detection(Frozen):
     # sequence: the run of failures before a success
     before: Filter | None = None
     # new_value: which profile kind (written by the profiles job)
-    profile_kind: Literal["country", "region", "device", "recipient"] | None = None
+    profile_kind: str | None = None
     require_new_flag: bool = True
     # baseline: which baseline metric (written by the baselines job)
-    baseline_metric: Literal["export", "share", "external_recipients"] | None = None
+    baseline_metric: str | None = None
     # escalation (4c): raise to critical when a new-device/country login of the
     # same entity happened within this window (a pack threshold name)
     escalate_after_new_login: str | None = None
-    # event: doc-level queries (query_string syntax), any match alerts
-    queries: dict[str, str] | None = None
+    # event: every matching event alerts, once per (entity, group) in the event-rule window
+    group_by: list[Literal["event.action", "user.target.name", "source.ip"]] = []
+
+    @field_validator("profile_kind")
+    @classmethod
+    def _known_profile_kind(cls, value: str | None) -> str | None:
+        known = vocabulary().profile_kinds
+        if value is not None and value not in known:
+            raise ValueError(f"unknown profile kind {value!r}; the vocabulary (pack/schema.yaml) has: "
+                             f"{', '.join(known)}")
+        return value
+
+    @field_validator("baseline_metric")
+    @classmethod
+    def _known_metric(cls, value: str | None) -> str | None:
+        known = vocabulary().baseline_metrics
+        if value is not None and value not in known:
+            raise ValueError(f"unknown baseline metric {value!r}; the vocabulary (pack/schema.yaml) has: "
+                             f"{', '.join(known)}")
+        return value
 
     @field_validator("window", "threshold", "escalate_after_new_login")
     @classmethod
@@ -95,7 +122,7 @@ class Detection(Frozen):
             "sequence": ["filter", "before", "window", "threshold"],
             "baseline": ["filter", "baseline_metric"],
             "new_value": ["profile_kind", "window"],
-            "event": ["queries"],
+            "event": ["filter"],
         }
         missing = [f for f in need[self.type] if getattr(self, f) is None]
         if missing:
@@ -123,6 +150,16 @@ class Rule(Frozen):
     schedule: str = Field(pattern=DURATION.pattern)
     detection: Detection
     enabled: bool = True
+    _path: Path | None = PrivateAttr(default=None)
+
+    @property
+    def path(self) -> Path | None:
+        """The file the rule was loaded from (None for a rule built in code)."""
+        return self._path
+
+    def content_hash(self) -> str:
+        """Hash of what the rule does and says, without its version and dates (see rules/lock.py)."""
+        return canonical_hash(self.model_dump(mode="json", exclude={"version", "updated", "created"}))
 
     @model_validator(mode="after")
     def _consistent(self) -> Rule:
@@ -183,12 +220,14 @@ def load_rule(path: Path) -> Rule:
     if not FILE_NAME.match(path.name):
         raise RuleError(f"{path}:1: file name must be <tactic>_<what>.yml in lower case")
     try:
-        return Rule.model_validate(data)
+        rule = Rule.model_validate(data)
     except ValidationError as exc:
         lines = _key_lines(text)
         problems = [f"{path}:{_line_for(lines, err['loc'])}: {'.'.join(str(p) for p in err['loc']) or 'rule'}: "
-                    f"{err['msg']}" for err in exc.errors()]
+                    f"{err['msg'].removeprefix('Value error, ')}" for err in exc.errors()]
         raise RuleError("\n".join(problems)) from None
+    rule._path = path
+    return rule
 
 
 def load_rules(folder: Path) -> list[Rule]:

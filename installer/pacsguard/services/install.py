@@ -11,7 +11,7 @@ content change.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,20 +20,22 @@ from pacsguard import __version__
 from pacsguard.core.connection import REQUIRED_MODULES, REQUIRED_PLUGINS, ApiError, Cluster
 from pacsguard.core.content import content_path, content_root
 from pacsguard.core.errors import MissingPlugin, PacsguardError
+from pacsguard.core.models import Progress, quiet
 from pacsguard.core.render import ContentError, render_context, render_yaml
 from pacsguard.core.secrets import resolve_salt
 from pacsguard.core.settings import Settings
 from pacsguard.packobjects import (
+    AFTER_DATA_STREAM,
     KIND_PLUGINS,
     KINDS,
-    OPTIONAL_KINDS,
     PackObject,
+    Stamp,
+    availability,
     delete_index_template,
     live_fingerprint,
 )
 from pacsguard.rules.compiler import channel_objects, monitor_objects
-
-Progress = Callable[[str], None]
+from pacsguard.rules.model import load_rules
 
 # Where each kind's content lives (relative to the content root).
 CONTENT_GLOBS = (("pack/index", "*.yaml"), ("pack/security", "*.yaml"), ("pipelines", "*.yaml"))
@@ -84,6 +86,8 @@ def load_objects(settings: Settings, salt: str | None = None,
                 raise ContentError(f"{path}: unknown kind {doc['kind']!r}; one of {', '.join(KINDS)}")
             if not str(doc["id"]).startswith(f"{settings.id_prefix}-"):
                 raise ContentError(f"{path}: id {doc['id']!r} must start with '{settings.id_prefix}-'")
+            if doc["kind"] in AFTER_DATA_STREAM:
+                raise ContentError(f"{path}: {doc['kind']} objects come from rules and settings, not content files")
             obj = PackObject(doc["kind"], str(doc["id"]), doc["body"], path)
             if obj.key in seen:
                 raise ContentError(f"{path}: {obj.key} is also defined in {seen[obj.key]}")
@@ -93,10 +97,19 @@ def load_objects(settings: Settings, salt: str | None = None,
     return objects
 
 
+def alerting_signals(settings: Settings, plugins: set[str]) -> set[str]:
+    """The signals whose rules run on OpenSearch Alerting in this cluster (the others run on `watch`)."""
+    present = "opensearch-alerting" in plugins
+    return {r.signal for r in load_rules(content_path("detections"))
+            if settings.engine.engine_for(r.signal, present) == "alerting"}
+
+
 def desired_objects(cluster: Cluster, settings: Settings) -> list[PackObject]:
     plugins, modules = cluster.installed_components()
     objects = load_objects(settings, resolve_salt(settings), plugins | modules)
-    objects += channel_objects(settings) + monitor_objects(settings)
+    signals = alerting_signals(settings, plugins)
+    if signals:
+        objects += channel_objects(settings) + monitor_objects(settings, signals=signals)
     objects.sort(key=lambda o: KINDS[o.kind].order)
     return objects
 
@@ -104,39 +117,56 @@ def desired_objects(cluster: Cluster, settings: Settings) -> list[PackObject]:
 def usable_kinds(cluster: Cluster) -> set[str]:
     """Kinds whose plugin the cluster runs; the others cannot be read or written there."""
     plugins, _ = cluster.installed_components()
-    return {name for name in KINDS if KIND_PLUGINS.get(name, "") in plugins or name not in KIND_PLUGINS}
+    return {name for name in KINDS if availability(name, plugins) == "usable"}
+
+
+def owned_ids(cluster: Cluster, settings: Settings, kind_name: str) -> list[str]:
+    """Ids of the live objects of a kind that this installation (id_prefix, namespace) owns."""
+    return KINDS[kind_name].list_ids(cluster, settings.owner, settings.id_prefix)
+
+
+def _unavailable(cluster: Cluster, obj: PackObject) -> tuple[str, str] | None:
+    """(state, reason) when the cluster cannot hold this object, else None."""
+    plugins, _ = cluster.installed_components()
+    state = availability(obj.kind, plugins)
+    if state == "usable":
+        return None
+    if state == "skipped":
+        return state, f"cluster runs without {KIND_PLUGINS[obj.kind]}: does not apply"
+    return state, f"cluster lacks {KIND_PLUGINS[obj.kind]}"
+
+
+def orphans(cluster: Cluster, settings: Settings, wanted: set[str]) -> list[tuple[str, str]]:
+    """(kind, id) of owned objects that left the content (data indices excepted), in uninstall order."""
+    usable = usable_kinds(cluster)
+    return [(kind.name, obj_id) for kind in sorted(KINDS.values(), key=lambda k: -k.order) if kind.name in usable
+            for obj_id in owned_ids(cluster, settings, kind.name)
+            if f"{kind.name}:{obj_id}" not in wanted and not _is_data(settings, kind.name, obj_id)]
 
 
 def make_plan(cluster: Cluster, settings: Settings, objects: list[PackObject]) -> Plan:
     plan = Plan()
-    wanted = {o.key for o in objects}
-    usable = usable_kinds(cluster)
     for obj in objects:
         kind = KINDS[obj.kind]
-        if obj.kind not in usable:
-            if obj.kind in OPTIONAL_KINDS:
-                reason = f"cluster runs without {KIND_PLUGINS[obj.kind]}: does not apply"
-                plan.changes.append(Change("skipped", obj.kind, obj.id, reason, obj))
-            else:
-                plan.changes.append(Change("blocked", obj.kind, obj.id, f"cluster lacks {KIND_PLUGINS[obj.kind]}", obj))
+        unavailable = _unavailable(cluster, obj)
+        if unavailable:
+            plan.changes.append(Change(unavailable[0], obj.kind, obj.id, unavailable[1], obj))
             continue
         live = kind.get(cluster, obj.id)
         if live is None:
             plan.changes.append(Change("create", obj.kind, obj.id, "not in cluster", obj))
             continue
         stamp = kind.stamp_of(live)
-        if stamp is None:
-            plan.changes.append(Change("update", obj.kind, obj.id, "exists without pacsguard stamp", obj))
+        if stamp is None or stamp.owner != settings.owner:
+            why = "exists without pacsguard stamp" if stamp is None else f"stamped by another installation ({stamp.owner})"
+            plan.changes.append(Change("update", obj.kind, obj.id, why, obj))
         elif stamp.hash != obj.hash:
             plan.changes.append(Change("update", obj.kind, obj.id, f"content {stamp.hash} -> {obj.hash}", obj))
         else:
             plan.changes.append(Change("unchanged", obj.kind, obj.id, "", obj))
-    for kind in sorted(KINDS.values(), key=lambda k: -k.order):
-        if kind.name not in usable:
-            continue
-        for obj_id in kind.list_ids(cluster, settings.id_prefix):
-            if f"{kind.name}:{obj_id}" not in wanted and not _is_data(settings, kind.name, obj_id):
-                plan.changes.append(Change("delete", kind.name, obj_id, "no longer in the pack"))
+    wanted = {o.key for o in objects}
+    for kind_name, obj_id in orphans(cluster, settings, wanted):
+        plan.changes.append(Change("delete", kind_name, obj_id, "no longer in the pack"))
     return plan
 
 
@@ -202,7 +232,7 @@ class InstallResult:
     data_streams: list[str]
 
 
-def install(cluster: Cluster, settings: Settings, progress: Progress = lambda _: None,
+def install(cluster: Cluster, settings: Settings, progress: Progress = quiet,
             dry_run: bool = False, allow_missing_plugins: bool = False) -> InstallResult:
     """Apply the plan. Objects whose plugin the cluster lacks (monitors without
     Alerting) are left out; unless allow_missing_plugins, that ends in
@@ -215,12 +245,22 @@ def install(cluster: Cluster, settings: Settings, progress: Progress = lambda _:
     applied: list[Change] = []
     # An orphaned index template goes first: a new one with overlapping
     # patterns and the same priority is refused while it exists. Other orphans
-    # go last, once nothing new refers to them.
+    # go last, once nothing new refers to them. Monitors and channels come once
+    # the data stream exists: Alerting checks a monitor's indices on creation.
     pending = sorted(plan.pending, key=lambda c: 0 if (c.action, c.kind) == ("delete", "index_template") else 1)
+    first = [c for c in pending if c.action == "delete" and c.kind == "index_template"]
+    writes = [c for c in pending if c.action != "delete"]
+    before = [c for c in writes if c.kind not in AFTER_DATA_STREAM]
+    after = [c for c in writes if c.kind in AFTER_DATA_STREAM]
+    deletes = [c for c in pending if c.action == "delete" and c not in first]
     if pending:
         _ensure_state_index(cluster, settings)
-    for n, change in enumerate(pending, 1):
-        progress(f"[{n}/{len(pending)}] {change.action} {change.kind} {change.id}")
+    total = len(pending)
+    stamp = Stamp(settings.owner, __version__, "")
+    counter = iter(range(1, total + 1))
+
+    def apply(change: Change) -> None:
+        progress(f"[{next(counter)}/{total}] {change.action} {change.kind} {change.id}")
         kind = KINDS[change.kind]
         if change.action == "delete":
             kind.delete(cluster, change.id)
@@ -228,21 +268,27 @@ def install(cluster: Cluster, settings: Settings, progress: Progress = lambda _:
         else:
             assert change.obj is not None
             try:
-                kind.put(cluster, change.obj, __version__)
+                kind.put(cluster, change.obj, Stamp(stamp.owner, stamp.version, change.obj.hash))
             except ApiError as exc:
                 rel = _relative(change.obj.source)
                 raise PacsguardError(f"{rel}: {change.kind} {change.id} was refused: {exc}") from None
             live = kind.get(cluster, change.id)
-            _record(cluster, settings, change, live_fingerprint(kind, live or {}))
+            _record(cluster, settings, change, live_fingerprint(live or {}))
         applied.append(change)
+
+    for change in first + before:
+        apply(change)
+    streams = ensure_data_stream(cluster, settings, progress)
+    for change in after + deletes:
+        apply(change)
     if pending:
         cluster.request("POST", f"/{_state_index(settings)}/_refresh")
-    streams = ensure_data_stream(cluster, settings, progress)
     if plan.blocked and not allow_missing_plugins:
         plugins = sorted({KIND_PLUGINS[c.kind] for c in plan.blocked})
         raise MissingPlugin(
             f"installed the rest, but {len(plan.blocked)} object(s) need {', '.join(plugins)} which "
             f"{cluster.url} lacks ({', '.join(sorted({c.kind for c in plan.blocked}))}); install the plugin, "
+            "set engine.mode to auto or pacsguard to run the rules with `pacsguard watch`, "
             "or pass --skip-detections to install without them"
         )
     return InstallResult(plan, applied, streams)
@@ -256,7 +302,7 @@ def ensure_data_stream(cluster: Cluster, settings: Settings, progress: Progress)
     Returns what it changed.
     """
     name = settings.index("events_data_stream")
-    router = f"{settings.id_prefix}-router"
+    router = f"{settings.scope}-router"
     changed: list[str] = []
     if _drop_retained_template(cluster, settings):
         changed.append(retained_template_name(settings))
@@ -303,18 +349,20 @@ class Status:
 def status(cluster: Cluster, settings: Settings) -> Status:
     info = cluster.info()
     plugins, modules = cluster.installed_components()
-    needed = {**REQUIRED_PLUGINS, **REQUIRED_MODULES}
+    # Alerting/Notifications are needed only where a rule is set to run on them;
+    # in auto mode a cluster without them runs the rules on the pacsguard engine.
+    explicit = {settings.engine.mode, *settings.engine.rules.values()}
+    needed = {**(REQUIRED_PLUGINS if "alerting" in explicit else {}), **REQUIRED_MODULES}
     missing = {n: why for n, why in needed.items() if n not in plugins | modules}
     objects = desired_objects(cluster, settings)
     state = _read_state(cluster, settings)
     rows: list[ObjectStatus] = []
     versions: set[str] = set()
-    usable = usable_kinds(cluster)
     for obj in objects:
         kind = KINDS[obj.kind]
-        if obj.kind not in usable:
-            state_ = "skipped" if obj.kind in OPTIONAL_KINDS else "blocked"
-            rows.append(ObjectStatus(obj.kind, obj.id, state_, f"cluster runs without {KIND_PLUGINS[obj.kind]}"))
+        unavailable = _unavailable(cluster, obj)
+        if unavailable:
+            rows.append(ObjectStatus(obj.kind, obj.id, unavailable[0], unavailable[1]))
             continue
         live = kind.get(cluster, obj.id)
         if live is None:
@@ -322,23 +370,18 @@ def status(cluster: Cluster, settings: Settings) -> Status:
             continue
         stamp = kind.stamp_of(live)
         recorded = state.get(obj.key)
-        if stamp is None:
-            rows.append(ObjectStatus(obj.kind, obj.id, "unmanaged", "exists without pacsguard stamp"))
+        if stamp is None or stamp.owner != settings.owner:
+            rows.append(ObjectStatus(obj.kind, obj.id, "unmanaged", "exists without this installation's stamp"))
             continue
         versions.add(stamp.version)
-        if recorded and recorded.get("fingerprint") != live_fingerprint(kind, live):
+        if recorded and recorded.get("fingerprint") != live_fingerprint(live):
             rows.append(ObjectStatus(obj.kind, obj.id, "drifted", "changed in the cluster by hand since install"))
         elif stamp.hash != obj.hash:
             rows.append(ObjectStatus(obj.kind, obj.id, "outdated", f"installed {stamp.hash}, pack has {obj.hash}"))
         else:
             rows.append(ObjectStatus(obj.kind, obj.id, "ok"))
-    wanted = {o.key for o in objects}
-    for kind in KINDS.values():
-        if kind.name not in usable:
-            continue
-        for obj_id in kind.list_ids(cluster, settings.id_prefix):
-            if f"{kind.name}:{obj_id}" not in wanted and not _is_data(settings, kind.name, obj_id):
-                rows.append(ObjectStatus(kind.name, obj_id, "orphan", "pack object no longer in the content"))
+    for kind_name, obj_id in orphans(cluster, settings, {o.key for o in objects}):
+        rows.append(ObjectStatus(kind_name, obj_id, "orphan", "pack object no longer in the content"))
     streams = cluster.request("GET", f"/_data_stream/{settings.index('events_data_stream')}", ok_missing=True)
     counts: dict[str, int] = {}
     for ds in (streams or {}).get("data_streams", []):
@@ -363,7 +406,7 @@ RETAINED_PRIORITY = 100  # below the pack template, so a reinstall takes over at
 
 
 def uninstall(cluster: Cluster, settings: Settings, purge: bool = False,
-              progress: Progress = lambda _: None) -> UninstallResult:
+              progress: Progress = quiet) -> UninstallResult:
     """Remove every object carrying the pack's stamp. Event data stays unless purge."""
     removed: list[tuple[str, str]] = []
     kept: list[str] = []
@@ -391,14 +434,10 @@ def uninstall(cluster: Cluster, settings: Settings, purge: bool = False,
             cluster.request("PUT", f"/{failures}/_mapping", body={
                 "_meta": {"description": "pacsguard failed events, kept after uninstall"}})
             kept.append(failures)
-    usable = usable_kinds(cluster)
-    for kind in sorted(KINDS.values(), key=lambda k: -k.order):
-        if kind.name not in usable:
-            continue
-        for obj_id in kind.list_ids(cluster, settings.id_prefix):
-            progress(f"delete {kind.name} {obj_id}")
-            kind.delete(cluster, obj_id)
-            removed.append((kind.name, obj_id))
+    for kind_name, obj_id in orphans(cluster, settings, wanted=set()):
+        progress(f"delete {kind_name} {obj_id}")
+        KINDS[kind_name].delete(cluster, obj_id)
+        removed.append((kind_name, obj_id))
     cluster.request("DELETE", f"/{_state_index(settings)}", ok_missing=True)
     return UninstallResult(removed, kept, purged)
 

@@ -15,28 +15,25 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from pacsguard.core.connection import Cluster
 from pacsguard.core.content import content_path
+from pacsguard.core.models import Frozen, Progress, quiet
 from pacsguard.core.settings import Settings, duration_seconds
-from pacsguard.engines.evaluate import MonitorRun, run_monitor
-from pacsguard.rules.compiler import render_monitor
+from pacsguard.engines import MonitorRun, run_monitor
+from pacsguard.jobs import run_job
+from pacsguard.rules.compiler import ESCALATED_SEVERITY, render_monitor
 from pacsguard.rules.model import Rule, RuleError, load_rules
+from pacsguard.services.install import install, uninstall
 
-Progress = Callable[[str], None]
 JOB_RULE_TYPES = {"baseline", "new_value"}
-ESCALATED_SEVERITY = "1"
-
-
-class Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class EventSpec(Frozen):
@@ -166,19 +163,18 @@ def scenario_settings(base: Settings) -> Settings:
     return base.model_copy(update={"id_prefix": f"{base.id_prefix}-rt{suffix}", "namespace": f"rt{suffix}"})
 
 
-def run_scenarios(cluster: Cluster, base: Settings, progress: Progress = lambda _: None,
-                  only: set[str] | None = None, keep: bool = False) -> RunReport:
-    from pacsguard.services.install import install, uninstall
-
+def run_scenarios(cluster: Cluster, base: Settings, progress: Progress = quiet,
+                  only: set[str] | None = None, keep: bool = False, engine: str | None = None) -> RunReport:
     rules = {r.signal: r for r in load_rules(content_path("detections"))}
     files = load_scenarios(content_path("detections", "scenarios"))
     if only:
         files = [(p, f) for p, f in files if f.signal in only]
     settings = scenario_settings(base)
-    progress(f"installing an isolated pack ({settings.id_prefix}, namespace {settings.namespace})")
-    install(cluster, settings, allow_missing_plugins=True)
     report = RunReport()
     try:
+        # inside the try: an install that fails half-way is removed like a finished one
+        progress(f"installing an isolated pack ({settings.id_prefix}, namespace {settings.namespace})")
+        install(cluster, settings, allow_missing_plugins=True)
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         seq = iter(range(10**9))
         events: list[dict[str, Any]] = []
@@ -204,10 +200,12 @@ def run_scenarios(cluster: Cluster, base: Settings, progress: Progress = lambda 
             _run_jobs(cluster, settings, now)
         for path, scen in files:
             rule = rules[scen.signal]
-            run = run_monitor(cluster, render_monitor(rule, settings), period_end=now)
+            # event rules look at arrival time (event.ingested): they run as of now, after the load
+            as_of = dt.datetime.now(dt.timezone.utc) if rule.detection.type == "event" else now
+            run = run_monitor(cluster, render_monitor(rule, settings), period_end=as_of, engine=engine)
             report.monitor_ms[rule.signal] = run.took_ms
             for i, case in enumerate(scen.cases):
-                report.results.append(_judge(rule, case, _case_key(path, i), run, path, cluster, settings))
+                report.results.append(_judge(rule, case, _case_key(path, i), run, path))
     finally:
         if not keep:
             uninstall(cluster, settings, purge=True)
@@ -215,35 +213,26 @@ def run_scenarios(cluster: Cluster, base: Settings, progress: Progress = lambda 
 
 
 def _run_jobs(cluster: Cluster, settings: Settings, now: dt.datetime) -> None:
-    from pacsguard.jobs import run_job
-
     for job in ("baselines", "profiles"):
         run_job(cluster, settings, job, now=now)
     cluster.request("POST", f"/{settings.index('baselines')},{settings.index('profiles')}/_refresh")
 
 
-def _judge(rule: Rule, case: Case, key: str, run: MonitorRun, path: Path, cluster: Cluster,
-           settings: Settings) -> CaseResult:
+def _judge(rule: Rule, case: Case, key: str, run: MonitorRun, path: Path) -> CaseResult:
+    """Which of the case's entities fired. The entity is a bucket's first key (an event
+    rule's further keys, action and target, only split its alerts)."""
     mine = f"{key}-"
-    if rule.detection.type == "event":
-        # doc-level: the entities are the users of the matching events
-        ids = run.fired()
-        fired = _users_of(cluster, settings, ids) if ids else set()
-        escalated: set[str] = set()
-    else:
-        fired = run.fired()
-        escalated = run.fired(ESCALATED_SEVERITY) if rule.detection.escalate_after_new_login else set()
-    strip = {e[len(mine):] for e in fired if e.startswith(mine)}
-    ips = {e.source_ip for e in case.events if e.source_ip}
+
+    def entities(severity: str | None = None) -> set[str]:
+        return {b.keys[0] for t in run.triggers if severity is None or t.severity == severity for b in t.buckets}
+
+    fired = entities()
+    escalated = entities(ESCALATED_SEVERITY) if rule.detection.escalate_after_new_login else set()
     if rule.detection.entity == "source.ip":
+        ips = {e.source_ip for e in case.events if e.source_ip}
         strip = {e for e in fired if e in ips}
+    else:
+        strip = {e[len(mine):] for e in fired if e.startswith(mine)}
     esc = {e[len(mine):] for e in escalated if e.startswith(mine)}
     return CaseResult(rule.signal, case.name, set(case.fires), strip, set(case.escalated), esc, run.engine,
                       str(path.name))
-
-
-def _users_of(cluster: Cluster, settings: Settings, doc_ids: set[str]) -> set[str]:
-    res = cluster.request("POST", f"/{settings.index('events_data_stream')}/_search",
-                          body={"size": len(doc_ids), "query": {"ids": {"values": sorted(doc_ids)}},
-                                "_source": ["user.name"]})
-    return {h["_source"]["user"]["name"] for h in res["hits"]["hits"]}

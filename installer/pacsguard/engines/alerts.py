@@ -1,0 +1,121 @@
+"""Alert state of the pacsguard engine, in an index the pack owns, with Alerting's lifecycle.
+
+ACTIVE while a rule fires for an entity, ACKNOWLEDGED when a person has it,
+COMPLETED when the condition clears or a person closes it, ERROR when the rule
+could not run. One document per (rule, entity) episode; its id is derived from
+the rule, the entity and the time it opened, so a restarted `watch` finds the
+open alert again instead of opening a second one. Every change appends to the
+alert's history (who, when, what, note).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from pacsguard.core.connection import Cluster
+from pacsguard.core.errors import PacsguardError
+
+ACTIVE, ACKNOWLEDGED, COMPLETED, ERROR = "ACTIVE", "ACKNOWLEDGED", "COMPLETED", "ERROR"
+OPEN_STATES = (ACTIVE, ACKNOWLEDGED, ERROR)
+SEVERITY_NAMES = {"1": "critical", "2": "high", "3": "medium", "4": "low", "5": "info"}
+SEVERITY_RANK = {name: int(number) for number, name in SEVERITY_NAMES.items()}
+
+
+class AlertNotFound(PacsguardError):
+    """No alert with that id."""
+
+
+def now_iso(now: dt.datetime | None = None) -> str:
+    return (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def alert_id(rule_object_id: str, entity: str, opened: str) -> str:
+    digest = hashlib.sha256(f"{rule_object_id}|{entity}|{opened}".encode()).hexdigest()[:20]
+    return f"pg-{digest}"
+
+
+@dataclass
+class Alert:
+    id: str
+    source: dict[str, Any]
+    seq_no: int | None = None
+    primary_term: int | None = None
+
+    @property
+    def state(self) -> str:
+        return str(self.source.get("state"))
+
+    @property
+    def entity(self) -> str:
+        return str((self.source.get("entity") or {}).get("value", ""))
+
+    @property
+    def severity(self) -> str:
+        return str(self.source.get("severity"))
+
+
+class AlertStore:
+    def __init__(self, cluster: Cluster, index: str) -> None:
+        self.cluster = cluster
+        self.index = index
+
+    def _hits(self, query: dict[str, Any], size: int = 10_000, sort: list[Any] | None = None) -> list[Alert]:
+        res = self.cluster.request("POST", f"/{self.index}/_search", params={"seq_no_primary_term": "true"},
+                                   body={"size": size, "query": query,
+                                         "sort": sort or [{"@timestamp": "desc"}]}, ok_missing=True) or {}
+        return [Alert(h["_id"], h["_source"], h.get("_seq_no"), h.get("_primary_term"))
+                for h in res.get("hits", {}).get("hits", [])]
+
+    def open_alerts(self, rule_object_id: str) -> dict[str, Alert]:
+        """The rule's open alerts by entity (the newest if, against the odds, there are two)."""
+        found = self._hits({"bool": {"filter": [{"term": {"rule.object_id": rule_object_id}},
+                                                {"terms": {"state": list(OPEN_STATES)}}]}})
+        out: dict[str, Alert] = {}
+        for alert in found:
+            out.setdefault(alert.entity, alert)
+        return out
+
+    def create(self, doc: dict[str, Any]) -> Alert:
+        new_id = alert_id(doc["rule"]["object_id"], doc["entity"]["value"], doc["start_time"])
+        self.cluster.request("PUT", f"/{self.index}/_create/{new_id}", body=doc, params={"refresh": "wait_for"})
+        return Alert(new_id, doc)
+
+    def save(self, alert: Alert) -> None:
+        self.cluster.request("PUT", f"/{self.index}/_doc/{alert.id}", body=alert.source,
+                             params={"refresh": "wait_for"})
+
+    def get(self, alert_id_: str) -> Alert:
+        res = self.cluster.request("GET", f"/{self.index}/_doc/{alert_id_}", ok_missing=True)
+        if not res or not res.get("found"):
+            raise AlertNotFound(f"no pacsguard alert {alert_id_!r} in {self.index}")
+        return Alert(res["_id"], res["_source"], res.get("_seq_no"), res.get("_primary_term"))
+
+    def search(self, states: list[str] | None = None, signal: str | None = None, size: int = 100) -> list[Alert]:
+        filters: list[dict[str, Any]] = []
+        if states:
+            filters.append({"terms": {"state": states}})
+        if signal:
+            filters.append({"term": {"rule.signal": signal}})
+        return self._hits({"bool": {"filter": filters}}, size=size)
+
+    def transition(self, alert_id_: str, state: str, by: str, note: str = "",
+                   now: dt.datetime | None = None) -> Alert:
+        """A person's ack or close; appended to the history. Closing a closed alert changes nothing."""
+        alert = self.get(alert_id_)
+        if alert.state == COMPLETED:
+            raise PacsguardError(f"alert {alert_id_} is already COMPLETED (at {alert.source.get('end_time')})")
+        if alert.state == state:
+            return alert
+        at = now_iso(now)
+        alert.source["state"] = state
+        alert.source.setdefault("history", []).append({"at": at, "state": state, "by": by, "note": note})
+        if state == ACKNOWLEDGED:
+            alert.source["acknowledged_time"] = at
+        if state == COMPLETED:
+            alert.source["end_time"] = at
+        self.cluster.request("PUT", f"/{self.index}/_doc/{alert.id}", body=alert.source, params={
+            "refresh": "wait_for", "if_seq_no": alert.seq_no, "if_primary_term": alert.primary_term})
+        return alert
