@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from pacsguard import __version__
-from pacsguard.core.connection import REQUIRED_PLUGINS, Cluster
+from pacsguard.core.connection import Cluster
 from pacsguard.core.errors import MissingPlugin, PacsguardError
 from pacsguard.core.settings import Settings, load_settings
 from pacsguard.jobs.schedule import JobName

@@ -40,7 +40,14 @@ from pacsguard.engines.alerts import (
 from pacsguard.engines.delivery import AlertMessage, DeliveryResult, deliver
 from pacsguard.engines.result import Bucket, MonitorRun
 from pacsguard.jobs import run_job
-from pacsguard.rules.compiler import CompiledRule, compile_rules, evidence_query, message_template, rule_window, subject
+from pacsguard.rules.compiler import (
+    CompiledRule,
+    compile_rules,
+    evidence_query,
+    message_template,
+    rule_window,
+    subject,
+)
 from pacsguard.services.install import alerting_signals
 
 ENGINE = "pacsguard"
