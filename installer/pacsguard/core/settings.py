@@ -59,6 +59,7 @@ class Indices(Frozen):
     profiles: str
     state: str
     alerts: str
+    directory: str
 
 
 class Pseudonymization(Frozen):
