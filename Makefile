@@ -20,4 +20,4 @@ test: deps
 	$(PYTHON) -m pytest
 
 down:
-	pacsguard cluster down
+	pacsguard down

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pacsguard.core.connection import Cluster
 from pacsguard.core.settings import Settings
-from testnode import SessionNode, make_settings, session_node
+from testnode import SessionNode, first_test_port, make_settings, session_node
 
 TESTS = Path(__file__).resolve().parent
 _counter = itertools.count()
@@ -136,3 +137,54 @@ def simulate(simulate_many: Callable[[list[dict[str, Any]]], list[dict[str, Any]
 
     return run
 
+
+# ------------------------------------------------------------------ Keycloak
+
+
+@pytest.fixture(scope="session")
+def keycloak() -> Iterator[Any]:
+    """One local Keycloak for the session (pacsguard.devnode.keycloak), from the cached distribution.
+
+    On a port this session claims (PACSGUARD_TEST_KEYCLOAK_PORT is the first one tried,
+    default the first OpenSearch test port + 1000), so two runs at once never share, or
+    stop, each other's Keycloak; stopped at the end unless PACSGUARD_KEEP_KEYCLOAK is set. Its database is kept between sessions (a warm
+    start); tests create users of their own with unique names. The console logs
+    text and the event file JSON records, so one run yields both formats.
+    """
+    from pacsguard.devnode import keycloak as devkc
+    from pacsguard.devnode import local
+
+    claim = local.claim_port(int(os.environ.get("PACSGUARD_TEST_KEYCLOAK_PORT") or first_test_port() + 1000))
+    port = claim.port
+    try:
+        state = devkc.up(port, console_format="text", file_format="json")
+        try:
+            yield state
+        finally:
+            if not os.environ.get("PACSGUARD_KEEP_KEYCLOAK"):
+                devkc.down(port)
+    finally:
+        claim.release()
+
+
+@pytest.fixture(scope="session")
+def kc_admin(keycloak: Any) -> Any:
+    """The bootstrap admin's REST client (realm master)."""
+    return keycloak.admin_api()
+
+
+@pytest.fixture
+def new_user(keycloak: Any, kc_admin: Any) -> Callable[..., Any]:
+    """Create a user of our own in the test realm: new_user(roles=[...], prefix='t') -> RealmUser."""
+    import secrets
+
+    from keycloak_helpers import RealmUser
+    from pacsguard.devnode import keycloak as devkc
+    from pydantic import SecretStr
+
+    def make(roles: Sequence[str] = (), prefix: str = "t") -> RealmUser:
+        name = f"{prefix}{uuid.uuid4().hex[:10]}"
+        password = SecretStr(secrets.token_urlsafe(12))
+        return RealmUser(name, devkc.create_user(kc_admin, keycloak.realm, name, password, roles), password)
+
+    return make

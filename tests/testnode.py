@@ -28,6 +28,11 @@ class SessionNode:
     port: int | None
 
 
+def first_test_port() -> int:
+    """The first port a session tries for its node (PACSGUARD_TEST_PORT, else 9260)."""
+    return int(os.environ.get("PACSGUARD_TEST_PORT") or DEFAULT_FIRST_PORT)
+
+
 @contextmanager
 def session_node() -> Iterator[SessionNode]:
     url = os.environ.get("PACSGUARD_TEST_URL")
@@ -36,7 +41,7 @@ def session_node() -> Iterator[SessionNode]:
         return
     from pacsguard.devnode import local
 
-    claim = local.claim_port(int(os.environ.get("PACSGUARD_TEST_PORT", DEFAULT_FIRST_PORT)))
+    claim = local.claim_port(first_test_port())
     try:
         state = local.up(claim.port, fresh=True)
         try:

@@ -63,9 +63,10 @@ class TlsProxy:
         self.server.server_close()
 
 
-def start_proxy(upstream: str, folder: Path, username: str, password: str) -> TlsProxy:
+def start_proxy(upstream: str, folder: Path, username: str | None, password: str | None) -> TlsProxy:
+    """username None: no basic auth here, the client's Authorization header goes through (e.g. a bearer token)."""
     ca, cert, key = make_ca_and_cert(folder)
-    expected = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+    expected = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode() if username else None
     target = urlsplit(upstream)
 
     class Handler(BaseHTTPRequestHandler):
@@ -73,7 +74,7 @@ def start_proxy(upstream: str, folder: Path, username: str, password: str) -> Tl
             return None
 
         def _forward(self) -> None:
-            if self.headers.get("Authorization") != expected:
+            if expected is not None and self.headers.get("Authorization") != expected:
                 body = b'{"error":"unauthorized","status":401}'
                 self.send_response(401)
                 self.send_header("WWW-Authenticate", 'Basic realm="test"')
@@ -85,7 +86,8 @@ def start_proxy(upstream: str, folder: Path, username: str, password: str) -> Tl
             length = int(self.headers.get("Content-Length") or 0)
             data = self.rfile.read(length) if length else None
             conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("authorization", "host")}
+            dropped = ("authorization", "host") if expected is not None else ("host",)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
             conn.request(self.command, self.path, body=data, headers=headers)
             resp = conn.getresponse()
             payload = resp.read()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from pacsguard import __version__
-from pacsguard.core.connection import REQUIRED_PLUGINS, Cluster
+from pacsguard.core.connection import Cluster
 from pacsguard.core.errors import MissingPlugin, PacsguardError
 from pacsguard.core.settings import Settings, load_settings
 from pacsguard.jobs.schedule import JobName
@@ -252,6 +253,14 @@ def status(strict: Annotated[bool, typer.Option("--strict", help="Exit 4 on drif
         lines.append(f"data      {name}: {count} events")
     lines.append("")
     lines.append(table(["state", "kind", "id", "detail"], [[o.state, o.kind, o.id, o.detail] for o in st.objects]))
+    if st.installed_version:
+        from pacsguard.services.watch import rule_status
+
+        rules = rule_status(cluster, settings)
+        data["rules"] = rules
+        lines += ["", table(["signal", "engine", "last run", "last error", "open alerts", "rule"],
+                            [[r["signal"], r["engine"], r["last_run"] or "never", r["last_error"] or "-",
+                              r["open_alerts"], r["rule"]] for r in rules])]
     emit(data, "\n".join(lines))
     if strict and not st.healthy:
         raise typer.Exit(EXIT_UNHEALTHY)
@@ -462,6 +471,20 @@ def collect(
                                                      help="Seconds between progress lines (0: none).")] = 10.0,
     shutdown_timeout: Annotated[float, typer.Option("--shutdown-timeout",
                                                     help="Seconds to flush on SIGTERM before spooling the rest.")] = 15.0,
+    http_token_file: Annotated[Path | None, typer.Option(
+        "--http-token-file", help="Bearer token FHIR senders must present (or PACSGUARD_COLLECTOR_TOKEN).")] = None,
+    max_connections: Annotated[int, typer.Option("--max-connections", min=1,
+                                                 help="Open connections per TCP/TLS/HTTP input.")] = 512,
+    max_connections_per_address: Annotated[int, typer.Option("--max-connections-per-address", min=1,
+                                                             help="Open connections per input from one address.")] = 64,
+    idle_timeout: Annotated[float, typer.Option("--idle-timeout", min=0.1,
+                                                help="Close a connection silent this many seconds.")] = 600.0,
+    request_timeout: Annotated[float, typer.Option("--request-timeout", min=0.1,
+                                                   help="A frame or HTTP request must complete within this.")] = 60.0,
+    max_buffered: Annotated[str, typer.Option("--max-buffered",
+                                              help="Partial frames and bodies held per input, all connections.")] = "64MiB",
+    udp_receive_buffer: Annotated[str, typer.Option("--udp-receive-buffer",
+                                                    help="Kernel receive buffer asked for per UDP socket.")] = "8MiB",
 ) -> None:
     """Receive audit events (syslog UDP/TCP/TLS, files, FHIR over HTTP) and bulk them into the data stream.
 
@@ -481,8 +504,21 @@ def collect(
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO if opts().verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pydantic import SecretStr
+
+    from pacsguard.collector.failures import resolve_failures_key
+    from pacsguard.collector.limits import Limits
+
     cluster, settings = connect()
+    token = os.environ.get("PACSGUARD_COLLECTOR_TOKEN") or (
+        http_token_file.read_text().strip() if http_token_file else None)
     config = CollectorConfig(
+        http_token=SecretStr(token) if token else None,
+        failures_key=resolve_failures_key(create=True),
+        limits=Limits(max_connections=max_connections, max_connections_per_address=max_connections_per_address,
+                      idle_timeout=idle_timeout, request_timeout=request_timeout,
+                      max_buffered_bytes=parse_size(max_buffered)),
+        udp_receive_buffer=parse_size(udp_receive_buffer),
         state_dir=state_dir or default_state_dir(settings),
         udp=tuple(Listen.parse(a) for a in udp or []),
         tcp=tuple(Listen.parse(a) for a in tcp or []),
@@ -510,6 +546,68 @@ def collect(
          f"received {snap['received']}: indexed {snap['indexed']}, failed {snap['failed']} (failure index), "
          f"spooled {snap['spooled']}, rejected {snap['rejected']}, in flight {snap['in_flight']}; "
          f"{snap['events_per_second']} events/s")
+
+
+# -------------------------------------------------------------- failures
+
+
+failures_app = typer.Typer(help="The failure index: list failed events, decrypt their sealed originals, replay them "
+                                "(failure-reviewer role and the failures key).")
+app.add_typer(failures_app, name="failures")
+
+
+@failures_app.command("list")
+@handle_errors
+def failures_list(size: Annotated[int, typer.Option("--size", min=1, max=10000)] = 50) -> None:
+    """The newest failures: id, time, format, error, whether the original is sealed."""
+    from pacsguard.services.failures import list_failures
+
+    cluster, settings = connect()
+    rows = list_failures(cluster, settings, size)
+    emit({"ok": True, "failures": rows},
+         "\n".join(f"{r['id']}  {r['timestamp']}  {r['format'] or '-'}  {'sealed' if r['sealed'] else 'no original'}"
+                   f"  {(r['error'] or '')[:100]}" for r in rows) or "no failures")
+
+
+@failures_app.command("decrypt")
+@handle_errors
+def failures_decrypt(
+    failure_id: Annotated[str, typer.Argument(help="The failed event's id (from `failures list`).")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the original here (mode 0600) "
+                                                "instead of stdout.")] = None,
+) -> None:
+    """Open the sealed original of a failed event (needs the failures key: PACSGUARD_FAILURES_KEY[_FILE])."""
+    from pacsguard.collector.failures import resolve_failures_key
+    from pacsguard.services.failures import decrypt_failure
+
+    cluster, settings = connect()
+    text = decrypt_failure(cluster, settings, failure_id, resolve_failures_key())
+    if output is not None:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        emit({"ok": True, "id": failure_id, "output": str(output)}, f"original of {failure_id} written to {output}")
+    else:
+        emit({"ok": True, "id": failure_id, "original": text}, text)
+
+
+@failures_app.command("replay")
+@handle_errors
+def failures_replay(
+    failure_id: Annotated[str, typer.Argument(help="The failed event's id.")],
+    from_file: Annotated[Path | None, typer.Option("--from", help="Replay this (fixed) text instead of the "
+                                                   "decrypted original.")] = None,
+) -> None:
+    """Send a failed event again (as it was, or fixed) through the router under a new id."""
+    from pacsguard.collector.failures import resolve_failures_key
+    from pacsguard.services.failures import decrypt_failure, replay_failure
+
+    cluster, settings = connect()
+    text = (from_file.read_text(encoding="utf-8") if from_file
+            else decrypt_failure(cluster, settings, failure_id, resolve_failures_key()))
+    result = replay_failure(cluster, settings, failure_id, text)
+    emit({"ok": True, **result}, f"replayed {failure_id} as {result['id']}: it landed in the {result['landed']} "
+         f"index ({result['index']})")
 
 
 # -------------------------------------------------------------- local node
@@ -569,11 +667,84 @@ def cluster_logs(port: PortOpt = 9200, lines: Annotated[int, typer.Option("--lin
     typer.echo(logs(port=port, lines=lines))
 
 
+keycloak_app = typer.Typer(help="A local Keycloak for development and CI (Maven Central, loopback, non-root).")
+cluster_app.add_typer(keycloak_app, name="keycloak")
+KcPortOpt = Annotated[int | None, typer.Option(
+    "--port", envvar="PACSGUARD_KEYCLOAK_PORT", help="HTTP port on 127.0.0.1 (default 8180; 0: any free port).")]
+
+
+def _keycloak_port(port: int | None) -> int:
+    from pacsguard.devnode import keycloak
+
+    return int(keycloak.load_recipe()["default_port"]) if port is None else port
+
+
+@keycloak_app.command("up")
+@handle_errors
+def keycloak_up(
+    port: KcPortOpt = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start with an empty database (new secrets).")] = False,
+    log_format: Annotated[str, typer.Option("--log-format", help="Console log: text | json | ecs.")] = "text",
+    event_log_format: Annotated[str | None, typer.Option(
+        "--event-log-format", help="The event log file the collector tails (default: --log-format).")] = None,
+) -> None:
+    """Start (download once, cached) a Keycloak with realm `pacs`, its users and clients; print where things are."""
+    from pacsguard.devnode import keycloak
+
+    state = keycloak.up(_keycloak_port(port) or None, progress=progress, fresh=fresh, console_format=log_format,
+                        file_format=event_log_format)
+    secrets_dir = Path(state.admin_password_file).parent
+    text = "\n".join([
+        f"Keycloak {state.version} is up at {state.url} (pid {state.pid})",
+        f"realm      {state.realm}; password logins through client {state.login_client}",
+        f"event log  {state.event_log} ({state.file_format}): pacsguard collect --keycloak-file {state.event_log}",
+        f"console    {state.console_log} ({state.console_format})",
+        f"secrets    {secrets_dir}/ (admin-password, connector-secret, users.json; mode 0600, not shown)",
+        "connector  export PACSGUARD_CONNECTORS__KEYCLOAK__URL=" + state.url,
+        "           export PACSGUARD_CONNECTORS__KEYCLOAK__REALM=" + state.realm,
+        "           export PACSGUARD_CONNECTORS__KEYCLOAK__CLIENT_SECRET_FILE=" + state.connector_secret_file,
+    ])
+    emit({"ok": True, **state.public()}, text)
+
+
+@keycloak_app.command("down")
+@handle_errors
+def keycloak_down(port: KcPortOpt = None) -> None:
+    """Stop the Keycloak this project started on --port (and only that one)."""
+    from pacsguard.devnode import keycloak
+
+    stopped = keycloak.down(_keycloak_port(port))
+    emit({"ok": True, "stopped": stopped}, "stopped" if stopped else f"no pacsguard Keycloak running on port "
+                                                                     f"{_keycloak_port(port)}")
+
+
+@keycloak_app.command("status")
+@handle_errors
+def keycloak_status(port: KcPortOpt = None) -> None:
+    """Whether our Keycloak runs on --port, its memory and its log files."""
+    from pacsguard.devnode import keycloak
+
+    info = keycloak.describe(_keycloak_port(port))
+    if not info["running"]:
+        emit({"ok": False, **info}, f"no pacsguard Keycloak running on port {info['port']}")
+        raise typer.Exit(EXIT_ERROR)
+    emit({"ok": True, **info}, "\n".join([
+        (f"url        {info['url']} (Keycloak {info['version']}, pid {info['pid']}, "
+         f"{'ready' if info['ready'] else 'NOT answering'}, RSS {info['rss_bytes'] / 2**20:.0f} MiB)"),
+        f"realm      {info['realm']}",
+        f"event log  {info['event_log']} ({info['file_format']})",
+        f"console    {info['console_log']} ({info['console_format']})"]))
+
+
 @app.command()
 @handle_errors
-def up(port: PortOpt = 9200) -> None:
-    """The main job on the embedded default: start the local node, install the pack, show status."""
+def up(port: PortOpt = 9200,
+       no_watch: Annotated[bool, typer.Option("--no-watch", help="Do not start `watch` in the background.")] = False,
+       ) -> None:
+    """The main job on the embedded default: start the local node, install the pack, start the alert engine."""
     from pacsguard.devnode import start
+    from pacsguard.services import background
+    from pacsguard.services.install import alerting_signals
     from pacsguard.services.install import install as do_install
 
     node = start(port=port, mode="auto", fresh=False, progress=progress)
@@ -581,15 +752,150 @@ def up(port: PortOpt = 9200) -> None:
     result = do_install(cluster, settings, progress=progress, allow_missing_plugins=True)
     counts = result.plan.summary()
     plugins, _ = cluster.installed_components()
-    missing = [p for p in REQUIRED_PLUGINS if p not in plugins]
-    data = {"ok": True, "url": node["url"], "summary": counts, "missing_plugins": missing}
+    on_alerting = sorted(alerting_signals(settings, plugins))
+    watch = None if no_watch else background.start(port, node["url"], opts().settings_file)
+    channels = [f"{c.name} ({c.type})" for c in settings.notifications.channels]
+    data = {"ok": True, "url": node["url"], "summary": counts, "rules_on_alerting": on_alerting, "watch": watch,
+            "channels": channels, "owner": settings.routing.default_owner}
     text = (f"OpenSearch {node['url']} ({node['mode']}); pack installed: {counts['create']} created, "
             f"{counts['update']} updated, {counts['unchanged']} unchanged.\n"
             f"Send events to the data stream {settings.index('events_data_stream')} (op_type=create).")
-    if missing:
-        text += (f"\nnote: this node lacks {', '.join(missing)}: {counts['blocked']} detection object(s) were not "
-                 "installed; `pacsguard test-rules` still evaluates the rules on it with core search.")
+    if watch:
+        text += (f"\nAlert engine: pacsguard watch (pid {watch['pid']}, log {watch['log']}) runs the rules"
+                 + (f" except {', '.join(on_alerting)} (on Alerting)" if on_alerting else "") + ".")
+    text += (f"\nAlerts go to: {', '.join(channels) if channels else 'no channel yet (notifications.channels)'};"
+             f" owner {settings.routing.default_owner}. Open alerts: pacsguard alerts list")
     emit(data, text)
+
+
+@app.command()
+@handle_errors
+def down(port: PortOpt = 9200) -> None:
+    """Stop the background `watch` and the local node that `up` started."""
+    from pacsguard.devnode import stop
+    from pacsguard.services import background
+
+    watch = background.stop(port)
+    node = stop(port=port)
+    emit({"ok": True, "watch_stopped": watch, "node_stopped": node},
+         f"watch {'stopped' if watch else 'was not running'}; node {'stopped' if node else 'was not running'}")
+
+
+# ------------------------------------------------------------------ alerts
+
+alerts_app = typer.Typer(help="Alerts of both engines: list, show, acknowledge, close.")
+app.add_typer(alerts_app, name="alerts")
+WhoOpt = Annotated[str, typer.Option("--by", envvar="USER", help="Who acts (recorded on the alert).")]
+
+
+def _alert_rows(views: list[Any]) -> str:
+    return table(["id", "engine", "state", "severity", "signal", "entity", "owner", "start"],
+                 [[v.id, v.engine, v.state, v.severity, v.signal, v.entity, v.owner, v.start_time] for v in views])
+
+
+@alerts_app.command("list")
+@handle_errors
+def alerts_list(
+    state: Annotated[list[str] | None, typer.Option("--state", help="ACTIVE, ACKNOWLEDGED, COMPLETED, ERROR.")] = None,
+    signal: Annotated[str | None, typer.Option("--signal", help="Only this signal, e.g. 4a.")] = None,
+) -> None:
+    """Alerts of this installation, newest first (both engines)."""
+    from pacsguard.services.alerts import list_alerts
+
+    cluster, settings = connect()
+    views = list_alerts(cluster, settings, [s.upper() for s in state] if state else None, signal)
+    emit({"ok": True, "alerts": [v.as_dict() for v in views]},
+         (_alert_rows(views) if views else "no alerts") + f"\n\n{len(views)} alert(s)")
+
+
+@alerts_app.command("show")
+@handle_errors
+def alerts_show(alert_id: Annotated[str, typer.Argument(help="Alert id.")]) -> None:
+    """One alert: its message, deliveries and history."""
+    from pacsguard.services.alerts import show_alert
+
+    cluster, settings = connect()
+    view = show_alert(cluster, settings, alert_id)
+    d = view.detail or {}
+    lines = [f"{view.id}  {view.state}  {view.severity}  signal {view.signal}  entity {view.entity}",
+             f"owner {view.owner or '-'}; opened {view.start_time}", "", (d.get("message") or {}).get("text", "")]
+    for item in d.get("deliveries", []):
+        lines.append(f"delivery {item['channel']} ({item['kind']}): {'ok' if item['ok'] else 'FAILED'} "
+                     f"after {item['attempts']} attempt(s), {item.get('status')}")
+    for h in d.get("history", []):
+        lines.append(f"{h['at']}  {h['state']:<13} {h['by']}  {h.get('note', '')}")
+    emit({"ok": True, "alert": view.as_dict()}, "\n".join(lines))
+
+
+@alerts_app.command("ack")
+@handle_errors
+def alerts_ack(alert_id: Annotated[str, typer.Argument(help="Alert id.")], by: WhoOpt = "analyst",
+               note: Annotated[str, typer.Option("--note", help="Why.")] = "") -> None:
+    """Acknowledge: a person has the alert; no further reminders."""
+    from pacsguard.services.alerts import acknowledge
+
+    cluster, settings = connect()
+    view = acknowledge(cluster, settings, alert_id, by, note)
+    emit({"ok": True, "alert": view.as_dict()}, f"{view.id} {view.state}")
+
+
+@alerts_app.command("close")
+@handle_errors
+def alerts_close(alert_id: Annotated[str, typer.Argument(help="Alert id.")], by: WhoOpt = "analyst",
+                 note: Annotated[str, typer.Option("--note", help="Outcome, e.g. 'travel confirmed'.")] = "") -> None:
+    """Close (COMPLETED) with a note; the alert keeps its whole history."""
+    from pacsguard.services.alerts import close
+
+    cluster, settings = connect()
+    view = close(cluster, settings, alert_id, by, note)
+    emit({"ok": True, "alert": view.as_dict()}, f"{view.id} {view.state}")
+
+
+@app.command()
+@handle_errors
+def watch(
+    once: Annotated[bool, typer.Option("--once", help="Run every rule once, deliver, and exit.")] = False,
+    no_jobs: Annotated[bool, typer.Option("--no-jobs", help="Do not run the baseline/profile jobs here.")] = False,
+) -> None:
+    """The pacsguard alert engine: runs the rules Alerting does not, keeps alert state, delivers alerts.
+
+    Runs until SIGTERM/SIGINT; finishes its deliveries before it exits.
+    """
+    import logging
+
+    from pacsguard.engines.delivery import delivery_problems
+    from pacsguard.jobs.schedule import stop_on_signals
+    from pacsguard.services.watch import Watcher, run_forever
+
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO if opts().verbose else logging.WARNING)
+    cluster, settings = connect()
+    problems = [p for c in settings.notifications.channels for p in delivery_problems(c)]
+    if problems:
+        raise PacsguardError("; ".join(problems))
+
+    def say(line: str) -> None:  # a long-running service: progress goes to stderr even with --json
+        typer.secho(f"{_now()} {line}", err=True, fg=typer.colors.BRIGHT_BLACK)
+
+    watcher = Watcher(cluster, settings, say, run_jobs=not no_jobs)
+    say(f"watching {len(watcher.rules)} rule(s) on {cluster.url}: "
+        f"{', '.join(s.compiled.signal for s in watcher.rules) or 'none (Alerting runs them)'}; "
+        f"channels: {', '.join(watcher.channels) or 'none'}")
+    if once:
+        watcher.tick()
+        watcher.close()
+        report = watcher.report
+    else:
+        with stop_on_signals() as stop:
+            report = run_forever(watcher, stop)
+    emit({"ok": not report.errors, **report.__dict__},
+         f"{report.runs} rule run(s): {report.opened} opened, {report.escalated} escalated, "
+         f"{report.completed} completed; {report.delivered} delivered, {report.failed_deliveries} failed")
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now().isoformat(timespec="seconds")
 
 
 GLOBAL_FLAGS = {"--json", "--verbose", "-v", "--insecure"}

@@ -22,6 +22,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "notification_channel": {"config_id": "pacsguard-soc", "config": {"name": "soc", "description": "SOC webhook",
                                                                       "config_type": "webhook", "is_enabled": True}},
     "monitor": {"type": "monitor", "name": "pacsguard 1a", "monitor_type": "bucket_level_monitor", "inputs": []},
+    "stored_script": {"script": {"lang": "painless", "source": "ctx.pacs.patient.remove('id');\n"}},
 }
 LIVE = {
     "index": lambda stamped: {"mappings": stamped["mappings"]},  # GET /<index>/_mapping

@@ -59,6 +59,7 @@ class Indices(Frozen):
     profiles: str
     state: str
     alerts: str
+    directory: str
 
 
 class Pseudonymization(Frozen):
@@ -87,6 +88,10 @@ class Thresholds(Frozen):
     new_external_recipients: int = Field(ge=1)
     new_external_recipients_window: str
     admin_roles: list[str]
+    # Events older / newer than this (by @timestamp, at ingest) are kept but tagged
+    # pacsguard-backdated / pacsguard-future-dated: a sender cannot hide an action in the past unseen.
+    max_backdate_window: str = "30d"
+    max_future_window: str = "15m"
 
     @field_validator("*", mode="after")
     @classmethod
@@ -134,7 +139,7 @@ def secret_from(env_name: str | None, file: Path | None, what: str,
 
 
 class Channel(Frozen):
-    """Where alerts go (DESIGN.md D9): rendered as an OpenSearch Notifications config for
+    """Where alerts go (docs/design.md): rendered as an OpenSearch Notifications config for
     Alerting, and delivered by the pack's own engine (engines/delivery.py) where Alerting is absent.
 
     Credentials are never values here: they are named by an environment variable (`*_env`)
@@ -256,6 +261,10 @@ class EngineSettings(Frozen):
     rules: dict[str, Literal["auto", "alerting", "pacsguard"]] = {}
     jobs_every: str = "5m"
     tick_seconds: float = Field(default=1.0, gt=0)
+    # an ACTIVE alert nobody acknowledged is sent again this often ("0s": never)
+    renotify_every: str = "60m"
+    # a failed delivery is tried again on later ticks, this long after the previous try
+    redeliver_after: str = "30s"
 
     def engine_for(self, signal: str, alerting_present: bool) -> EngineName:
         mode = self.rules.get(signal, self.mode)
@@ -287,6 +296,38 @@ class Routing(Frozen):
         return Route(owner=self.default_owner)
 
 
+class KeycloakConnectorSettings(Frozen):
+    """The containment connector's Keycloak: a confidential client's service account (docs/design.md)."""
+
+    url: str | None = None
+    realm: str | None = None
+    client_id: str = "pacsguard-containment"
+    client_secret: SecretStr | None = None
+    client_secret_file: Path | None = None
+    ca_bundle: Path | None = None
+    verify_tls: bool = True
+    timeout_seconds: float = Field(default=10, gt=0)
+
+    def resolved_secret(self) -> SecretStr:
+        if self.client_secret is not None and self.client_secret.get_secret_value():
+            return self.client_secret
+        if self.client_secret_file is not None:
+            try:
+                value = self.client_secret_file.read_text().strip()
+            except OSError as exc:
+                raise PacsguardError(f"cannot read connectors.keycloak.client_secret_file "
+                                     f"{self.client_secret_file}: {exc.strerror}") from exc
+            if value:
+                return SecretStr(value)
+            raise PacsguardError(f"connectors.keycloak.client_secret_file {self.client_secret_file} is empty")
+        raise PacsguardError("no Keycloak client secret: set PACSGUARD_CONNECTORS__KEYCLOAK__CLIENT_SECRET "
+                             "or connectors.keycloak.client_secret_file")
+
+
+class Connectors(Frozen):
+    keycloak: KeycloakConnectorSettings = KeycloakConnectorSettings()
+
+
 class Settings(Frozen):
     cluster: ClusterSettings
     namespace: str = Field(pattern=r"^[a-z0-9_]+$")
@@ -296,6 +337,7 @@ class Settings(Frozen):
     thresholds: Thresholds
     internal_domains: list[str] = []
     notifications: Notifications = Notifications()
+    connectors: Connectors = Connectors()
     detection: DetectionSettings
     engine: EngineSettings = EngineSettings()
     routing: Routing
@@ -343,7 +385,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX) or ("__" not in key and key != "NAMESPACE"):
             continue
         path = name[len(ENV_PREFIX):].lower().split("__")
-        value = raw if path[-1] in ("password", "username", "salt", "url") else yaml.safe_load(raw)
+        value = raw if path[-1] in ("password", "username", "salt", "url", "client_secret") else yaml.safe_load(raw)
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})

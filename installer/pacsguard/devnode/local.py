@@ -24,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,11 +33,11 @@ import yaml
 
 from pacsguard.core.content import content_path
 from pacsguard.core.errors import PacsguardError
+from pacsguard.core.models import Progress
 
 NODE_USER = "pacsguard"
 # The node's transport port sits this far above its HTTP port.
 TRANSPORT_PORT_OFFSET = 100
-Progress = Callable[[str], None]
 
 
 def _quiet(_: str) -> None:
@@ -270,14 +270,16 @@ def find_java(release: int) -> Path | None:
     return None
 
 
-def ensure_java(recipe: dict[str, Any], progress: Progress = _quiet) -> Path:
+def ensure_java(recipe: dict[str, Any], progress: Progress = _quiet, needed_by: str | None = None) -> Path:
+    """The recipe's JDK (found, or installed from Debian's packages as root). The local Keycloak
+    uses the same one (`needed_by` names it in the error)."""
     release = recipe["java_release"]
     found = find_java(release)
     if found:
         return found
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         raise PacsguardError(
-            f"OpenSearch {recipe['opensearch_version']} needs Java {release}; none found. "
+            f"{needed_by or 'OpenSearch ' + recipe['opensearch_version']} needs Java {release}; none found. "
             f"Install one (e.g. apt-get install {recipe['jdk_package']}) or set OPENSEARCH_JAVA_HOME."
         )
     progress(f"installing {recipe['jdk_package']} (no Java {release} found)")
@@ -327,7 +329,7 @@ def _pid_alive(pid: int) -> bool:
     return b"org.opensearch.bootstrap.OpenSearch" in cmdline
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -342,7 +344,7 @@ def _health(url: str) -> str | None:
         return None
 
 
-def _node_user() -> tuple[int, int]:
+def node_user() -> tuple[int, int]:
     try:
         entry = pwd.getpwnam(NODE_USER)
     except KeyError:
@@ -355,7 +357,7 @@ def _node_user() -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-def _chown_tree(path: Path, uid: int, gid: int) -> None:
+def chown_tree(path: Path, uid: int, gid: int) -> None:
     os.chown(path, uid, gid)
     for dirpath, dirnames, filenames in os.walk(path):
         for name in dirnames + filenames:
@@ -376,7 +378,7 @@ def up(port: int, progress: Progress = _quiet, fresh: bool = False, timeout: flo
         return running
     if running and fresh:
         down(port)
-    if _port_open(port):
+    if port_open(port):
         raise PacsguardError(f"port {port} on 127.0.0.1 is taken by another process; choose --port")
     recipe = load_recipe()
     report = build(progress)
@@ -412,9 +414,9 @@ def up(port: int, progress: Progress = _quiet, fresh: bool = False, timeout: flo
     env.pop("JAVA_TOOL_OPTIONS", None)
     kwargs: dict[str, Any] = {}
     if os.geteuid() == 0:
-        uid, gid = _node_user()
-        _chown_tree(run, uid, gid)
-        _chown_tree(report.home, uid, gid)
+        uid, gid = node_user()
+        chown_tree(run, uid, gid)
+        chown_tree(report.home, uid, gid)
         kwargs.update(user=uid, group=gid, extra_groups=[])
         env["HOME"] = str(run)
     log_path = logs / "stdout.log"
@@ -454,7 +456,7 @@ def down(port: int, timeout: float = 60.0) -> bool:
             os.kill(state.pid, signal.SIGKILL)
         stopped = True
     deadline = time.monotonic() + 20
-    while _port_open(port) and time.monotonic() < deadline:
+    while port_open(port) and time.monotonic() < deadline:
         time.sleep(0.2)
     _state_file(port).unlink(missing_ok=True)
     return stopped

@@ -38,7 +38,8 @@ from pacsguard.rules.compiler import channel_objects, monitor_objects
 from pacsguard.rules.model import load_rules
 
 # Where each kind's content lives (relative to the content root).
-CONTENT_GLOBS = (("pack/index", "*.yaml"), ("pack/security", "*.yaml"), ("pipelines", "*/pipeline.yaml"))
+CONTENT_GLOBS = (("pack/index", "*.yaml"), ("pack/security", "*.yaml"), ("pack/scripts", "*.yaml"),
+                 ("pipelines", "*/pipeline.yaml"))
 
 
 @dataclass
@@ -172,7 +173,7 @@ def make_plan(cluster: Cluster, settings: Settings, objects: list[PackObject]) -
 
 def _is_data(settings: Settings, kind: str, obj_id: str) -> bool:
     """Indices that hold events are data: only --purge removes them."""
-    return kind == "index" and obj_id == settings.index("failures")
+    return kind == "index" and obj_id in (settings.index("failures"), settings.index("alerts"))
 
 
 def _relative(path: Path) -> str:
@@ -420,20 +421,22 @@ def uninstall(cluster: Cluster, settings: Settings, purge: bool = False,
                 progress(f"purge data stream {name}")
                 cluster.request("DELETE", f"/_data_stream/{name}", ok_missing=True)
                 purged.append(name)
-        if cluster.exists(f"/{failures}"):
-            progress(f"purge index {failures}")
-            cluster.request("DELETE", f"/{failures}", ok_missing=True)
-            purged.append(failures)
+        for index in (failures, settings.index("alerts")):
+            if cluster.exists(f"/{index}"):
+                progress(f"purge index {index}")
+                cluster.request("DELETE", f"/{index}", ok_missing=True)
+                purged.append(index)
         _drop_retained_template(cluster, settings)
     else:
         if has_stream:
             _retain_event_data(cluster, settings, stream)
             kept.append(stream)
-        if cluster.exists(f"/{failures}"):
-            # Kept as data, no longer a pack object: its stamp goes (_meta is replaced whole).
-            cluster.request("PUT", f"/{failures}/_mapping", body={
-                "_meta": {"description": "pacsguard failed events, kept after uninstall"}})
-            kept.append(failures)
+        for index, what in ((failures, "failed events"), (settings.index("alerts"), "alerts")):
+            if cluster.exists(f"/{index}"):
+                # Kept as data, no longer a pack object: its stamp goes (_meta is replaced whole).
+                cluster.request("PUT", f"/{index}/_mapping", body={
+                    "_meta": {"description": f"pacsguard {what}, kept after uninstall"}})
+                kept.append(index)
     for kind_name, obj_id in orphans(cluster, settings, wanted=set()):
         progress(f"delete {kind_name} {obj_id}")
         KINDS[kind_name].delete(cluster, obj_id)
