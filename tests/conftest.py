@@ -93,10 +93,15 @@ def cluster(cluster_url: str, pack_settings: Settings) -> Cluster:
 
 @pytest.fixture(scope="session")
 def golden_pack(cluster_url: str) -> Iterator[Settings]:
-    """One install shared by the pipeline tests (prefix pggold, namespace golden); purged at the end."""
+    """One install shared by the pipeline tests (prefix pggold, namespace golden); purged at the end.
+
+    Its back- and future-dating windows are a century wide: the golden inputs carry fixed
+    historical timestamps, and whether enrich tags them pacsguard-backdated depends on the
+    clock of the day the tests run, not on the pipeline."""
     from pacsguard.services.install import install, uninstall
 
-    settings = make_settings(cluster_url, "pggold", "golden")
+    settings = make_settings(cluster_url, "pggold", "golden",
+                             thresholds={"max_backdate_window": "36500d", "max_future_window": "36500d"})
     cluster = Cluster.connect(settings.cluster)
     install(cluster, settings, allow_missing_plugins=True)
     yield settings
