@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from pacsguard import __version__
-from pacsguard.core.connection import REQUIRED_PLUGINS, Cluster
+from pacsguard.core.connection import Cluster
 from pacsguard.core.errors import MissingPlugin, PacsguardError
 from pacsguard.core.settings import Settings, load_settings
 from pacsguard.jobs.schedule import JobName
@@ -203,34 +203,66 @@ def diff() -> None:
     emit({"ok": True, "changes": data}, "\n".join(out) if out else "no differences")
 
 
+# OpenSearch Dashboards is another server: options of its own (password from env or file only).
+DashUrl = Annotated[str | None, typer.Option("--dashboards-url", envvar="PACSGUARD_DASHBOARDS_URL",
+                                             help="OpenSearch Dashboards base URL: also install the dashboards.")]
+DashCa = Annotated[Path | None, typer.Option("--dashboards-ca-bundle", envvar="PACSGUARD_DASHBOARDS_CA_BUNDLE",
+                                             help="CA bundle that signs the Dashboards certificate.")]
+DashUser = Annotated[str | None, typer.Option("--dashboards-username", envvar="PACSGUARD_DASHBOARDS_USERNAME",
+                                              help="Dashboards basic-auth user.")]
+DashPwFile = Annotated[Path | None, typer.Option(
+    "--dashboards-password-file", envvar="PACSGUARD_DASHBOARDS_PASSWORD_FILE",
+    help="File holding the Dashboards password (or set PACSGUARD_DASHBOARDS_PASSWORD).")]
+DashTenant = Annotated[str | None, typer.Option("--dashboards-tenant", envvar="PACSGUARD_DASHBOARDS_TENANT",
+                                                help="Security plugin tenant (securitytenant header).")]
+DashInsecure = Annotated[bool, typer.Option("--dashboards-insecure",
+                                            help="Do NOT verify the Dashboards certificate (test only).")]
+
+
 @app.command()
 @handle_errors
 def install(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Same as `plan`.")] = False,
     skip_detections: Annotated[bool, typer.Option(
         "--skip-detections", help="Install without monitors/channels where the cluster lacks Alerting/Notifications.")] = False,
+    dashboards_url: DashUrl = None, dashboards_ca_bundle: DashCa = None, dashboards_username: DashUser = None,
+    dashboards_password_file: DashPwFile = None, dashboards_tenant: DashTenant = None,
+    dashboards_insecure: DashInsecure = False,
 ) -> None:
     """Install or upgrade the pack: writes only objects whose content changed."""
     from pacsguard.services.install import install as do_install
 
     cluster, settings = connect()
+    # Dashboards is checked first: an unreachable one fails before the cluster is touched.
+    dashboards = None
+    if dashboards_url:
+        from pacsguard.cli_dashboards import dashboards_connection, install_dashboards
+        dashboards = dashboards_connection(dashboards_url, dashboards_ca_bundle, dashboards_username,
+                                           dashboards_password_file, dashboards_tenant, dashboards_insecure)
+        dashboards.status()
     result = do_install(cluster, settings, progress=progress, dry_run=dry_run, allow_missing_plugins=skip_detections)
     counts = result.plan.summary()
     changed = len(result.applied) + len(result.data_streams)
-    data = {"ok": True, "changes": changed, "summary": counts,
-            "applied": [{"action": c.action, "kind": c.kind, "id": c.id} for c in result.applied],
-            "data_streams": result.data_streams, "dry_run": dry_run}
+    data: dict[str, Any] = {"ok": True, "changes": changed, "summary": counts,
+                            "applied": [{"action": c.action, "kind": c.kind, "id": c.id} for c in result.applied],
+                            "data_streams": result.data_streams, "dry_run": dry_run}
     verb = "would change" if dry_run else "changed"
-    emit(data, f"pacsguard {__version__} at {cluster.url}: {verb} {changed} object(s) "
-               f"({counts['create']} created, {counts['update']} updated, {counts['delete']} deleted, "
-               f"{counts['unchanged']} unchanged)")
+    text = (f"pacsguard {__version__} at {cluster.url}: {verb} {changed} object(s) "
+            f"({counts['create']} created, {counts['update']} updated, {counts['delete']} deleted, "
+            f"{counts['unchanged']} unchanged)")
+    if dashboards is not None:
+        data["dashboards"] = install_dashboards(dashboards, dry_run)
+        dash = data["dashboards"]["summary"]
+        text += (f"\nDashboards {dashboards.url}: {verb} {dash['create']} created, {dash['update']} updated, "
+                 f"{dash['delete']} deleted, {dash['unchanged']} unchanged saved object(s)")
+    emit(data, text)
 
 
 @app.command()
 @handle_errors
 def upgrade() -> None:
     """Alias of install: replaces only what changed since the installed version."""
-    install(dry_run=False, skip_detections=False)
+    install(dry_run=False, skip_detections=False, dashboards_url=None)
 
 
 @app.command()
@@ -834,5 +866,11 @@ def run() -> None:
     app(args=hoist_global_options(sys.argv[1:]), prog_name="pacsguard")
 
 
+# The analysts' commands (dashboards, console) live in their own module and register on `app`.
+from pacsguard import cli_dashboards  # noqa: F401
+
 if __name__ == "__main__":  # pragma: no cover
-    run()
+    # `python -m pacsguard.cli`: run the imported module's app, which holds every registered command.
+    from pacsguard.cli import run as _run
+
+    _run()
