@@ -674,6 +674,9 @@ def keycloak_status(port: KcPortOpt = None) -> None:
 @handle_errors
 def up(port: PortOpt = 9200,
        no_watch: Annotated[bool, typer.Option("--no-watch", help="Do not start `watch` in the background.")] = False,
+       no_console: Annotated[bool, typer.Option("--no-console", help="Do not start the web console.")] = False,
+       console_port: Annotated[int, typer.Option("--console-port", envvar="PACSGUARD_CONSOLE_PORT",
+                                                 help="Port of the web console on 127.0.0.1.")] = 8765,
        ) -> None:
     """The main job on the embedded default: start the local node, install the pack, start the alert engine."""
     from pacsguard.devnode import start
@@ -688,9 +691,11 @@ def up(port: PortOpt = 9200,
     plugins, _ = cluster.installed_components()
     on_alerting = sorted(alerting_signals(settings, plugins))
     watch = None if no_watch else background.start(port, node["url"], opts().settings_file)
+    from pacsguard.services.console import process as console_process
+    console = None if no_console else console_process.start(port, node["url"], opts().settings_file, console_port)
     channels = [f"{c.name} ({c.type})" for c in settings.notifications.channels]
     data = {"ok": True, "url": node["url"], "summary": counts, "rules_on_alerting": on_alerting, "watch": watch,
-            "channels": channels, "owner": settings.routing.default_owner}
+            "channels": channels, "owner": settings.routing.default_owner, "console": console}
     text = (f"OpenSearch {node['url']} ({node['mode']}); pack installed: {counts['create']} created, "
             f"{counts['update']} updated, {counts['unchanged']} unchanged.\n"
             f"Send events to the data stream {settings.index('events_data_stream')} (op_type=create).")
@@ -699,6 +704,8 @@ def up(port: PortOpt = 9200,
                  + (f" except {', '.join(on_alerting)} (on Alerting)" if on_alerting else "") + ".")
     text += (f"\nAlerts go to: {', '.join(channels) if channels else 'no channel yet (notifications.channels)'};"
              f" owner {settings.routing.default_owner}. Open alerts: pacsguard alerts list")
+    if console:
+        text += f"\nConsole: {console['url']} (alerts, overview charts; log {console['log']})"
     emit(data, text)
 
 
@@ -710,6 +717,8 @@ def down(port: PortOpt = 9200) -> None:
     from pacsguard.services import background
 
     watch = background.stop(port)
+    from pacsguard.services.console import process as console_process
+    console_process.stop(port)
     node = stop(port=port)
     emit({"ok": True, "watch_stopped": watch, "node_stopped": node},
          f"watch {'stopped' if watch else 'was not running'}; node {'stopped' if node else 'was not running'}")
