@@ -77,6 +77,6 @@ def overview_charts(cluster: Cluster, settings: Settings, content: Content, hour
         if vis is None or vis.type in ("input_control_vis", "tile_map"):
             continue
         rows = run_visualization(cluster, settings, content, vis, start, end)
-        out.append({"key": vis.key, "title": vis.title, "points": len(rows),
+        out.append({"key": vis.key, "title": vis.title, "points": len(rows), "wide": panel.w >= 36,
                     "figure": json.loads(figure(vis, rows).to_json())})
     return out

@@ -79,12 +79,14 @@ async function loadCharts() {
   let points = 0;
   for (const chart of body.charts) {
     const div = document.createElement("div");
-    div.className = "chart";
+    div.className = chart.wide ? "chart wide" : "chart";
     div.id = `chart-${chart.key}`;
     div.dataset.points = chart.points;
     box.appendChild(div);
     points += chart.points;
-    await Plotly.newPlot(div, chart.figure.data, chart.figure.layout, {displaylogo: false, responsive: true});
+    // size to the grid cell the chart sits in (plotly's own default is a fixed 700px)
+    const layout = Object.assign({}, chart.figure.layout, {autosize: true, width: div.clientWidth});
+    await Plotly.newPlot(div, chart.figure.data, layout, {displaylogo: false, responsive: true});
   }
   document.body.dataset.charts = "rendered";
   document.body.dataset.chartPoints = String(points);
