@@ -8,6 +8,7 @@ it in its own URLs; everything but the placeholders is percent-encoded here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.parse import quote
 
 from pacsguard.core.settings import Settings
@@ -24,7 +25,7 @@ def rison_string(text: str) -> str:
     return "'" + text.replace("!", "!!").replace("'", "!'") + "'"
 
 
-def _encode(url: str, placeholders: list[str]) -> str:
+def _encode(url: str, placeholders: Sequence[str]) -> str:
     """Percent-encode url, keeping the mustache placeholders as they are."""
     marks = {f"PGMARK{i}X": p for i, p in enumerate(placeholders)}
     for mark, placeholder in marks.items():
@@ -40,19 +41,19 @@ def _time(time_from: str, time_to: str) -> str:
 
 
 def discover_url(base: str, settings: Settings, query: str, time_from: str, time_to: str,
-                 placeholders: list[str] = ()) -> str:  # type: ignore[assignment]
+                 placeholders: Sequence[str] = ()) -> str:
     pattern = object_id(settings, "index-pattern", EVENTS_PATTERN)
     url = (f"{base.rstrip('/')}/app/data-explorer/discover#?"
            f"_a=(discover:(columns:!(_source),isDirty:!f,sort:!()),metadata:(indexPattern:{rison_string(pattern)},"
            f"view:discover))&_g=(filters:!(),refreshInterval:(pause:!t,value:0),{_time(time_from, time_to)})"
            f"&_q=(filters:!(),query:(language:lucene,query:{rison_string(query)}))")
-    return _encode(url, list(placeholders))
+    return _encode(url, placeholders)
 
 
 def investigation_url(base: str, settings: Settings, user: str, time_from: str, time_to: str,
-                      placeholders: list[str] = ()) -> str:  # type: ignore[assignment]
+                      placeholders: Sequence[str] = ()) -> str:
     dash = object_id(settings, "dashboard", INVESTIGATION_DASHBOARD)
     query = f'{INVESTIGATION_FIELD}:"{user}"'
     url = (f"{base.rstrip('/')}/app/dashboards#/view/{dash}?_g=(filters:!(),{_time(time_from, time_to)})"
            f"&_a=(query:(language:lucene,query:{rison_string(query)}))")
-    return _encode(url, list(placeholders))
+    return _encode(url, placeholders)

@@ -197,7 +197,8 @@ def _cross_check(content: Content) -> list[str]:
                         ("search", content.searches), ("dashboard", content.dashboards)):
         keys = [i.key for i in items]
         problems += [f"{kind} {k!r} is defined twice" for k in sorted({k for k in keys if keys.count(k) > 1})]
-    for item in [*content.visualizations, *content.searches]:
+    panels: list[VisSpec | SearchSpec] = [*content.visualizations, *content.searches]
+    for item in panels:
         if item.index not in content.patterns_by_key:
             problems.append(f"{item.key}: unknown index pattern {item.index!r}")
     both = content.vis_by_key.keys() & content.searches_by_key.keys()

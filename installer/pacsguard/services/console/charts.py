@@ -47,7 +47,7 @@ def figure(vis: VisSpec, rows: list[Row]) -> go.Figure:
         return go.Figure(go.Pie(labels=[str(v) for v in labels], values=values, hole=0.4), layout=layout)
     if vis.type == "table":
         headers = [a.label or a.field or a.type for _, a in vis.buckets] + [a.label or a.type for _, a in vis.metrics]
-        columns = [[str(r.keys[i]) for r in rows] for i in range(len(vis.buckets))]
+        columns: list[list[Any]] = [[str(r.keys[i]) for r in rows] for i in range(len(vis.buckets))]
         columns += [[r.values.get(i) for r in rows] for i, _ in vis.metrics]
         return go.Figure(go.Table(header={"values": headers}, cells={"values": columns}), layout=layout)
     horizontal = vis.type == "horizontal_bar"
