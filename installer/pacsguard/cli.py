@@ -1007,6 +1007,28 @@ def dashboards_plan(url: DashUrl = None, ca_bundle: DashCa = None, username: Das
          + _dashboards_text(data, "would change"))
 
 
+@dashboards_app.command("diff")
+@handle_errors
+def dashboards_diff(url: DashUrl = None, ca_bundle: DashCa = None, username: DashUser = None,
+                    password_file: DashPwFile = None, tenant: DashTenant = None,
+                    insecure: DashInsecure = False) -> None:
+    """A unified diff, Dashboards vs pack, per saved object that would change (JSON strings decoded)."""
+    from pacsguard.services import dashboards as svc
+
+    conn = dashboards_connection(url, ca_bundle, username, password_file, tenant, insecure)
+    _, settings = connect()
+    out: list[str] = []
+    data: list[dict[str, Any]] = []
+    for change, live, want in svc.diff(conn, settings):
+        left = json.dumps(live, indent=2, sort_keys=True).splitlines() if live is not None else []
+        right = json.dumps(want, indent=2, sort_keys=True).splitlines() if want is not None else []
+        lines = list(difflib.unified_diff(left, right, f"dashboards/{change.kind}/{change.id}",
+                                          f"pack/{change.kind}/{change.id}", lineterm=""))
+        out.extend(lines or [f"= {change.kind} {change.id}: only the pacsguard stamp differs"])
+        data.append({"kind": change.kind, "id": change.id, "action": change.action, "diff": lines})
+    emit({"ok": True, "changes": data}, "\n".join(out) if out else "no differences")
+
+
 @dashboards_app.command("status")
 @handle_errors
 def dashboards_status(url: DashUrl = None, ca_bundle: DashCa = None, username: DashUser = None,

@@ -86,7 +86,7 @@ def make_handler(state: StandIn) -> type[BaseHTTPRequestHandler]:
             state.requests.append(rec)
             return rec
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             rec = self._record()
             if rec.path == "/api/status":
                 return self._send(200, {"name": "stand-in", "version": {"number": "2.19.0"}})
@@ -100,7 +100,7 @@ def make_handler(state: StandIn) -> type[BaseHTTPRequestHandler]:
             return self._send(404, {"statusCode": 404, "error": "Not Found",
                                     "message": f"Saved object [{rec.path}] not found"})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             rec = self._record()
             if rec.headers.get("osd-xsrf") != "true":
                 return self._send(400, {"statusCode": 400, "error": "Bad Request",
@@ -123,7 +123,7 @@ def make_handler(state: StandIn) -> type[BaseHTTPRequestHandler]:
                                     "successResults": [] if errors else [{"type": o["type"], "id": o["id"]}
                                                                         for o in items]})
 
-        def do_DELETE(self) -> None:  # noqa: N802
+        def do_DELETE(self) -> None:
             rec = self._record()
             match = re.fullmatch(r"/api/saved_objects/([^/]+)/([^/]+)", rec.path)
             if rec.headers.get("osd-xsrf") != "true" or not match:
@@ -234,3 +234,19 @@ def test_password_never_printed(standin: StandIn, tmp_path: Any) -> None:
     assert json.loads(result.output)["summary"]["create"] > 30
     assert "very-secret-password" not in result.output
     assert standin.imports()[0].headers["authorization"].startswith("Basic ")
+
+
+def test_diff_shows_a_hand_edit_readably(standin: StandIn) -> None:
+    svc.install(connection(standin.url), SETTINGS)
+    key = ("visualization", "pacsguard-default-vis-logins-failures-by-user")
+    obj = standin.objects[key]
+    state = json.loads(obj["attributes"]["visState"])
+    state["aggs"][1]["params"]["size"] = 3
+    obj["attributes"]["visState"] = json.dumps(state)
+    # a hand edit keeps the stamp: install sees no change (status reports drift), diff after a content
+    # change shows it; simulate the content change with an older stamp
+    standin.objects[key] = owned.stamped(obj, Stamp("pacsguard/default", "0.0.1", "0" * 16))
+    result = CliRunner().invoke(app, ["dashboards", "diff", "--dashboards-url", standin.url])
+    assert result.exit_code == 0, result.output
+    assert f"--- dashboards/visualization/{key[1]}" in result.output
+    assert re.search(r'^-\s+"size": 3$', result.output, re.MULTILINE) and re.search(r'^\+\s+"size": 15$', result.output, re.MULTILINE)

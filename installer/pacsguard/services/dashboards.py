@@ -10,6 +10,7 @@ stamped as this installation's. Writes go through one
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ from pacsguard.core.dashboards import Dashboards, DashboardsError
 from pacsguard.core.errors import PacsguardError
 from pacsguard.core.models import Progress, quiet
 from pacsguard.core.settings import Settings
-from pacsguard.packobjects import PackObject, Stamp
+from pacsguard.packobjects import PackObject, Stamp, strip_text_stamp
 from pacsguard.savedobjects import owned
 from pacsguard.savedobjects.render import render_objects, to_ndjson
 from pacsguard.savedobjects.spec import load_content
@@ -135,6 +136,36 @@ def uninstall(dashboards: Dashboards, settings: Settings, progress: Progress = q
         owned.delete(dashboards, obj_type, obj_id)
         removed.append((obj_type, obj_id))
     return removed
+
+
+def readable(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An object with its JSON-string attributes decoded, for a diff a person can read."""
+    if obj is None:
+        return None
+    out = {"type": obj.get("type"), "id": obj.get("id"), "references": obj.get("references", []),
+           "attributes": dict(obj.get("attributes") or {})}
+    attrs = out["attributes"]
+    for name in ("visState", "uiStateJSON", "panelsJSON", "optionsJSON"):
+        if isinstance(attrs.get(name), str):
+            attrs[name] = json.loads(attrs[name])
+    meta = attrs.get("kibanaSavedObjectMeta")
+    if isinstance(meta, dict) and isinstance(meta.get("searchSourceJSON"), str):
+        attrs["kibanaSavedObjectMeta"] = {"searchSourceJSON": json.loads(meta["searchSourceJSON"])}
+    if isinstance(attrs.get("description"), str):
+        attrs["description"] = strip_text_stamp(attrs["description"]).strip()
+    return out
+
+
+def diff(dashboards: Dashboards, settings: Settings) -> list[tuple[Change, dict[str, Any] | None,
+                                                                 dict[str, Any] | None]]:
+    """(change, live, wanted) per pending change, both readable and without the stamp."""
+    _check_reachable(dashboards)
+    plan = make_plan(dashboards, settings, desired_objects(settings))
+    out = []
+    for change in plan.pending:
+        live = owned.get(dashboards, change.kind, change.id) if change.action != "create" else None
+        out.append((change, readable(live), readable(change.obj.body) if change.obj else None))
+    return out
 
 
 def export_ndjson(settings: Settings) -> str:

@@ -44,6 +44,7 @@ from pacsguard.core.content import content_path
 from pacsguard.core.errors import PacsguardError
 from pacsguard.core.settings import Settings, duration_seconds
 from pacsguard.engines.alerts import OPEN_STATES, AlertNotFound
+from pacsguard.rules.compiler import evidence_query
 from pacsguard.rules.model import load_rules
 from pacsguard.savedobjects.spec import load_content
 from pacsguard.services import alerts as alert_service
@@ -230,7 +231,8 @@ def create_app(cluster: Cluster, settings: Settings, config: ConsoleConfig) -> S
         field = (detail.get("entity") or {}).get("field") or (rule.detection.entity if rule else "user.name")
         entity = ((detail.get("entity") or {}).get("keys") or [view.entity.split(",")[0]])[0]
         return page(request, "alert.html", alert=view, detail=detail, rule=rule,
-                    evidence=detail.get("evidence_query") or "", timeline=timeline(
+                    evidence=detail.get("evidence_query") or (evidence_query(rule, entity) if rule else ""),
+                    timeline=timeline(
                         cluster, settings, field, entity, start, end),
                     entity_field=field, entity=entity, start=start, end=end,
                     message=(detail.get("message") or {}).get("text", ""))
