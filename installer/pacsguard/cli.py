@@ -302,19 +302,33 @@ def status(strict: Annotated[bool, typer.Option("--strict", help="Exit 4 on drif
 def uninstall(
     purge: Annotated[bool, typer.Option("--purge", help="Also delete event data and failures.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    dashboards_url: DashUrl = None, dashboards_ca_bundle: DashCa = None, dashboards_username: DashUser = None,
+    dashboards_password_file: DashPwFile = None, dashboards_tenant: DashTenant = None,
+    dashboards_insecure: DashInsecure = False,
 ) -> None:
-    """Remove exactly the pack's objects. Event data is kept unless --purge."""
+    """Remove exactly the pack's objects (and its saved objects with --dashboards-url). Event data is kept
+    unless --purge."""
     from pacsguard.services.install import uninstall as do_uninstall
 
     cluster, settings = connect()
+    removed_saved: list[tuple[str, str]] = []
+    if dashboards_url:
+        from pacsguard.services.dashboards import uninstall as uninstall_saved_objects
+
+        conn = dashboards_connection(dashboards_url, dashboards_ca_bundle, dashboards_username,
+                                     dashboards_password_file, dashboards_tenant, dashboards_insecure)
+        removed_saved = uninstall_saved_objects(conn, settings, progress=progress)
     if purge and not yes:
         if not sys.stdin.isatty():
             raise PacsguardError("--purge deletes event data: add --yes to confirm when not interactive")
         typer.confirm(f"Delete ALL pacsguard event data in {cluster.url}?", abort=True)
     result = do_uninstall(cluster, settings, purge=purge, progress=progress)
     data = {"ok": True, "removed": [{"kind": k, "id": i} for k, i in result.removed],
-            "kept": result.kept, "purged": result.purged}
+            "kept": result.kept, "purged": result.purged,
+            "saved_objects_removed": [{"type": t, "id": i} for t, i in removed_saved]}
     text = f"removed {len(result.removed)} pack object(s)"
+    if dashboards_url:
+        text += f" and {len(removed_saved)} saved object(s) from Dashboards"
     if result.kept:
         text += f"; kept event data: {', '.join(result.kept)}"
     if result.purged:
