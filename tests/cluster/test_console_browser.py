@@ -34,7 +34,7 @@ pytestmark = pytest.mark.cluster
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "console.png"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1400,1280"]
+                  "--window-size=1400,1640"]
 
 
 def chromium() -> tuple[str, str]:
