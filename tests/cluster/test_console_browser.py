@@ -24,11 +24,11 @@ from typing import Any
 
 import pytest
 import uvicorn
-from conftest import make_settings
 from dashboard_scenario import Loaded, load
 from pacsguard.engines.alerts import ACKNOWLEDGED, AlertStore
 from pacsguard.services.console.app import ConsoleConfig, create_app
 from pacsguard.services.install import uninstall
+from testnode import make_settings
 
 pytestmark = pytest.mark.cluster
 # The README's picture is rewritten only on request (PACSGUARD_UPDATE_SCREENSHOT=1), so a test

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import urllib.request
 
 import pytest
-from conftest import TEST_PORT, make_settings
 from pacsguard.cli import app
 from pacsguard.core.connection import Cluster
 from pacsguard.services.console import process
 from pacsguard.services.install import uninstall
+from testnode import SessionNode, make_settings
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.cluster
@@ -24,9 +23,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_up_prints_the_console_url_and_the_console_answers(cluster_url: str) -> None:
-    if os.environ.get("PACSGUARD_TEST_URL"):
+def test_up_prints_the_console_url_and_the_console_answers(test_node: SessionNode, cluster_url: str) -> None:
+    if test_node.port is None:
         pytest.skip("`up` manages the local node of the test session; PACSGUARD_TEST_URL names another cluster")
+    TEST_PORT = test_node.port
     port = free_port()
     result = CliRunner().invoke(app, ["--namespace", "upconsole", "up", "--port", str(TEST_PORT), "--no-watch",
                                       "--console-port", str(port)])

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import make_settings
+from testnode import make_settings
 from dashboard_scenario import EXPECTED, EXPECTED_FOR_USER, EXPECTED_SERIES, US, Loaded, load, u
 from pacsguard.savedobjects.links import INVESTIGATION_FIELD
 from pacsguard.savedobjects.search import Row, run_visualization

@@ -180,7 +180,8 @@ def receiver() -> Iterator[Any]:
         if tls is not None:
             server.socket = tls.wrap_socket(server.socket, server_side=True)
         servers.append(server)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        # a short poll: shutdown() waits for it, once per test
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         scheme = "https" if tls else "http"
         state.url = f"{scheme}://127.0.0.1:{server.server_address[1]}/hooks/T000/B000/tok3n-in-the-path"
         return state
