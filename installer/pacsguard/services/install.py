@@ -145,6 +145,18 @@ def orphans(cluster: Cluster, settings: Settings, wanted: set[str]) -> list[tupl
             if f"{kind.name}:{obj_id}" not in wanted and not _is_data(settings, kind.name, obj_id)]
 
 
+def compare(obj: PackObject, exists: bool, stamp: Stamp | None, owner: str, missing: str) -> Change:
+    """What install does with one object, from what is live: create, update or leave it."""
+    if not exists:
+        return Change("create", obj.kind, obj.id, missing, obj)
+    if stamp is None or stamp.owner != owner:
+        why = "exists without pacsguard stamp" if stamp is None else f"stamped by another installation ({stamp.owner})"
+        return Change("update", obj.kind, obj.id, why, obj)
+    if stamp.hash != obj.hash:
+        return Change("update", obj.kind, obj.id, f"content {stamp.hash} -> {obj.hash}", obj)
+    return Change("unchanged", obj.kind, obj.id, "", obj)
+
+
 def make_plan(cluster: Cluster, settings: Settings, objects: list[PackObject]) -> Plan:
     plan = Plan()
     for obj in objects:
@@ -154,17 +166,8 @@ def make_plan(cluster: Cluster, settings: Settings, objects: list[PackObject]) -
             plan.changes.append(Change(unavailable[0], obj.kind, obj.id, unavailable[1], obj))
             continue
         live = kind.get(cluster, obj.id)
-        if live is None:
-            plan.changes.append(Change("create", obj.kind, obj.id, "not in cluster", obj))
-            continue
-        stamp = kind.stamp_of(live)
-        if stamp is None or stamp.owner != settings.owner:
-            why = "exists without pacsguard stamp" if stamp is None else f"stamped by another installation ({stamp.owner})"
-            plan.changes.append(Change("update", obj.kind, obj.id, why, obj))
-        elif stamp.hash != obj.hash:
-            plan.changes.append(Change("update", obj.kind, obj.id, f"content {stamp.hash} -> {obj.hash}", obj))
-        else:
-            plan.changes.append(Change("unchanged", obj.kind, obj.id, "", obj))
+        plan.changes.append(compare(obj, live is not None, kind.stamp_of(live) if live else None, settings.owner,
+                                    "not in cluster"))
     wanted = {o.key for o in objects}
     for kind_name, obj_id in orphans(cluster, settings, wanted):
         plan.changes.append(Change("delete", kind_name, obj_id, "no longer in the pack"))
