@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,9 +144,13 @@ def verify_bundle(path: Path, expect_sha256: str | None = None) -> Verified:
                     data[name] = zf.read(name)
                 except zipfile.BadZipFile as exc:  # e.g. "Bad CRC-32": the stored bytes changed
                     raise BundleInvalid(f"{path}: {name} was changed ({exc})") from None
-                except (zlib.error, EOFError, OSError) as exc:  # damaged compressed bytes
+                # A damaged member fails in many ways (zlib.error, an unknown compression method,
+                # a bad header): whatever it is, the bytes are not the ones that were hashed.
+                except Exception as exc:  # noqa: BLE001
                     raise BundleInvalid(f"{path}: {name} was changed (cannot be read: {exc})") from None
-    except zipfile.BadZipFile as exc:
+    except BundleInvalid:
+        raise
+    except Exception as exc:  # noqa: BLE001 - as above, for the zip's own directory
         raise BundleInvalid(f"{path}: not a readable zip ({exc})") from None
     listed = data[MANIFEST_HASH].decode(errors="replace").split()
     if not listed or listed[0] != sha256(data[MANIFEST]):
