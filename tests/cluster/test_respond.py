@@ -254,3 +254,85 @@ def test_connector_failures_give_one_error_line_and_change_nothing_else(
     assert "no such user" in line and rec.target == ghost
     history = AlertStore(cluster, settings.index("alerts")).get(real_alert).source["history"]
     assert [h["action"]["result"] for h in history if h.get("action")] == ["failed", "failed"]
+
+
+class HookReceiver:
+    """Records signed webhook requests; answers `status` (200 unless told otherwise)."""
+
+    def __init__(self, secret: str) -> None:
+        import hashlib
+        import hmac
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[dict[str, Any]] = []
+        self.status = 200
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                want = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+                signed = hmac.compare_digest(want, self.headers.get("X-Pacsguard-Signature", ""))
+                outer.requests.append({"signed": signed, "key": self.headers.get("Idempotency-Key"),
+                                       "body": json.loads(body)})
+                self.send_response(outer.status)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/soar"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_webhook_connector_asks_once_signed_and_records_a_refusal(
+        pack_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "soar-signing-secret-0123456789"
+    monkeypatch.setenv("PG_SOAR_SECRET", secret)
+    hook = HookReceiver(secret)
+    overrides = {"cluster": {"url": pack_settings.cluster.url}, "id_prefix": pack_settings.id_prefix,
+                 "namespace": pack_settings.namespace, "pseudonymization": {"salt": SALT},
+                 "engine": {"mode": "pacsguard", "renotify_every": "0s"},
+                 "routing": {"default_owner": "PACS on-call", "routes": [{"owner": "PACS on-call", "channels": []}]},
+                 "notifications": {"channels": [{"name": "soar", "type": "webhook", "url": hook.url,
+                                                 "secret_env": "PG_SOAR_SECRET"}],
+                                   "delivery": {"max_attempts": 1}},
+                 "connectors": {"webhooks": [{"name": "expire-shares", "channel": "soar", "step": "contain",
+                                              "signals": ["1a"],
+                                              "action": "expire every share link created by {entity}"}]}}
+    settings = load_settings(overrides=overrides, environ={"PG_SOAR_SECRET": secret})
+    cluster = Cluster.connect(settings.cluster)
+    install(cluster, settings, allow_missing_plugins=True)
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    ship(cluster, settings, [generic(u, "user-login", now - dt.timedelta(seconds=i), outcome="failure")
+                             for u in ("sharer", "other") for i in range(8)])
+    alert = open_alert(cluster, settings, "1a", "sharer")
+    other = open_alert(cluster, settings, "1a", "other")
+    assert hook.requests == []  # the route sends alerts nowhere: only the connector talks to the receiver
+    sfile = tmp_path / "s.yaml"
+    sfile.write_text(yaml.safe_dump(overrides))
+
+    dry = cli(sfile, "respond", "contain", alert)
+    assert "would ask soar to: expire every share link created by sharer" in dry.output and hook.requests == []
+    assert "by hand: disable sharer" in dry.output  # no Keycloak connector here
+    done = cli(sfile, "respond", "contain", alert, "--execute")
+    assert done.exit_code == 0, done.output
+    assert len(hook.requests) == 1 and hook.requests[0]["signed"]
+    body = hook.requests[0]["body"]
+    assert body["alert"]["response"] == {"step": "contain", "connector": "webhook:expire-shares",
+                                         "action": "expire every share link created by sharer", "target": "sharer"}
+    assert body["alert"]["id"] == alert and hook.requests[0]["key"] == f"{alert}.contain.expire-shares"
+    again = cli(sfile, "respond", "contain", alert, "--execute")
+    assert "nothing to change" in again.output and len(hook.requests) == 1
+
+    hook.status = 403
+    refused = cli(sfile, "respond", "contain", other, "--execute")
+    assert refused.exit_code == 1
+    assert [x for x in refused.output.splitlines() if x.startswith("error:")] == [refused.output.strip()
+                                                                                   .splitlines()[-1]]
+    assert "webhook:expire-shares: cannot ask for" in refused.output and "HTTP 403" in refused.output
+    records = ActionLog(cluster, settings.index("actions")).for_alert(other)
+    assert [(r.result, r.dry_run) for r in records] == [("failed", False)]
+    hook.server.shutdown()
