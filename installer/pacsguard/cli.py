@@ -460,9 +460,13 @@ def respond_show(alert_id: Annotated[str, typer.Argument(help="Alert id (either 
 def _step(alert_id: str, step: Any, by: str, execute: bool) -> None:
     from pacsguard.services.response.act import run_step
 
+    def say(line: str) -> None:  # each action as it happens, so a later failure leaves the earlier ones shown
+        if not opts().json:
+            typer.echo(line)
+
     cluster, settings = connect()
-    report = run_step(cluster, settings, alert_id, step, by, execute, progress=progress)
-    lines = [r.line() for r in report.records] or [f"no connector action for this alert ({step})"]
+    report = run_step(cluster, settings, alert_id, step, by, execute, progress=say)
+    lines = [] if report.records else [f"no connector action for this alert ({step})"]
     if report.records and report.nothing_to_change:
         lines.append("nothing to change: every action was already done")
     lines += [f"by hand: {item}" for item in report.by_hand]
@@ -507,12 +511,12 @@ def respond_preserve(alert_id: Annotated[str, typer.Argument(help="Alert id.")],
 @respond_app.command("scope")
 @handle_errors
 def respond_scope(alert_id: Annotated[str, typer.Argument(help="Alert id.")], before: BeforeOpt = None,
-                  after: AfterOpt = None) -> None:
+                  after: AfterOpt = None, by: ByOpt = "analyst") -> None:
     """Scope: what the entity touched in the window: studies, patients, destinations, recipients, IPs."""
     from pacsguard.services.response.scope import scope, scope_text
 
     cluster, settings = connect()
-    report = scope(cluster, settings, alert_id, before, after)
+    report = scope(cluster, settings, alert_id, before, after, by=by)
     emit({"ok": True, **report}, scope_text(report))
 
 

@@ -58,10 +58,10 @@ class ActionRecord:
         return cls(**known, data=dict(src.get("data") or {}), at=str(src.get("@timestamp")), id=doc_id)
 
     def line(self) -> str:
-        """One readable line: `done  keycloak disable-user dr.x: disabled dr.x (by ann)`."""
+        """One readable line: `done      contain keycloak disable-user dr.x: disabled dr.x`."""
         mode = " [dry run]" if self.dry_run and self.result == "planned" else ""
         why = f": {self.error}" if self.error else (f": {self.detail}" if self.detail else "")
-        return f"{self.result:<9} {self.step} {self.connector} {self.action} {self.target}{why}{mode} (by {self.by})"
+        return f"{self.result:<9} {self.step} {self.connector} {self.action} {self.target}{why}{mode}"
 
 
 class ActionLog:

@@ -48,6 +48,8 @@ def _status(step: str, actions: list[ActionRecord]) -> str:
     if any(a.result == "failed" for a in mine[-1:]):
         return "FAILED (see history)"
     executed = [a for a in mine if not a.dry_run and a.result in ("done", "unchanged")]
+    if step == "scope" and executed:
+        return f"done (last {executed[-1].at}: {executed[-1].detail})"
     if executed:
         return f"done ({len(executed)} action(s), last {executed[-1].at})"
     return "planned only (dry run)"

@@ -16,7 +16,7 @@ from typing import Any
 
 from pacsguard.core.connection import Cluster
 from pacsguard.core.settings import Settings
-from pacsguard.services.response.context import load_alert
+from pacsguard.services.response.context import load_alert, new_record, record
 from pacsguard.services.response.preserve import entity_query
 
 STUDY_ACTIONS: dict[str, tuple[str, ...]] = {
@@ -67,7 +67,24 @@ def _external(recipient: str, flagged: bool, internal_domains: list[str]) -> boo
 
 
 def scope(cluster: Cluster, settings: Settings, alert_id: str, before: str | None = None,
-          after: str | None = None, now: dt.datetime | None = None) -> dict[str, Any]:
+          after: str | None = None, now: dt.datetime | None = None, by: str | None = None) -> dict[str, Any]:
+    """The scope report; with `by`, the run is recorded on the alert (who looked, what was found)."""
+    report = _scope(cluster, settings, alert_id, before, after, now)
+    if by:
+        ctx = load_alert(cluster, settings, alert_id)
+        d = report["distinct_studies"]["count"]
+        ext = sum(1 for r in report["share_recipients"] if r["external"])
+        record(cluster, settings, ctx, new_record(
+            ctx, "scope", "events", "scope", ctx.entity, by, dry_run=False, result="done", changed=False,
+            detail=(f"{report['events']} event(s), {d} distinct studies "
+                    f"({report['studies']['exported']['count']} exported, {report['studies']['shared']['count']} "
+                    f"shared), {report['patients']['count']} patients, {ext} external recipient(s)"),
+            data={"from": report["window"]["from"], "to": report["window"]["to"]}))
+    return report
+
+
+def _scope(cluster: Cluster, settings: Settings, alert_id: str, before: str | None,
+           after: str | None, now: dt.datetime | None) -> dict[str, Any]:
     ctx = load_alert(cluster, settings, alert_id)
     start, end = ctx.window(settings, before, after, now)
     index = settings.index("events_data_stream")
