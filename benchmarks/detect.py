@@ -40,7 +40,7 @@ from typing import Any
 from pacsguard.core.connection import Cluster
 from pacsguard.core.content import content_path
 from pacsguard.rules.compiler import render_monitor
-from pacsguard.engines.evaluate import run_monitor
+from pacsguard.engines import run_monitor
 from pacsguard.rules.model import load_rules
 from pacsguard.services.install import install, uninstall
 from pacsguard.jobs import run_job

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from pathlib import Path
@@ -13,9 +12,8 @@ from pacsguard.collector.atna_envelope import PATIENT_REDACTED, atna_message, re
 from pacsguard.collector.counters import Counters
 from pacsguard.collector.events import Event, NetworkIds, make_id
 from pacsguard.collector.files import keycloak_event_line
-from pacsguard.collector.queue import EventQueue
+from pacsguard.collector.journal import Journal
 from pacsguard.collector.service import Listen, parse_size
-from pacsguard.collector.spool import Spool
 from pacsguard.collector.syslog_input import convert_frame
 from pacsguard.core.errors import PacsguardError
 from pacsguard.parsers.syslog import SyslogParseError
@@ -48,7 +46,8 @@ def test_sizes_and_listen_addresses() -> None:
     with pytest.raises(PacsguardError):
         parse_size("lots")
     assert Listen.parse("127.0.0.1:6514") == Listen("127.0.0.1", 6514)
-    assert Listen.parse("514") == Listen("0.0.0.0", 514)
+    assert Listen.parse("514") == Listen("127.0.0.1", 514)  # loopback unless the operator says otherwise
+    assert Listen.parse("0.0.0.0:514") == Listen("0.0.0.0", 514)
     assert Listen.parse("[::1]:514") == Listen("::1", 514)
     with pytest.raises(PacsguardError):
         Listen.parse("host:port")
@@ -58,96 +57,87 @@ def test_counters_moves_keep_the_invariant() -> None:
     c = Counters()
     c.receive("tcp", 5)
     c.reject_new("udp", "oversize")
-    c.settle("in_flight", "indexed", 2)
-    c.settle("in_flight", "spooled", 2)
-    c.settle("spooled", "failed", 1)
-    c.resume(3)
+    c.settle({"indexed": 2, "failed": 1}, {"tcp": 3})
     assert c.reconciles()
     snap = c.snapshot()
     assert (snap["received"], snap["indexed"], snap["failed"], snap["spooled"], snap["rejected"],
-            snap["in_flight"]) == (9, 2, 1, 4, 1, 1)
+            snap["in_flight"]) == (6, 2, 1, 0, 1, 2)
+    c.parked = True  # the cluster is away: what the journal holds is reported as spooled
+    snap = c.snapshot()
+    assert (snap["spooled"], snap["in_flight"]) == (2, 0) and c.reconciles()
+    again = Counters()
+    again.restore(c.saved(), pending=2, pending_by_source={"tcp": 2})
+    assert again.snapshot()["received"] == 6 and again.snapshot()["resumed"] == 2 and again.reconciles()
+    assert again.snapshot()["received_by_source"] == {"tcp": 5, "udp": 1}
 
 
-# ------------------------------------------------------------------ queue
+# ------------------------------------------------------------------ journal
 
 
-def test_queue_is_bounded_by_count_and_bytes() -> None:
-    async def scenario() -> None:
-        q = EventQueue(max_events=3, max_bytes=10_000)
-        assert all(q.try_put(ev(n)) for n in range(3))
-        assert not q.try_put(ev(3))  # count bound
-        batch = await q.get_batch(10, 1_000_000, 0.01)
-        assert [e.id for e in batch] == ["id0", "id1", "id2"]
-        q2 = EventQueue(max_events=100, max_bytes=1000)
-        assert q2.try_put(ev(0, 5000))  # an oversize event still fits an empty queue
-        assert not q2.try_put(ev(1, 10))  # ... but nothing joins it
-        # put() waits for room instead of failing
-        waiter = asyncio.create_task(q2.put(ev(2, 10)))
-        await asyncio.sleep(0.05)
-        assert not waiter.done()
-        assert len(await q2.get_batch(10, 100, 0)) == 1
-        assert await asyncio.wait_for(waiter, 1)
-        q2.close()
-        assert not await q2.put(ev(3))
-
-    asyncio.run(scenario())
-
-
-def test_batches_respect_the_byte_limit() -> None:
-    async def scenario() -> None:
-        q = EventQueue(max_events=100, max_bytes=10**9)
-        for n in range(10):
-            q.try_put(ev(n, 1000))
-        batch = await q.get_batch(100, 3000, 0)
-        assert len(batch) == 2  # 2 x (1000 + 64) <= 3000 < 3 x 1064
-
-    asyncio.run(scenario())
-
-
-# ------------------------------------------------------------------ spool
-
-
-def test_spool_keeps_order_across_segments_and_restarts(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, max_bytes=10 * 1024 * 1024, segment_bytes=4096)
-    events = [Event(f"id{n}", f"message {n} " + "é" * 50, "tcp") for n in range(200)]
-    assert spool.append(events[:120]) == []
-    assert spool.append(events[120:]) == []
-    assert len(list(tmp_path.glob("seg-*.ndjson"))) > 1
-    first = spool.next_chunk(50, 10**9)
-    assert first is not None and [e.id for e in first.events] == [f"id{n}" for n in range(len(first.events))]
-    spool.ack(first)
-    spool.close()
-
-    again = Spool(tmp_path, max_bytes=10 * 1024 * 1024, segment_bytes=4096)
-    assert again.load() == 200 - len(first.events)
-    seen: list[str] = [e.id for e in first.events]
-    while (chunk := again.next_chunk(37, 10**9)) is not None:
+def drain(journal: Journal, size: int = 37) -> list[str]:
+    seen: list[str] = []
+    while (chunk := journal.next_chunk(size, 10**9)) is not None:
         seen += [e.id for e in chunk.events]
-        assert all(e.message.startswith("message ") and "é" in e.message for e in chunk.events)
-        again.ack(chunk)
-    assert seen == [f"id{n}" for n in range(200)]
+        journal.settle(chunk, lambda ready: {})
+    return seen
+
+
+def test_journal_keeps_order_across_segments_and_restarts(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, max_bytes=10 * 1024 * 1024, segment_bytes=4096)
+    journal.load()
+    events = [Event(f"id{n}", f"message {n} " + "é" * 50, "tcp") for n in range(200)]
+    assert journal.append(events[:120]) == 120 and journal.append(events[120:]) == 80
+    assert len(list(tmp_path.glob("seg-*.ndjson"))) > 1
+    first = journal.next_chunk(50, 10**9)
+    second = journal.next_chunk(50, 10**9)
+    assert first is not None and second is not None
+    assert [e.id for e in first.events] == [f"id{n}" for n in range(len(first.events))]
+    journal.settle(second, lambda ready: {})  # out of order: nothing settles before the first chunk does
+    assert journal.pending == 200
+    journal.settle(first, lambda ready: {"indexed": sum(len(c.events) for c in ready)})
+    settled = len(first.events) + len(second.events)
+    assert journal.pending == 200 - settled
+    journal.close()
+
+    again = Journal(tmp_path, max_bytes=10 * 1024 * 1024, segment_bytes=4096)
+    assert again.load() == {"indexed": settled}  # the counters saved with the offsets
+    assert again.pending == 200 - settled
+    assert drain(again) == [f"id{n}" for n in range(settled, 200)]
     assert again.empty() and again.used_bytes == 0
-    assert not list(tmp_path.glob("seg-*.ndjson"))
 
 
-def test_full_spool_refuses_new_events_and_keeps_old_ones(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, max_bytes=2000)
-    refused = spool.append([Event(f"id{n}", "y" * 100, "udp") for n in range(30)])
-    kept = 30 - len(refused)
-    assert 0 < kept < 30 and refused[0].id == f"id{kept}"
-    assert spool.used_bytes <= 2000
-    chunk = spool.next_chunk(100, 10**9)
-    assert chunk is not None and len(chunk.events) == kept
+def test_unsettled_chunks_are_read_again_after_a_crash(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.load()
+    journal.append([ev(n) for n in range(10)])
+    chunk = journal.next_chunk(4, 10**9)
+    assert chunk is not None and len(chunk.events) == 4  # sent, never settled: the process dies here
+    again = Journal(tmp_path)
+    again.load()
+    assert again.pending == 10 and drain(again) == [f"id{n}" for n in range(10)]
 
 
-def test_a_half_written_spool_line_is_dropped_on_load(tmp_path: Path) -> None:
-    spool = Spool(tmp_path)
-    spool.append([ev(1), ev(2)])
-    spool.close()
+def test_full_journal_takes_a_prefix(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, max_bytes=2000)
+    journal.load()
+    taken = journal.append([Event(f"id{n}", "y" * 100, "udp") for n in range(30)])
+    assert 0 < taken < 30 and journal.used_bytes <= 2000
+    assert not journal.space_for(200)
+    chunk = journal.next_chunk(100, 10**9)
+    assert chunk is not None and len(chunk.events) == taken
+
+
+def test_a_half_written_journal_line_is_dropped_on_load(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.load()
+    journal.append([ev(1), ev(2)])
+    journal.close()
     segment = next(tmp_path.glob("seg-*.ndjson"))
     with segment.open("ab") as handle:
         handle.write(b'{"id": "id3", "mess')  # crash mid-write
-    assert Spool(tmp_path).load() == 2
+    again = Journal(tmp_path)
+    again.load()
+    assert again.pending == 2
 
 
 # ------------------------------------------------------------------ frames

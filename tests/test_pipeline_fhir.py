@@ -7,6 +7,8 @@ by copying pipeline output.
 
 from __future__ import annotations
 
+import hashlib
+
 import base64
 import copy
 import json
@@ -181,7 +183,8 @@ def test_r5_xml_sample_goes_to_failure_index(simulate: Any, golden_pack: Any) ->
     assert out["index"] == failures_index(golden_pack)
     message = get_path(doc, "error.message")
     assert "FHIR AuditEvent in XML is not supported: send FHIR JSON" in message, message
-    assert get_path(doc, "event.original") == xml
+    assert get_path(doc, "event.original") is None  # issue 9: a fingerprint, never the text
+    assert get_path(doc, "event.original_sha256") == hashlib.sha256(xml.encode()).hexdigest()
 
 
 # -- Bundles -------------------------------------------------------------------
@@ -208,7 +211,7 @@ def test_bundle_with_two_audit_events_fails_clearly(simulate: Any, golden_pack: 
     message = get_path(out["doc"], "error.message")
     assert "Bundle with 2 AuditEvents: send entries one by one" in message
     assert "splits Bundles" in message
-    assert get_path(out["doc"], "event.original") == text
+    assert get_path(out["doc"], "event.original_sha256") == hashlib.sha256(text.encode()).hexdigest()
 
 
 def test_bundle_without_audit_event_fails(simulate: Any, golden_pack: Any) -> None:
@@ -227,13 +230,16 @@ def test_fhir_patient_resource_goes_to_failure_index(simulate: Any, golden_pack:
     out = simulate(json.dumps(PATIENT_RESOURCE))
     assert out["index"] == failures_index(golden_pack)
     assert get_path(out["doc"], "error.message")
-    assert get_path(out["doc"], "event.original") == json.dumps(PATIENT_RESOURCE)
+    assert get_path(out["doc"], "event.original") is None  # a Patient resource: PHI, never kept in clear
+    assert get_path(out["doc"], "event.original_sha256") == hashlib.sha256(
+        json.dumps(PATIENT_RESOURCE).encode()).hexdigest()
 
 
 def test_fhir_patient_resource_forced_to_fhir_fails_clearly(simulate: Any, golden_pack: Any) -> None:
+    # A sender's pacsguard_format no longer picks the pipeline (issue 9, item 7): the router decides.
     out = simulate(json.dumps(dict(PATIENT_RESOURCE, pacsguard_format="fhir")))
     assert out["index"] == failures_index(golden_pack)
-    assert "a Patient, not an AuditEvent" in get_path(out["doc"], "error.message")
+    assert "unrecognised event format" in get_path(out["doc"], "error.message")
 
 
 def login_with(**changes: Any) -> dict[str, Any]:

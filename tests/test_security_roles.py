@@ -32,4 +32,6 @@ def test_collector_only_appends_and_analysts_never_see_raw_failures() -> None:
     analyst_indices = {i for p in found["pacsguard-default-analyst"]["index_permissions"] for i in p["index_patterns"]}
     assert settings.index("failures") not in analyst_indices
     reviewer = found["pacsguard-default-failure-reviewer"]["index_permissions"]
-    assert reviewer == [{"index_patterns": [settings.index("failures")], "allowed_actions": ["read"]}]
+    # reads the (sealed) failures and replays fixed events into the data stream (issue 9)
+    assert reviewer == [{"index_patterns": [settings.index("failures")], "allowed_actions": ["read"]},
+                        {"index_patterns": [settings.index("events_data_stream")], "allowed_actions": ["create_doc"]}]

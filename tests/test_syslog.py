@@ -9,6 +9,7 @@ import pytest
 from pacsguard.core.errors import PacsguardError
 from pacsguard.parsers.syslog import (
     ATNA_MSGIDS,
+    FramingError,
     OctetCountingFramer,
     OversizeFrame,
     SyslogParseError,
@@ -168,8 +169,10 @@ def test_newline_delimited_frames(chunk: int) -> None:
 
 def test_framing_is_detected_per_frame() -> None:
     framer = OctetCountingFramer()
+    # "digits space" counts octets only when a message (<PRI>, XML or JSON) follows:
+    # a text line that starts with a number stays one line (issue 9, item 3).
     stream = octet(FRAME) + FRAME + b"\n" + octet(b"12 starts with digits") + b"123abc\n"
-    assert framer.feed(stream) == [FRAME, FRAME, b"12 starts with digits", b"123abc"]
+    assert framer.feed(stream) == [FRAME, FRAME, b"21 12 starts with digits123abc"]
     assert framer.pending == 0
 
 
@@ -192,10 +195,13 @@ def test_partial_frame_waits_for_more_bytes() -> None:
 
 
 def test_truncated_octet_frame_at_end_of_stream() -> None:
-    framer = OctetCountingFramer()
+    # What the sender sent of a cut frame is delivered (the failure index keeps it), with a framing error.
+    errors: list[FramingError] = []
+    framer = OctetCountingFramer(on_framing_error=errors.append)
     assert framer.feed(octet(FRAME)[:-10]) == []
-    with pytest.raises(SyslogParseError, match=rf"got {len(FRAME) - 10} of {len(FRAME)} octets"):
-        framer.finish()
+    assert framer.finish() == [FRAME[:-10]]
+    assert [e.detail for e in errors] == [f"stream ended inside an octet-counted frame: got {len(FRAME) - 10} of "
+                                          f"{len(FRAME)} octets"]
     assert framer.pending == 0  # reusable after the error
     assert framer.feed(octet(FRAME)) == [FRAME]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -253,6 +254,14 @@ def status(strict: Annotated[bool, typer.Option("--strict", help="Exit 4 on drif
         lines.append(f"data      {name}: {count} events")
     lines.append("")
     lines.append(table(["state", "kind", "id", "detail"], [[o.state, o.kind, o.id, o.detail] for o in st.objects]))
+    if st.installed_version:
+        from pacsguard.services.watch import rule_status
+
+        rules = rule_status(cluster, settings)
+        data["rules"] = rules
+        lines += ["", table(["signal", "engine", "last run", "last error", "open alerts", "rule"],
+                            [[r["signal"], r["engine"], r["last_run"] or "never", r["last_error"] or "-",
+                              r["open_alerts"], r["rule"]] for r in rules])]
     emit(data, "\n".join(lines))
     if strict and not st.healthy:
         raise typer.Exit(EXIT_UNHEALTHY)
@@ -598,6 +607,20 @@ def collect(
                                                      help="Seconds between progress lines (0: none).")] = 10.0,
     shutdown_timeout: Annotated[float, typer.Option("--shutdown-timeout",
                                                     help="Seconds to flush on SIGTERM before spooling the rest.")] = 15.0,
+    http_token_file: Annotated[Path | None, typer.Option(
+        "--http-token-file", help="Bearer token FHIR senders must present (or PACSGUARD_COLLECTOR_TOKEN).")] = None,
+    max_connections: Annotated[int, typer.Option("--max-connections", min=1,
+                                                 help="Open connections per TCP/TLS/HTTP input.")] = 512,
+    max_connections_per_address: Annotated[int, typer.Option("--max-connections-per-address", min=1,
+                                                             help="Open connections per input from one address.")] = 64,
+    idle_timeout: Annotated[float, typer.Option("--idle-timeout", min=0.1,
+                                                help="Close a connection silent this many seconds.")] = 600.0,
+    request_timeout: Annotated[float, typer.Option("--request-timeout", min=0.1,
+                                                   help="A frame or HTTP request must complete within this.")] = 60.0,
+    max_buffered: Annotated[str, typer.Option("--max-buffered",
+                                              help="Partial frames and bodies held per input, all connections.")] = "64MiB",
+    udp_receive_buffer: Annotated[str, typer.Option("--udp-receive-buffer",
+                                                    help="Kernel receive buffer asked for per UDP socket.")] = "8MiB",
 ) -> None:
     """Receive audit events (syslog UDP/TCP/TLS, files, FHIR over HTTP) and bulk them into the data stream.
 
@@ -617,8 +640,21 @@ def collect(
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO if opts().verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pydantic import SecretStr
+
+    from pacsguard.collector.failures import resolve_failures_key
+    from pacsguard.collector.limits import Limits
+
     cluster, settings = connect()
+    token = os.environ.get("PACSGUARD_COLLECTOR_TOKEN") or (
+        http_token_file.read_text().strip() if http_token_file else None)
     config = CollectorConfig(
+        http_token=SecretStr(token) if token else None,
+        failures_key=resolve_failures_key(create=True),
+        limits=Limits(max_connections=max_connections, max_connections_per_address=max_connections_per_address,
+                      idle_timeout=idle_timeout, request_timeout=request_timeout,
+                      max_buffered_bytes=parse_size(max_buffered)),
+        udp_receive_buffer=parse_size(udp_receive_buffer),
         state_dir=state_dir or default_state_dir(settings),
         udp=tuple(Listen.parse(a) for a in udp or []),
         tcp=tuple(Listen.parse(a) for a in tcp or []),
@@ -646,6 +682,68 @@ def collect(
          f"received {snap['received']}: indexed {snap['indexed']}, failed {snap['failed']} (failure index), "
          f"spooled {snap['spooled']}, rejected {snap['rejected']}, in flight {snap['in_flight']}; "
          f"{snap['events_per_second']} events/s")
+
+
+# -------------------------------------------------------------- failures
+
+
+failures_app = typer.Typer(help="The failure index: list failed events, decrypt their sealed originals, replay them "
+                                "(failure-reviewer role and the failures key).")
+app.add_typer(failures_app, name="failures")
+
+
+@failures_app.command("list")
+@handle_errors
+def failures_list(size: Annotated[int, typer.Option("--size", min=1, max=10000)] = 50) -> None:
+    """The newest failures: id, time, format, error, whether the original is sealed."""
+    from pacsguard.services.failures import list_failures
+
+    cluster, settings = connect()
+    rows = list_failures(cluster, settings, size)
+    emit({"ok": True, "failures": rows},
+         "\n".join(f"{r['id']}  {r['timestamp']}  {r['format'] or '-'}  {'sealed' if r['sealed'] else 'no original'}"
+                   f"  {(r['error'] or '')[:100]}" for r in rows) or "no failures")
+
+
+@failures_app.command("decrypt")
+@handle_errors
+def failures_decrypt(
+    failure_id: Annotated[str, typer.Argument(help="The failed event's id (from `failures list`).")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the original here (mode 0600) "
+                                                "instead of stdout.")] = None,
+) -> None:
+    """Open the sealed original of a failed event (needs the failures key: PACSGUARD_FAILURES_KEY[_FILE])."""
+    from pacsguard.collector.failures import resolve_failures_key
+    from pacsguard.services.failures import decrypt_failure
+
+    cluster, settings = connect()
+    text = decrypt_failure(cluster, settings, failure_id, resolve_failures_key())
+    if output is not None:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        emit({"ok": True, "id": failure_id, "output": str(output)}, f"original of {failure_id} written to {output}")
+    else:
+        emit({"ok": True, "id": failure_id, "original": text}, text)
+
+
+@failures_app.command("replay")
+@handle_errors
+def failures_replay(
+    failure_id: Annotated[str, typer.Argument(help="The failed event's id.")],
+    from_file: Annotated[Path | None, typer.Option("--from", help="Replay this (fixed) text instead of the "
+                                                   "decrypted original.")] = None,
+) -> None:
+    """Send a failed event again (as it was, or fixed) through the router under a new id."""
+    from pacsguard.collector.failures import resolve_failures_key
+    from pacsguard.services.failures import decrypt_failure, replay_failure
+
+    cluster, settings = connect()
+    text = (from_file.read_text(encoding="utf-8") if from_file
+            else decrypt_failure(cluster, settings, failure_id, resolve_failures_key()))
+    result = replay_failure(cluster, settings, failure_id, text)
+    emit({"ok": True, **result}, f"replayed {failure_id} as {result['id']}: it landed in the {result['landed']} "
+         f"index ({result['index']})")
 
 
 # -------------------------------------------------------------- local node

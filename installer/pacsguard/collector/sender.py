@@ -1,19 +1,22 @@
-"""Batches events into bulk requests to the data stream; spools when the cluster is away.
+"""Reads the write-ahead journal and bulks its events into the data stream.
 
-Flow:  sources -> EventQueue (bounded) -> workers -> POST <data stream>/_bulk
-                                               \\-> Spool (disk) -> replayer -> _bulk
+Flow:  sources -> Journal (disk, write-ahead) -> workers -> POST <data stream>/_bulk
 
-- Every item is ``create`` with the event's own ``_id``: a retry can never
-  duplicate; a 409 means an earlier attempt stored it.
+- A source's event is appended to the journal (and so survives ``kill -9``)
+  before the source reads on or answers; the sender never holds an event only
+  in memory. Memory is bounded by ``workers`` chunks of ``batch_bytes``.
+- Every item is ``create`` with the event's own ``_id``: a retry or a replay
+  after a crash can never duplicate; a 409 means an earlier attempt stored it.
 - Per item, ``_index`` tells where the pipeline put it: the failure index
   (failed) or a backing index of the data stream (indexed).
-- 429s and connection errors are retried with exponential back-off for at most
-  ``retry_budget`` seconds; then the batch goes to the spool and the sender
-  switches to spooling: later batches go straight to disk, behind the spooled
-  ones, until the replayer has sent the spool in order and catches up.
+- 429s and connection errors are retried with exponential back-off; after
+  ``retry_budget`` seconds the collector reports its pending events as spooled
+  (they wait in the journal) and probes the cluster with a slower back-off.
 - An item the cluster refuses for good (e.g. a mapping conflict after the
   pipeline) is written to the failure index with the reason: nothing is
   silently lost.
+- Chunks settle in journal order; their outcomes are counted and saved with
+  the journal offsets in one atomic write (counters.py).
 """
 
 from __future__ import annotations
@@ -23,14 +26,15 @@ import datetime as dt
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from pacsguard.collector.counters import Counters, Origin
+from pacsguard.collector.counters import Counters
 from pacsguard.collector.events import Event
-from pacsguard.collector.queue import EventQueue
+from pacsguard.collector.failures import SEALED_SUFFIX, FailureProtector, fingerprint
+from pacsguard.collector.journal import Chunk, Journal
 from pacsguard.collector.ratelog import RateLimitedLog
-from pacsguard.collector.spool import Spool
 from pacsguard.core.connection import Cluster
 from pacsguard.core.errors import PacsguardError
 
@@ -41,13 +45,14 @@ log = logging.getLogger("pacsguard.collector")
 class SenderConfig:
     batch_size: int = 500
     batch_bytes: int = 8 * 1024 * 1024
-    flush_interval: float = 1.0  # longest wait to fill a batch
+    flush_interval: float = 1.0  # kept for compatibility: batches no longer wait to fill (the journal holds them)
     workers: int = 2  # bulk requests in flight at once
-    retry_budget: float = 5.0  # seconds of retries before a batch goes to the spool
+    retry_budget: float = 5.0  # seconds of retries before pending events are reported as spooled
     max_backoff: float = 2.0
     replay_backoff_max: float = 5.0  # probing a cluster that is away
-    queue_events: int = 20_000
+    queue_events: int = 20_000  # unused since the journal: kept so existing settings files still load
     queue_bytes: int = 64 * 1024 * 1024
+    save_interval: float = 1.0  # seconds between saves of counters that changed outside chunks
 
 
 @dataclass
@@ -70,7 +75,11 @@ TEMPORARY_REJECTIONS = frozenset({"shutting_down", "spool_full", "queue_full"})
 
 
 class Unavailable(Exception):
-    """The whole bulk request failed (unreachable, 429, 5xx, auth): retry, then spool."""
+    """The whole bulk request failed (unreachable, 429, 5xx, auth): retry."""
+
+
+class Closing(Exception):
+    """The collector stops: what is not settled stays in the journal for the next run."""
 
 
 def _now() -> str:
@@ -105,168 +114,181 @@ def safe_original(message: str) -> str:
 
 class Sender:
     def __init__(self, cluster: Cluster, data_stream: str, failures_index: str, counters: Counters,
-                 spool: Spool, config: SenderConfig) -> None:
+                 journal: Journal, config: SenderConfig, protector: FailureProtector | None = None) -> None:
         self.cluster = cluster
         self.data_stream = data_stream
         self.failures_index = failures_index
         self.counters = counters
-        self.spool = spool
+        self.journal = journal
         self.config = config
-        self.queue = EventQueue(config.queue_events, config.queue_bytes)
-        self.spooling = False
+        # Seals the originals of failed events (failures.py); without it failures keep no original.
+        self.protector = protector
         self._workers: list[asyncio.Task[None]] = []
-        self._replayer: asyncio.Task[None] | None = None
-        self._spool_has_data = asyncio.Event()
-        self._in_flight: set[int] = set()  # ids of live batches being sent
-        self._batches: dict[int, list[Event]] = {}
+        self._saver: asyncio.Task[None] | None = None
+        self._appended = asyncio.Event()
+        self._space = asyncio.Event()
         self._closing = False
+        self._unavailable_since: float | None = None
+        self._saved_version = -1
         self.rlog = RateLimitedLog(log, interval=30.0)
+
+    @property
+    def spooling(self) -> bool:
+        return self.counters.parked
 
     # ------------------------------------------------------------ intake
 
     async def submit(self, event: Event) -> bool:
-        """Count the event as received and queue it, waiting for room (back-pressure)."""
-        self.counters.receive(event.source)
-        if await self.queue.put(event):
-            return True
-        self._reject([event], "in_flight", "shutting_down")
-        return False
+        return await self.submit_many([event]) == 1
+
+    async def submit_many(self, events: list[Event]) -> int:
+        """Journal the events (waiting for room), then count them; return how many were taken."""
+        taken = 0
+        while taken < len(events) and not self._closing:
+            if not self.journal.space_for(events[taken].size):
+                self._space.clear()
+                await self._space.wait()
+                continue
+            taken += self._append(events[taken:])
+        if taken < len(events):
+            self._reject(events[taken:], "shutting_down")
+        return taken
 
     def submit_nowait(self, event: Event) -> bool:
-        """For UDP, which cannot wait: a full queue rejects the event."""
-        self.counters.receive(event.source)
-        if self.queue.try_put(event):
-            return True
-        self._reject([event], "in_flight", "queue_full" if not self.queue.closed else "shutting_down")
-        return False
+        """For UDP, which cannot wait: a full journal rejects the event."""
+        if self._closing:
+            self._reject([event], "shutting_down")
+            return False
+        if not self.journal.space_for(event.size) or self._append([event]) == 0:
+            self._reject([event], "spool_full")
+            return False
+        return True
+
+    def _append(self, events: list[Event]) -> int:
+        try:
+            taken = self.journal.append(events)
+        except OSError as exc:  # disk full, permissions: say so, refuse (the sender of a stream waits)
+            self.rlog.warning("journal", "cannot write the journal %s: %s", self.journal.directory, exc)
+            return 0
+        for event in events[:taken]:
+            self.counters.receive(event.source)
+            event.mark_settled()  # durable: a file tailer may move its offset past it
+        if taken:
+            self._appended.set()
+        return taken
+
+    def _reject(self, events: list[Event], reason: str) -> None:
+        for event in events:
+            self.counters.reject_new(event.source, reason)
+        final = reason not in TEMPORARY_REJECTIONS
+        for event in events:
+            event.mark_settled(final)
 
     def saturated(self) -> bool:
-        """Spooling and the spool is full: readers that can wait (files) should."""
-        return self.spooling and self.spool.full_for(self.config.batch_bytes)
+        """The journal is full: readers that can wait (files) should."""
+        return not self.journal.space_for(self.config.batch_bytes)
 
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        resumed = self.spool.load()
-        if resumed:
-            self.counters.resume(resumed)
-            self.spooling = True
-            log.warning("spool holds %d event(s) from a previous run: replaying them first", resumed)
+        saved = self.journal.load()
+        self.counters.restore(saved, self.journal.pending, dict(self.journal.pending_by_source))
+        if self.journal.pending:
+            log.warning("the journal holds %d event(s) from a previous run: sending them first", self.journal.pending)
         self._workers = [asyncio.create_task(self._work(n)) for n in range(self.config.workers)]
-        self._replayer = asyncio.create_task(self._replay())
-        if resumed:
-            self._spool_has_data.set()
+        self._saver = asyncio.create_task(self._save_loop())
+        if self.journal.pending:
+            self._appended.set()
 
     async def close(self, timeout: float) -> None:
-        """Stop intake, send what is queued, spool what could not be sent within ``timeout``."""
+        """Stop intake; send what the journal holds for up to ``timeout`` s; the rest waits for the next run."""
         self._closing = True
-        self.queue.close()
-        done, pending = await asyncio.wait(self._workers, timeout=timeout) if self._workers else (set(), set())
-        for task in pending:
+        self._space.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.journal.pending and loop.time() < deadline and not self.counters.parked:
+            await asyncio.sleep(0.05)
+        for task in self._workers:
             task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-            # Batches cut off mid-request: their outcome is unknown, so spool
-            # the unsettled events; if the request did land, replay meets 409s.
-            for batch in self._batches.values():
-                self._to_spool([e for e in batch if not e.settled], "in_flight")
-            self._batches.clear()
-        for task in done:
-            if task.exception() is not None:
-                log.error("sender worker crashed: %r", task.exception())
-        leftover = self.queue.drain()
-        if leftover:
-            self._to_spool(leftover, "in_flight")
-        if self._replayer is not None:
-            self._replayer.cancel()
-            await asyncio.gather(self._replayer, return_exceptions=True)
-        self.spool.close()
+        if self._saver is not None:
+            self._saver.cancel()
+        await asyncio.gather(*self._workers, *([self._saver] if self._saver else []), return_exceptions=True)
+        if self.journal.pending:
+            self.counters.parked = True  # on disk, sent by the next run
+            log.warning("%d event(s) stay in the journal %s for the next run", self.journal.pending,
+                        self.journal.directory)
+        self.journal.sync()
+        self.journal.save(self.counters.saved())
+        self.journal.close()
+
+    async def _save_loop(self) -> None:
+        """Save counters that changed without a chunk settling (rejections at intake, side facts)."""
+        while True:
+            await asyncio.sleep(self.config.save_interval)
+            if self.counters.version != self._saved_version:
+                self._saved_version = self.counters.version
+                try:
+                    self.journal.save(self.counters.saved())
+                    self.journal.sync()
+                except OSError as exc:
+                    self.rlog.warning("journal", "cannot save the journal state: %s", exc)
 
     # ------------------------------------------------------------ workers
 
     async def _work(self, number: int) -> None:
         while True:
-            batch = await self.queue.get_batch(self.config.batch_size, self.config.batch_bytes,
-                                               self.config.flush_interval)
-            if not batch:
-                if self.queue.closed and len(self.queue) == 0:
-                    return
-                continue
-            if self.spooling:
-                self._to_spool(batch, "in_flight")
-                continue
-            key = id(batch)
-            self._batches[key] = batch
-            try:
-                leftover = await self._deliver(batch, "in_flight")
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug here must not strand events in flight
-                log.exception("sending a batch failed unexpectedly: spooling it")
-                leftover = [e for e in batch if not e.settled]
-            finally:
-                self._batches.pop(key, None)
-            if leftover:
-                self._to_spool(leftover, "in_flight")
-
-    def _to_spool(self, events: list[Event], origin: Origin) -> None:
-        if not events:
-            return
-        if not self.spooling:
-            log.warning("cluster %s unavailable beyond the %gs retry budget: spooling to %s",
-                        self.cluster.url, self.config.retry_budget, self.spool.directory)
-        self.spooling = True
-        try:
-            refused = self.spool.append(events)
-        except OSError as exc:  # disk full, permissions: nothing else can keep them
-            log.error("cannot write the spool %s: %s", self.spool.directory, exc)
-            refused = events
-        kept = len(events) - len(refused)
-        self.counters.settle(origin, "spooled", kept)
-        for event in events[:kept]:
-            event.mark_settled()
-        if refused:
-            log.error("spool full (%d bytes max): rejected %d event(s)", self.spool.max_bytes, len(refused))
-            self._reject(refused, origin, "spool_full")
-        self._spool_has_data.set()
-
-    def _reject(self, events: list[Event], origin: Origin, reason: str) -> None:
-        self.counters.settle(origin, "rejected", len(events), reason)
-        final = reason not in TEMPORARY_REJECTIONS
-        for event in events:
-            event.mark_settled(final)
-
-    # ------------------------------------------------------------ replay
-
-    async def _replay(self) -> None:
-        backoff = 0.5
-        while True:
-            await self._spool_has_data.wait()
-            chunk = self.spool.next_chunk(self.config.batch_size, self.config.batch_bytes)
+            chunk = self.journal.next_chunk(self.config.batch_size, self.config.batch_bytes)
             if chunk is None:
-                # Caught up: new batches may go straight to the cluster again.
-                if self.spool.empty():
-                    if self.spooling:
-                        log.warning("spool replayed: sending directly to %s again", self.cluster.url)
-                    self.spooling = False
-                    self._spool_has_data.clear()
-                else:
-                    await asyncio.sleep(0.05)
+                self._appended.clear()
+                await self._appended.wait()
                 continue
             if chunk.unreadable:
-                self.counters.settle("spooled", "rejected", chunk.unreadable, "spool_unreadable")
-            pending = chunk.events
-            while pending:
-                pending = await self._deliver(pending, "spooled")
-                if pending:
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, self.config.replay_backoff_max)
-            backoff = 0.5
-            self.spool.ack(chunk)
+                chunk.outcomes["rejected:journal_unreadable"] = chunk.unreadable
+            while True:
+                try:
+                    await self._deliver_chunk(chunk)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a bug here must not kill the worker: the chunk is tried again
+                    log.exception("sending a chunk failed unexpectedly; trying it again")
+                    chunk.outcomes.clear()
+                    await asyncio.sleep(1.0)
+            self.journal.settle(chunk, self._commit)
+            self._space.set()
+
+    def _commit(self, chunks: list[Chunk]) -> dict[str, Any]:
+        outcomes: Counter[str] = Counter()
+        by_source: Counter[str] = Counter()
+        for chunk in chunks:
+            outcomes.update(chunk.outcomes)
+            by_source.update(event.source for event in chunk.events)
+        self.counters.settle(dict(outcomes), dict(by_source))
+        return self.counters.saved()
+
+    async def _deliver_chunk(self, chunk: Chunk) -> None:
+        """Send until every event of the chunk is settled; retries without end (the journal keeps them)."""
+        backoff = 0.5
+        pending = chunk.events
+        while pending:
+            pending = await self._deliver(pending, chunk)
+            if pending:
+                if self._unavailable_since is None:
+                    self._unavailable_since = time.monotonic()
+                if not self.counters.parked:
+                    log.warning("cluster %s unavailable beyond the %gs retry budget: events wait in the journal %s",
+                                self.cluster.url, self.config.retry_budget, self.journal.directory)
+                self.counters.parked = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.config.replay_backoff_max)
+        if self.counters.parked:
+            log.warning("cluster %s answers again: sending the journal", self.cluster.url)
+        self.counters.parked = False
+        self._unavailable_since = None
 
     # ------------------------------------------------------------ delivery
 
-    async def _deliver(self, events: list[Event], origin: Origin) -> list[Event]:
+    async def _deliver(self, events: list[Event], chunk: Chunk) -> list[Event]:
         """Send until every event is settled or the retry budget is spent; return the unsent."""
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + self.config.retry_budget
@@ -277,18 +299,20 @@ class Sender:
                 result = await loop.run_in_executor(None, self._bulk, pending)
             except Unavailable as exc:
                 if time.monotonic() + delay > deadline:
-                    self.rlog.warning("unavailable", "bulk to %s failed (%s): %d event(s) go to the spool or wait "
-                                      "for the next replay attempt", self.cluster.url, exc, len(pending))
+                    self.rlog.warning("unavailable", "bulk to %s failed (%s): %d event(s) wait in the journal",
+                                      self.cluster.url, exc, len(pending))
                     return pending
                 self.counters.note("retries")
                 log.debug("bulk failed, retrying in %.1fs: %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.config.max_backoff)
                 continue
-            self._settle(result.indexed, origin, "indexed")
-            self._settle(result.failed, origin, "failed")
+            chunk.outcomes["indexed"] = chunk.outcomes.get("indexed", 0) + len(result.indexed)
+            chunk.outcomes["failed"] = chunk.outcomes.get("failed", 0) + len(result.failed)
+            if result.failed and self.protector is not None:
+                await self._seal_failures(result.failed)
             if result.refused:
-                await self._divert(result.refused, origin)
+                await self._divert(result.refused, chunk)
             pending = result.retry
             if pending:
                 if time.monotonic() + delay > deadline:
@@ -297,13 +321,6 @@ class Sender:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.config.max_backoff)
         return []
-
-    def _settle(self, events: list[Event], origin: Origin, outcome: Any) -> None:
-        if not events:
-            return
-        self.counters.settle(origin, outcome, len(events))
-        for event in events:
-            event.mark_settled()
 
     def _request(self, path: str, body: str) -> Any:
         try:
@@ -338,7 +355,35 @@ class Sender:
                     result.refused.append((event, detail))
         return result
 
-    async def _divert(self, refused: list[tuple[Event, str]], origin: Origin) -> None:
+    async def _seal_failures(self, events: list[Event]) -> None:
+        """Store the sealed original next to each failure the pipeline wrote (which keeps none).
+
+        Retried until stored: the chunk does not settle before, so a crash sends
+        the events again, they meet 409s in the failure index and come here again.
+        """
+        assert self.protector is not None
+        loop = asyncio.get_running_loop()
+        now = _now()
+        lines = []
+        for event in events:
+            companion = self.protector.companion(event.id, safe_original(event.message), now)
+            lines.append(json.dumps({"create": {"_index": self.failures_index, "_id": event.id + SEALED_SUFFIX}}))
+            lines.append(json.dumps(companion, ensure_ascii=False))
+        body = "\n".join(lines) + "\n"
+        delay = 0.2
+        while True:
+            try:
+                response = await loop.run_in_executor(None, self._request, "/_bulk", body)
+                statuses = [int((i.get("create") or {}).get("status", 0)) for i in response.get("items", [])]
+                if len(statuses) == len(events) and all(s in (200, 201, 409) for s in statuses):
+                    return
+                self.rlog.warning("seal", "storing sealed originals answered %s: retrying", sorted(set(statuses)))
+            except Unavailable as exc:
+                self.rlog.warning("seal", "storing sealed originals failed (%s): retrying", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.config.replay_backoff_max)
+
+    async def _divert(self, refused: list[tuple[Event, str]], chunk: Chunk) -> None:
         """Items the data stream refused for good go to the failure index with the reason."""
         loop = asyncio.get_running_loop()
         now = _now()
@@ -346,9 +391,15 @@ class Sender:
         for event, reason in refused:
             self.rlog.warning("refused", "the data stream refused event %s (%s): keeping it in %s", event.id, reason,
                               self.failures_index)
-            doc = {"@timestamp": now,
-                   "event": {"original": safe_original(event.message), "ingested": now, "dataset": "pacs.audit"},
-                   "error": {"message": f"refused by the data stream: {reason}", "type": "bulk_item_refused"}}
+            doc: dict[str, Any] = {
+                "@timestamp": now, "event": {"ingested": now, "dataset": "pacs.audit"},
+                "error": {"message": f"refused by the data stream: {reason}", "type": "bulk_item_refused"}}
+            if self.protector is not None:
+                sealed = self.protector.protect(event.id, safe_original(event.message))
+                doc["event"].update(sealed["event"])
+                doc["pacsguard"] = sealed["pacsguard"]
+            else:
+                doc["event"].update(fingerprint(event.message))
             lines.append(json.dumps({"create": {"_index": self.failures_index, "_id": event.id}}))
             lines.append(json.dumps(doc, ensure_ascii=False))
         body = "\n".join(lines) + "\n"
@@ -359,8 +410,8 @@ class Sender:
         except Unavailable as exc:
             log.error("could not write refused events to %s: %s", self.failures_index, exc)
             statuses = []
-        stored = [e for e, s in zip(events, statuses) if s in (200, 201, 409)]
-        lost = [e for e in events if e not in stored]
-        self._settle(stored, origin, "failed")
-        if lost:
-            self._reject(lost, origin, "refused_by_cluster")
+        stored = sum(1 for s in statuses if s in (200, 201, 409))
+        chunk.outcomes["failed"] = chunk.outcomes.get("failed", 0) + stored
+        if len(events) - stored:
+            chunk.outcomes["rejected:refused_by_cluster"] = (chunk.outcomes.get("rejected:refused_by_cluster", 0)
+                                                            + len(events) - stored)

@@ -23,13 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from pacsguard.collector.counters import Counters, Throughput, progress_line
 from pacsguard.collector.events import NetworkIds
+from pacsguard.collector.failures import FailureProtector
 from pacsguard.collector.files import FileKind, FileTailer
 from pacsguard.collector.http_input import FhirHttpServer
+from pacsguard.collector.journal import Journal
+from pacsguard.collector.limits import Limits
 from pacsguard.collector.sender import Sender, SenderConfig
-from pacsguard.collector.spool import Spool
-from pacsguard.collector.syslog_input import StreamServer, SyslogIntake, tls_context
+from pacsguard.collector.syslog_input import StreamServer, SyslogIntake, UdpInput, tls_context
 from pacsguard.core.connection import Cluster
 from pacsguard.core.errors import ConnectionProblem, PacsguardError
 from pacsguard.core.settings import Settings
@@ -56,8 +60,12 @@ class Listen:
     port: int
 
     @classmethod
-    def parse(cls, text: str, default_host: str = "0.0.0.0") -> Listen:  # a receiver listens on all interfaces
-        """'5514', ':5514', '127.0.0.1:5514' or '[::1]:5514'."""
+    def parse(cls, text: str, default_host: str = "127.0.0.1") -> Listen:
+        """'5514', ':5514', '127.0.0.1:5514', '0.0.0.0:5514' or '[::1]:5514'.
+
+        A bare port listens on loopback only: exposing a receiver to the network
+        is a decision the operator writes down (0.0.0.0:6514), not a default.
+        """
         host, sep, port = text.rpartition(":")
         if not sep:
             host, port = "", text
@@ -86,6 +94,12 @@ class CollectorConfig:
     progress_interval: float = 10.0
     shutdown_timeout: float = 15.0
     file_poll_interval: float = 0.25
+    limits: Limits = field(default_factory=Limits)
+    udp_receive_buffer: int = 8 * MiB
+    # FHIR over HTTP(S): a bearer token, or client certificates (https with tls_client_ca).
+    http_token: SecretStr | None = None
+    http_anonymous: bool = False  # explicit opt-out, for a loopback-only test set-up
+    failures_key: bytes | None = None  # encrypts originals that go to the failure index (failures.py)
 
     def validate(self, require_source: bool = True) -> None:
         # Without sources a collector still replays its spool (tests, a drain-only run).
@@ -97,12 +111,17 @@ class CollectorConfig:
         for path in (self.tls_cert, self.tls_key, self.tls_client_ca):
             if (self.tls or self.https) and path is not None and not path.is_file():
                 raise PacsguardError(f"{path} does not exist")
+        if ((self.http or self.https) and not (self.http_token or self.http_anonymous)
+                and (self.http or not self.tls_client_ca)):
+            raise PacsguardError("the FHIR endpoint needs sender authentication: set a bearer token "
+                                 "(PACSGUARD_COLLECTOR_TOKEN or --http-token-file) or, with --https only, "
+                                 "--tls-client-ca for client certificates")
         if self.max_message_bytes < 1024:
             raise PacsguardError("--max-message-size must be at least 1KiB")
 
     @property
     def spool_dir(self) -> Path:
-        return self.state_dir / "spool"
+        return self.state_dir / "spool"  # the write-ahead journal (kept under its old name)
 
     @property
     def files_dir(self) -> Path:
@@ -149,7 +168,8 @@ class Collector:
         self.ids = NetworkIds()
         self.ports: dict[str, list[int]] = {"udp": [], "tcp": [], "tls": [], "http": [], "https": []}
         self.sender: Sender | None = None
-        self._udp: list[asyncio.DatagramTransport] = []
+        self._udp: list[UdpInput] = []
+        self._udp_prior_drops = 0
         self._streams: list[StreamServer] = []
         self._http: list[FhirHttpServer] = []
         self._tailers: list[FileTailer] = []
@@ -157,29 +177,40 @@ class Collector:
         self._reporter: asyncio.Task[None] | None = None
 
     def snapshot(self) -> dict[str, Any]:
+        if self._udp:
+            self.counters.set_fact("udp_kernel_drops", self._udp_prior_drops + sum(u.drops() for u in self._udp))
         snap = self.counters.snapshot()
         if self.sender is not None:
             snap["spooling"] = self.sender.spooling
-            snap["spool_bytes"] = self.sender.spool.used_bytes
+            snap["journal_bytes"] = self.sender.journal.used_bytes
+        if self._udp:
+            snap["udp_receive_buffer_bytes"] = [u.receive_buffer for u in self._udp]
+        gates = {f"{s.source}:{s.port}": s.gate.state() for s in self._streams}
+        gates.update({f"http:{h.port}": h.gate.state() for h in self._http})
+        if gates:
+            snap["inputs"] = gates
         return snap
 
     async def start(self) -> None:
         cfg = self.config
         cfg.validate(require_source=False)
-        spool = Spool(cfg.spool_dir, cfg.spool_max_bytes)
-        self.sender = Sender(self.cluster, self.data_stream, self.failures_index, self.counters, spool, cfg.sender)
+        journal = Journal(cfg.spool_dir, cfg.spool_max_bytes)
+        protect = FailureProtector(cfg.failures_key) if cfg.failures_key else None
+        self.sender = Sender(self.cluster, self.data_stream, self.failures_index, self.counters, journal, cfg.sender,
+                             protect)
         try:
             self.sender.start()
         except OSError as exc:
-            raise PacsguardError(f"cannot use the spool directory {cfg.spool_dir}: {exc.strerror or exc}") from None
+            raise PacsguardError(f"cannot use the journal directory {cfg.spool_dir}: {exc.strerror or exc}") from None
         intake = SyslogIntake(self.sender, self.counters, self.ids, cfg.max_message_bytes)
         try:
+            self._udp_prior_drops = self.counters.udp_kernel_drops
             for listen in cfg.udp:
-                transport = await intake.serve_udp(listen.host, listen.port)
-                self._udp.append(transport)
-                self.ports["udp"].append(int(transport.get_extra_info("sockname")[1]))
+                udp = await intake.serve_udp(listen.host, listen.port, cfg.udp_receive_buffer)
+                self._udp.append(udp)
+                self.ports["udp"].append(int(udp.sock.getsockname()[1]))
             for listen in cfg.tcp:
-                server = await intake.serve_stream(listen.host, listen.port, "tcp")
+                server = await intake.serve_stream(listen.host, listen.port, "tcp", None, cfg.limits)
                 self._streams.append(server)
                 self.ports["tcp"].append(server.port)
             context: ssl.SSLContext | None = None
@@ -191,13 +222,15 @@ class Collector:
                     raise PacsguardError(f"cannot load the TLS certificate/key ({cfg.tls_cert}, {cfg.tls_key}): "
                                          f"{getattr(exc, 'reason', None) or exc}") from None
             for listen in cfg.tls:
-                server = await intake.serve_stream(listen.host, listen.port, "tls", context)
+                server = await intake.serve_stream(listen.host, listen.port, "tls", context, cfg.limits)
                 self._streams.append(server)
                 self.ports["tls"].append(server.port)
             for kind, listens, tls in (("http", cfg.http, None), ("https", cfg.https, context)):
                 for listen in listens:
                     http = FhirHttpServer(self.sender, self.counters, self.ids, cfg.max_message_bytes,
-                                          cfg.http_max_body_bytes, self.snapshot)
+                                          cfg.http_max_body_bytes, self.snapshot, cfg.limits,
+                                          cfg.http_token.get_secret_value() if cfg.http_token else None,
+                                          client_certificates=tls is not None and cfg.tls_client_ca is not None)
                     self.ports[kind].append(await http.start(listen.host, listen.port, tls))
                     self._http.append(http)
         except (OSError, PacsguardError) as exc:
@@ -222,8 +255,10 @@ class Collector:
 
     async def stop(self) -> dict[str, Any]:
         """Stop the sources, flush or spool what is queued, save the file offsets; return the counters."""
-        for transport in self._udp:
-            transport.close()
+        if self._udp:
+            self.snapshot()  # the kernel's last drop count, before the sockets go
+        for udp in self._udp:
+            udp.close()
         for server in self._streams:
             await server.close()
         for http in self._http:

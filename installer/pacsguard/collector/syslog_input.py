@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import ssl
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +31,16 @@ from pacsguard.collector.atna_envelope import atna_message, is_xml_payload
 from pacsguard.collector.connections import TrackedServer
 from pacsguard.collector.counters import Counters
 from pacsguard.collector.events import Event, NetworkIds, decode
+from pacsguard.collector.limits import Gate, Limits
 from pacsguard.collector.ratelog import RateLimitedLog
 from pacsguard.collector.sender import Sender
-from pacsguard.parsers.syslog import OctetCountingFramer, OversizeFrame, SyslogParseError, parse_rfc5424
+from pacsguard.parsers.syslog import (
+    FramingError,
+    OctetCountingFramer,
+    OversizeFrame,
+    SyslogParseError,
+    parse_rfc5424,
+)
 
 log = logging.getLogger("pacsguard.collector")
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -110,7 +120,7 @@ class SyslogIntake:
 
     # ------------------------------------------------------------ UDP
 
-    async def serve_udp(self, host: str, port: int) -> asyncio.DatagramTransport:
+    async def serve_udp(self, host: str, port: int, rcvbuf: int = 8 * 1024 * 1024) -> UdpInput:
         loop = asyncio.get_running_loop()
         intake = self
 
@@ -122,74 +132,194 @@ class SyslogIntake:
                     return
                 event = intake.make_event(data, "udp", peer, strict=True)
                 if event is not None and not intake.sender.submit_nowait(event):
-                    intake.rlog.warning("udp_full", "udp: queue full, rejected a datagram from %s", peer)
+                    intake.rlog.warning("udp_full", "udp: journal full, rejected a datagram from %s", peer)
 
             def error_received(self, exc: Exception) -> None:
                 log.warning("udp receive error: %s", exc)
 
-        transport, _ = await loop.create_datagram_endpoint(Protocol, local_addr=(host, port))
-        return transport  # type: ignore[return-value]
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind((host, port))
+            effective = size_receive_buffer(sock, rcvbuf)
+        except OSError:
+            sock.close()
+            raise
+        if effective < rcvbuf:
+            log.warning("udp %s:%d: receive buffer is %d bytes, not the %d asked for: raise the kernel's cap "
+                        "(sysctl net.core.rmem_max=%d) or run with CAP_NET_ADMIN, else bursts are dropped by the "
+                        "kernel (counted as udp_kernel_drops)", host, port, effective, rcvbuf, rcvbuf)
+        transport, _ = await loop.create_datagram_endpoint(Protocol, sock=sock)
+        return UdpInput(transport, sock, effective)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------ TCP / TLS
 
     async def serve_stream(self, host: str, port: int, source: str,
-                           tls: ssl.SSLContext | None = None) -> StreamServer:
-        server = StreamServer(self, source)
+                           tls: ssl.SSLContext | None = None, limits: Limits | None = None) -> StreamServer:
+        server = StreamServer(self, source, limits or Limits())
         server.server = await asyncio.start_server(server.handle, host, port, ssl=tls,
                                                    limit=READ_CHUNK, ssl_handshake_timeout=30 if tls else None)
         return server
 
 
+def size_receive_buffer(sock: socket.socket, wanted: int) -> int:
+    """Ask for ``wanted`` bytes of receive buffer (forced past rmem_max where allowed); return what the kernel gave.
+
+    Linux reports twice the size it was asked for (bookkeeping overhead): the
+    value returned is what getsockopt says divided by two.
+    """
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    try:
+        if force is None:
+            raise PermissionError
+        sock.setsockopt(socket.SOL_SOCKET, force, wanted)
+    except (PermissionError, OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, wanted)
+    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    return got // 2 if sys.platform.startswith("linux") else got
+
+
+def kernel_udp_drops(sock: socket.socket) -> int | None:
+    """Datagrams the kernel dropped for this socket (receive buffer full), from /proc/net/udp{,6}.
+
+    The last column of /proc/net/udp is the per-socket drop counter (the same
+    count as SO_RXQ_OVFL, without needing recvmsg); the socket is found by its
+    inode. None where /proc is not available.
+    """
+    try:
+        inode = str(os.fstat(sock.fileno()).st_ino)
+    except OSError:
+        return None
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table, encoding="ascii") as handle:
+                next(handle, None)
+                for line in handle:
+                    fields = line.split()
+                    if len(fields) >= 13 and fields[9] == inode:
+                        return int(fields[-1])
+        except OSError:
+            continue
+    return None
+
+
+@dataclass
+class UdpInput:
+    transport: asyncio.DatagramTransport
+    sock: socket.socket
+    receive_buffer: int
+    baseline: int = 0
+
+    def drops(self) -> int:
+        """The kernel's count for this socket; the last one read once the socket is closed."""
+        if self.sock.fileno() >= 0:
+            value = kernel_udp_drops(self.sock)
+            if value is not None:
+                self.baseline = max(self.baseline, value)
+        return self.baseline
+
+    def close(self) -> None:
+        self.transport.close()
+
+
 class StreamServer(TrackedServer):
     """A TCP or TLS listener that knows its connections, so stopping closes them."""
 
-    def __init__(self, intake: SyslogIntake, source: str) -> None:
+    def __init__(self, intake: SyslogIntake, source: str, limits: Limits) -> None:
         self.intake = intake
         self.source = source
+        self.gate = Gate(limits)
+        self._port = 0
         super().__init__()
 
     @property
     def port(self) -> int:
-        assert self.server is not None
-        return int(self.server.sockets[0].getsockname()[1])
+        if not self._port and self.server is not None and self.server.sockets:
+            self._port = int(self.server.sockets[0].getsockname()[1])
+        return self._port
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with self.tracked():
-            await self._handle(reader, writer)
+        address = writer.get_extra_info("peername")
+        host = address[0] if isinstance(address, tuple) else str(address)
+        refused = self.gate.admit(host)
+        if refused is not None:
+            self.intake.rlog.warning(refused, "%s: refused a connection from %s (%s)", self.source, host, refused)
+            writer.close()
+            return
+        try:
+            with self.tracked():
+                await self._handle(reader, writer)
+        finally:
+            self.gate.leave(host)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         address = writer.get_extra_info("peername")
         peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
-        intake, source = self.intake, self.source
+        intake, source, limits = self.intake, self.source, self.gate.limits
 
         def on_oversize(frame: OversizeFrame) -> None:
             intake.oversize(source, peer, frame.length)
 
-        framer = OctetCountingFramer(max_frame_size=intake.max_bytes, on_oversize=on_oversize)
+        def on_framing_error(error: FramingError) -> None:
+            intake.counters.note("framing_errors")
+            intake.rlog.warning("framing", "%s from %s: %s", source, peer, error.detail)
+
+        framer = OctetCountingFramer(max_frame_size=intake.max_bytes, on_oversize=on_oversize,
+                                     on_framing_error=on_framing_error)
+        loop = asyncio.get_running_loop()
+        held = 0  # bytes of the gate's budget this connection holds (its partial frame)
+        frame_started: float | None = None
         try:
             while True:
-                data = await reader.read(READ_CHUNK)
+                timeout = limits.idle_timeout
+                if frame_started is not None:
+                    timeout = min(timeout, max(0.0, frame_started + limits.request_timeout - loop.time()))
+                try:
+                    data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
+                except asyncio.TimeoutError:
+                    reason = "partial frame not completed in time" if frame_started is not None else "idle"
+                    log.info("%s connection from %s closed: %s", source, peer, reason)
+                    break
+                except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
+                    # A TLS peer that closes without close_notify lands here; what it sent before is
+                    # already in the framer and is delivered below, not dropped (issue 9, item 4).
+                    log.info("%s connection from %s ended: %s", source, peer, exc)
+                    leftover = bytes(getattr(reader, "_buffer", b""))  # read() raises before returning these
+                    if leftover:
+                        await self._frames(framer.feed(leftover), peer)
+                    break
                 if not data:
                     break
-                for frame in framer.feed(data):
-                    await self._frame(frame, peer)
+                frames = framer.feed(data)
+                if frames:
+                    await self._frames(frames, peer)
+                pending = framer.pending
+                if pending != held:
+                    if pending > held and not self.gate.reserve(pending - held):
+                        intake.counters.reject_new(source, "buffer_budget")
+                        intake.rlog.warning("budget", "%s from %s: the input's buffer budget (%d bytes) is spent: "
+                                            "closing the connection", source, peer, limits.max_buffered_bytes)
+                        framer = OctetCountingFramer(max_frame_size=intake.max_bytes)  # drop the partial frame
+                        break
+                    if pending < held:
+                        self.gate.release(held - pending)
+                    held = pending
+                frame_started = (frame_started or loop.time()) if pending else None
             try:
-                for frame in framer.finish():
-                    await self._frame(frame, peer)
+                await self._frames(framer.finish(), peer)
             except SyslogParseError as exc:
                 intake.counters.reject_new(source, "truncated_frame")
                 intake.rlog.warning("truncated", "%s from %s: connection closed mid-frame: %s", source, peer, exc)
-        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
-            log.info("%s connection from %s ended: %s", source, peer, exc)
         except asyncio.CancelledError:
             pass
         finally:
+            self.gate.release(held)
             writer.close()
 
-    async def _frame(self, frame: bytes, peer: str) -> None:
-        event = self.intake.make_event(frame, self.source, peer, strict=False)
-        if event is not None:
-            await self.intake.sender.submit(event)
+    async def _frames(self, frames: list[bytes], peer: str) -> None:
+        """Journal the frames of one read before reading on (a kill -9 after this loses none of them)."""
+        events = [e for e in (self.intake.make_event(f, self.source, peer, strict=False) for f in frames) if e]
+        if events:
+            await self.intake.sender.submit_many(events)
 
 
 def tls_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
@@ -197,6 +327,10 @@ def tls_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSL
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(str(cert), str(key))
+    # A sender that closes without close_notify (many syslog clients do) must not cost the
+    # frames it sent: treat that EOF as an ordinary end of stream. A frame cut short by it is
+    # still seen by the framer (issue 9, item 4).
+    context.options |= getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
     if client_ca is not None:
         context.load_verify_locations(str(client_ca))
         context.verify_mode = ssl.CERT_REQUIRED

@@ -88,6 +88,10 @@ class Thresholds(Frozen):
     new_external_recipients: int = Field(ge=1)
     new_external_recipients_window: str
     admin_roles: list[str]
+    # Events older / newer than this (by @timestamp, at ingest) are kept but tagged
+    # pacsguard-backdated / pacsguard-future-dated: a sender cannot hide an action in the past unseen.
+    max_backdate_window: str = "30d"
+    max_future_window: str = "15m"
 
     @field_validator("*", mode="after")
     @classmethod

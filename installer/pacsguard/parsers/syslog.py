@@ -178,32 +178,66 @@ class OversizeFrame:
 _LENGTH_PREFIX = re.compile(rb"(\d{1,10}) ")
 _PARTIAL_PREFIX = re.compile(rb"\d{1,10}")
 _HEAD_BYTES = 256
+# What an octet-counted frame's payload starts with: <PRI> (RFC 5424 / 3164), bare
+# XML, or a JSON object some shippers frame the same way. Anything else after
+# "digits space" is a text line that happens to start with a number.
+_PAYLOAD_START = (b"<", b"{")
+# Where a next octet-counted syslog frame starts inside bytes that should not
+# hold one: "LEN SP <PRI>VERSION SP", not preceded by a digit. The framer cuts a
+# frame there when its count reaches past it (a count larger than its payload)
+# and resynchronises there after garbage or an absurd count.
+_EMBEDDED_START = re.compile(rb"(?<![0-9])([1-9]\d{0,9}) <\d{1,3}>\d{1,2} ")
+# After an absurd count: the next octet-counted frame, or a syslog line after a LF.
+_RESYNC = re.compile(rb"(?<![0-9])[1-9]\d{0,9} <\d{1,3}>\d{1,2} |(?<=\n)<\d{1,3}>\d{1,2} "
+                     rb"|<\d{1,3}>1 (?:\d{4}-\d\d-\d\dT|- )")
+
+
+@dataclass(frozen=True)
+class FramingError:
+    """An octet count that did not frame a message; the framer resynchronised."""
+
+    kind: str  # count_too_large | count_in_characters | count_absurd | garbage
+    detail: str
 
 
 class OctetCountingFramer:
-    """Incremental framer for one TCP stream of syslog frames.
+    """Incremental framer for one TCP stream of syslog frames, resynchronising on bad counts.
 
-    Each frame is framed on its own: a frame that starts with digits and a space
-    is octet-counted (``LEN SP MSG``, RFC 6587 3.4.1 / RFC 5425), anything else
-    ends at LF (a trailing CR is dropped). A frame over ``max_frame_size`` is
-    skipped, not buffered, and reported to ``on_oversize`` (else logged); the
-    framer then carries on with the next frame, so one bad sender frame does not
-    cost the rest of the stream.
+    Each frame is framed on its own: a frame that starts with ``digits SP`` and
+    then ``<`` or ``{`` is octet-counted (``LEN SP MSG``, RFC 6587 3.4.1 / RFC
+    5425); anything else ends at LF (a trailing CR is dropped), so a text line
+    such as ``42 items exported`` stays one line.
+
+    Counts are checked against what follows them, because a wrong count costs
+    more than its own frame otherwise:
+    - a count larger than its payload would swallow the frames after it: the
+      frame is cut where the next ``LEN SP <PRI>VERSION SP`` starts;
+    - a count in characters instead of bytes (non-ASCII payloads) ends inside
+      the payload: when the bytes after it do not start a frame but the count
+      read as characters does end at one, that is taken;
+    - a count above ``max_frame_size`` is reported to ``on_oversize`` and the
+      framer discards up to the next frame start or LF (it never skips the
+      declared count blindly: 999999999 would eat the rest of the stream).
+    Each correction is reported to ``on_framing_error``. Memory stays bounded
+    by ``max_frame_size`` plus one read.
     """
 
     def __init__(
         self,
         max_frame_size: int = DEFAULT_MAX_FRAME,
         on_oversize: Callable[[OversizeFrame], None] | None = None,
+        on_framing_error: Callable[[FramingError], None] | None = None,
     ) -> None:
         if max_frame_size < 1:
             raise ValueError("max_frame_size must be at least 1")
         self.max_frame_size = max_frame_size
         self.oversize_count = 0
+        self.framing_errors = 0
         self._on_oversize = on_oversize
+        self._on_framing_error = on_framing_error
         self._buffer = bytearray()
-        self._skip = 0  # octets still to discard of an oversize octet-counted frame
-        self._skip_line = False  # discarding an oversize newline-delimited frame up to its LF
+        self._resync = False  # discarding up to the next frame start (or LF, after an oversize line)
+        self._resync_to_line = False
 
     @property
     def pending(self) -> int:
@@ -215,8 +249,8 @@ class OctetCountingFramer:
         self._buffer += data
         frames: list[bytes] = []
         while self._buffer:
-            if self._discard():
-                continue
+            if self._resync and not self._discard():
+                break
             frame = self._next_frame()
             if frame is None:
                 break
@@ -225,64 +259,139 @@ class OctetCountingFramer:
         return frames
 
     def finish(self) -> list[bytes]:
-        """The stream ended: return a last LF-less frame, or raise if a frame was cut short."""
+        """The stream ended: return what is left as a last frame, or raise if only a count prefix is left."""
+        frames: list[bytes] = []
         rest = bytes(self._buffer)
-        skipping = self._skip or self._skip_line
         self._buffer.clear()
-        self._skip, self._skip_line = 0, False
-        if not rest or skipping:  # an oversize frame was already reported
-            return []
+        if self._resync:
+            self._resync = False
+            start = _RESYNC.search(rest)
+            rest = rest[start.start():] if start and not self._resync_to_line else b""
+            self._resync_to_line = False
+            if rest and not self._resync_to_line:
+                frames += self.feed(rest)
+                rest = bytes(self._buffer)
+                self._buffer.clear()
+        if not rest:
+            return frames
         prefix = _LENGTH_PREFIX.match(rest)
-        if prefix is not None:
+        if prefix is not None and rest[prefix.end():prefix.end() + 1] in (b"<", b"{"):
             got, want = len(rest) - prefix.end(), int(prefix[1])
-            raise SyslogParseError(f"stream ended inside an octet-counted frame: got {got} of {want} octets")
+            if got == 0:
+                raise SyslogParseError(f"stream ended after an octet count of {want} with no message")
+            # The sender closed: whatever it sent of this frame is all there is (a count too large).
+            self._error("count_too_large", f"stream ended inside an octet-counted frame: got {got} of {want} octets")
+            return frames + [rest[prefix.end():].rstrip(b"\r\n")]
         if _PARTIAL_PREFIX.fullmatch(rest):
             raise SyslogParseError(f"stream ended inside an octet-count prefix {rest!r}")
         line = rest[:-1] if rest.endswith(b"\r") else rest
-        return [line] if line else []
+        return frames + ([line] if line else [])
+
+    # ------------------------------------------------------------ internals
+
+    def _error(self, kind: str, detail: str) -> None:
+        self.framing_errors += 1
+        if self._on_framing_error is not None:
+            self._on_framing_error(FramingError(kind, detail))
+        else:
+            log.warning("syslog framing: %s", detail)
 
     def _discard(self) -> bool:
-        """Drop bytes of an oversize frame; True while that consumed something."""
-        if self._skip:
-            dropped = min(self._skip, len(self._buffer))
-            del self._buffer[:dropped]
-            self._skip -= dropped
-            return True
-        if self._skip_line:
-            end = self._buffer.find(b"\n")
-            del self._buffer[: len(self._buffer) if end < 0 else end + 1]
-            self._skip_line = end < 0
-            return True
-        return False
+        """Drop bytes up to the next frame start (or LF); True once in sync again."""
+        if self._resync_to_line:
+            newline = self._buffer.find(b"\n")
+            found = newline + 1 if newline >= 0 else -1
+        else:
+            match = _RESYNC.search(self._buffer, 1)  # not the bad frame's own start
+            found = match.start() if match else -1
+        if found < 0:
+            # Keep a short tail: a frame start may be split across reads.
+            keep = 0 if self._resync_to_line else min(len(self._buffer), 24)
+            del self._buffer[: len(self._buffer) - keep]
+            return False
+        del self._buffer[:found]
+        self._resync = self._resync_to_line = False
+        return True
 
     def _next_frame(self) -> bytes | None:
         """The next frame, b"" when progress was made without one, None when more bytes are needed."""
         prefix = _LENGTH_PREFIX.match(self._buffer)
         if prefix is not None:
-            return self._octet_counted(int(prefix[1]), prefix.end())
+            after = self._buffer[prefix.end():prefix.end() + 1]
+            if not after:
+                return None  # "digits space": the payload's first byte decides
+            if bytes(after) in _PAYLOAD_START:
+                return self._octet_counted(int(prefix[1]), prefix.end())
+            return self._newline_delimited()
         if _PARTIAL_PREFIX.fullmatch(self._buffer):
             return None  # digits so far: a length prefix may still be arriving
         return self._newline_delimited()
 
     def _octet_counted(self, length: int, start: int) -> bytes | None:
-        if length > self.max_frame_size:
-            self._report(OversizeFrame(length, bytes(self._buffer[start : start + _HEAD_BYTES])))
+        if length == 0 or length > self.max_frame_size:
+            if length:
+                self._report(OversizeFrame(length, bytes(self._buffer[start : start + _HEAD_BYTES])))
+            self._error("count_absurd", f"octet count {length} (limit {self.max_frame_size}): resynchronising")
             del self._buffer[:start]
-            self._skip = length
+            self._resync = True
             return b""
-        if len(self._buffer) - start < length:
+        end = start + length
+        # A frame start inside what the count claims: the count is too large.
+        embedded = _EMBEDDED_START.search(self._buffer, start + 1, min(end, len(self._buffer)))
+        if embedded is not None:
+            frame = bytes(self._buffer[start : embedded.start()]).rstrip(b"\r\n")
+            self._error("count_too_large", f"octet count {length} reaches past the next frame at +{embedded.start() - start}")
+            del self._buffer[: embedded.start()]
+            return frame
+        if len(self._buffer) < end:
             return None
-        frame = bytes(self._buffer[start : start + length])
-        del self._buffer[: start + length]
+        if not self._starts_frame(end):
+            chars = self._char_count_end(start, length)
+            if chars is not None:
+                self._error("count_in_characters", f"octet count {length} counts characters, not bytes")
+                end = chars
+        frame = bytes(self._buffer[start:end])
+        del self._buffer[:end]
         return frame
+
+    def _starts_frame(self, index: int) -> bool:
+        """Whether the bytes at ``index`` can begin a frame (or nothing follows yet)."""
+        rest = self._buffer[index : index + 16]
+        if not rest or rest[:1] in (b"<", b"\n", b"\r", b"{"):
+            return True
+        digits = _PARTIAL_PREFIX.match(rest)
+        if digits is None or (index > 0 and self._buffer[index - 1 : index].isdigit()):
+            return False  # a count starts after a non-digit, never inside another number
+        after = rest[digits.end() : digits.end() + 2]
+        return len(after) < 2 or (after[:1] == b" " and after[1:2] in (b"<", b"{"))
+
+    def _char_count_end(self, start: int, length: int) -> int | None:
+        """The end of ``length`` UTF-8 characters from ``start``, if that lands on a frame start."""
+        window = bytes(self._buffer[start : start + 4 * length])
+        text = window.decode("utf-8", errors="ignore")
+        if len(text) < length:
+            return None
+        end = start + len(text[:length].encode("utf-8"))
+        if end > len(self._buffer) or end == start + length:
+            return None
+        return end if self._starts_frame(end) else None
 
     def _newline_delimited(self) -> bytes | None:
         end = self._buffer.find(b"\n")
+        # A frame start before the LF: the line is garbage left by a desynchronised
+        # sender; cut it there so the octet-counted frames after it survive.
+        limit = end if end >= 0 else len(self._buffer)
+        embedded = _EMBEDDED_START.search(self._buffer, 1, limit)
+        if embedded is not None:
+            line = bytes(self._buffer[: embedded.start()]).rstrip(b"\r\n ")
+            self._error("garbage", f"{embedded.start()} bytes before a frame start were not a frame")
+            del self._buffer[: embedded.start()]
+            return line
         if end < 0:
             if len(self._buffer) > self.max_frame_size:
                 self._report(OversizeFrame(None, bytes(self._buffer[:_HEAD_BYTES])))
                 self._buffer.clear()
-                self._skip_line = True
+                self._resync = self._resync_to_line = True
                 return b""
             return None
         line = bytes(self._buffer[:end])

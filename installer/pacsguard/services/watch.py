@@ -78,9 +78,9 @@ class WatchReport:
     errors: list[str] = field(default_factory=list)
 
 
-def pacsguard_rules(cluster: Cluster, settings: Settings) -> list[CompiledRule]:
-    """The enabled rules this cluster runs on the pacsguard engine (never those Alerting runs)."""
-    plugins, _ = cluster.installed_components()
+def pacsguard_rules(settings: Settings, plugins: set[str]) -> list[CompiledRule]:
+    """The enabled rules a cluster with these plugins runs on the pacsguard engine: never one that
+    Alerting runs, so no rule alerts twice."""
     on_alerting = alerting_signals(settings, plugins)
     return [c for c in compile_rules(settings) if c.rule.enabled and c.signal not in on_alerting]
 
@@ -110,7 +110,8 @@ class Watcher:
         self.clock = clock
         event_every = duration_seconds(settings.detection.event_rule_every)
         self.rules = [RuleState(c, event_every if c.rule.detection.type == "event"
-                                else duration_seconds(c.rule.schedule)) for c in pacsguard_rules(cluster, settings)]
+                                else duration_seconds(c.rule.schedule))
+                      for c in pacsguard_rules(settings, cluster.installed_components()[0])]
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pacsguard-delivery")
         self.pending: list[Pending] = []
         self.report = WatchReport()
@@ -342,3 +343,23 @@ def watch_status(cluster: Cluster, settings: Settings) -> list[dict[str, Any]]:
     res = cluster.request("POST", f"/{settings.index('state')}/_search", ok_missing=True,
                           body={"size": 100, "query": {"term": {"kind": "watch"}}}) or {}
     return [h["_source"] for h in res.get("hits", {}).get("hits", [])]
+
+
+def rule_status(cluster: Cluster, settings: Settings) -> list[dict[str, Any]]:
+    """Per rule: which engine runs it, its last run and error, and its open alerts (both engines)."""
+    from pacsguard.services.alerts import list_alerts
+
+    plugins, _ = cluster.installed_components()
+    on_alerting = alerting_signals(settings, plugins)
+    recorded = {s["signal"]: s for s in watch_status(cluster, settings)}
+    open_by_signal: dict[str, int] = {}
+    for view in list_alerts(cluster, settings, states=["ACTIVE", "ACKNOWLEDGED", "ERROR"]):
+        open_by_signal[view.signal] = open_by_signal.get(view.signal, 0) + 1
+    rows = []
+    for c in compile_rules(settings):
+        seen = recorded.get(c.signal, {})
+        rows.append({"signal": c.signal, "rule": c.rule.name, "enabled": c.rule.enabled,
+                     "engine": "alerting" if c.signal in on_alerting else ENGINE,
+                     "last_run": seen.get("last_run"), "last_error": seen.get("last_error"),
+                     "open_alerts": open_by_signal.get(c.signal, 0)})
+    return rows
