@@ -354,11 +354,15 @@ def _rule_facts(cluster: Cluster, settings: Settings, now: dt.datetime) -> tuple
     status = {d.get("signal"): d for d in watch_status(cluster, settings)}
     monitors: dict[str, dict[str, Any]] = {}
     if on_alerting and "opensearch-alerting" in plugins:
-        res = cluster.request("POST", "/_plugins/_alerting/monitors/_search", ok_missing=True, body={
-            "size": 100, "query": {"prefix": {"monitor.name": f"{settings.scope}-rule-"}}}) or {}
+        res = cluster.request("POST", "/_plugins/_alerting/monitors/_search", ok_missing=True,
+                              body={"size": 1000, "query": {"match_all": {}}}) or {}
         for h in res.get("hits", {}).get("hits", []):
-            src = h.get("_source", {})
-            monitors[str(src.get("name"))] = src
+            src: dict[str, Any] = h.get("_source") or {}
+            # answered unwrapped on 2.19; older versions wrap the stored document in "monitor"
+            wrapped = src.get("monitor")
+            monitor: dict[str, Any] = wrapped if isinstance(wrapped, dict) else src
+            if str(monitor.get("name", "")).startswith(f"{settings.scope}-rule-"):
+                monitors[str(monitor["name"])] = monitor
     out: dict[str, RuleFacts] = {}
     for c in compile_rules(settings):
         rule = c.rule
@@ -375,9 +379,9 @@ def _rule_facts(cluster: Cluster, settings: Settings, now: dt.datetime) -> tuple
             running: bool | None = bool(written) and (now - parse_time(written)).total_seconds() <= stale
             is_installed = installed
         else:
-            monitor = monitors.get(monitor_object_id(settings, rule))
-            is_installed = monitor is not None
-            running = bool(monitor and monitor.get("enabled"))
+            found = monitors.get(monitor_object_id(settings, rule))
+            is_installed = found is not None
+            running = bool(found and found.get("enabled"))
         out[rule.signal] = RuleFacts(rule.signal, rule.name, rule.enabled, engine, is_installed and rule.enabled,
                                      running, last_run, error, list(channels), route.owner)
     return out, installed
