@@ -336,3 +336,28 @@ def test_webhook_connector_asks_once_signed_and_records_a_refusal(
     records = ActionLog(cluster, settings.index("actions")).for_alert(other)
     assert [(r.result, r.dry_run) for r in records] == [("failed", False)]
     hook.server.shutdown()
+
+
+def test_reset_removes_the_admin_role_just_granted(env: dict[str, Any], keycloak: devkc.KeycloakState,
+                                                   kc_admin: KeycloakRest, new_user: Any) -> None:
+    settings, cluster, sfile = env["settings"], env["cluster"], env["file"]
+    target = new_user(prefix="rg")
+    assert devkc.grant_realm_roles(kc_admin, keycloak.realm, target.id, ["pacs-admin"]) == ["pacs-admin"]
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    ship(cluster, settings, [generic("it.admin", "role-grant", now, target_user=target.username,
+                                     roles_changed=["pacs-admin"])])
+    alert = open_alert(cluster, settings, "3", f"it.admin,role-grant,{target.username}")
+
+    def roles() -> set[str]:
+        return {r["name"] for r in kc_admin.admin("GET", keycloak.realm,
+                                                  f"/users/{target.id}/role-mappings/realm") or []}
+
+    dry = cli(sfile, "respond", "reset", alert)
+    assert f"planned   reset keycloak remove-realm-role {target.username}:pacs-admin" in dry.output, dry.output
+    assert "pacs-admin" in roles()
+    done = cli(sfile, "respond", "reset", alert, "--execute")
+    assert done.exit_code == 0, done.output
+    assert f"removed realm role 'pacs-admin' from {target.username}" in done.output
+    assert "pacs-admin" not in roles()
+    again = cli(sfile, "respond", "reset", alert, "--execute")
+    assert "nothing to change" in again.output
