@@ -363,6 +363,10 @@ def _rule_facts(cluster: Cluster, settings: Settings, now: dt.datetime) -> tuple
             monitor: dict[str, Any] = wrapped if isinstance(wrapped, dict) else src
             if str(monitor.get("name", "")).startswith(f"{settings.scope}-rule-"):
                 monitors[str(monitor["name"])] = monitor
+    # Alerting records a monitor that could not run as an alert in state ERROR
+    alerting_errors = {v.signal: str((v.detail or {}).get("error_message") or "monitor run failed")
+                       for v in list_alerts(cluster, settings, states=["ERROR"]) if v.engine == "alerting"} \
+        if monitors else {}
     out: dict[str, RuleFacts] = {}
     for c in compile_rules(settings):
         rule = c.rule
@@ -382,6 +386,7 @@ def _rule_facts(cluster: Cluster, settings: Settings, now: dt.datetime) -> tuple
             found = monitors.get(monitor_object_id(settings, rule))
             is_installed = found is not None
             running = bool(found and found.get("enabled"))
+            error = alerting_errors.get(rule.signal)
         out[rule.signal] = RuleFacts(rule.signal, rule.name, rule.enabled, engine, is_installed and rule.enabled,
                                      running, last_run, error, list(channels), route.owner)
     return out, installed
