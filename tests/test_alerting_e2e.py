@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from pacsguard.core.connection import Cluster
+from pacsguard.services.alerts import acknowledge, list_alerts
 from pacsguard.services.install import install, uninstall
 from pacsguard.packobjects import KINDS
 from pacsguard.core.settings import ClusterSettings, Settings
@@ -63,9 +64,12 @@ def test_scheduled_monitor_alerts_and_webhook_delivers(
 
     url, received = receiver
     settings: Settings = make_settings(cluster_url, f"pge2e{unique}", f"e2e{unique}",
-                                       notifications={"channels": [{"name": "hook", "type": "webhook", "url": url}]})
-    install(alerting_cluster, settings)
+                                       notifications={"channels": [{"name": "hook", "type": "webhook", "url": url}]},
+                                       engine={"mode": "alerting"})
     try:
+        # inside the try: an install that fails half-way is removed like a finished one
+        install(alerting_cluster, settings)
+        assert list_alerts(alerting_cluster, settings) == []
         now = dt.datetime.now(dt.timezone.utc)
         user = f"victim-{unique}"
         lines = []
@@ -77,26 +81,28 @@ def test_scheduled_monitor_alerts_and_webhook_delivers(
         alerting_cluster.request("POST", "/_bulk", body="\n".join(lines) + "\n", params={"refresh": "true"})
         indexed_at = time.monotonic()
 
-        monitor = KINDS["monitor"]
-        rule_monitor = next(m for m in monitor._all(alerting_cluster)
-                            if m.get("ui_metadata", {}).get("pacsguard", {}).get("signal") == "1a"
-                            and m["ui_metadata"]["pacsguard"]["id"].startswith(settings.id_prefix))
+        # the pack's monitor is found by the id at the start of its name (Alerting strips ui_metadata)
+        monitor_id = KINDS["monitor"].monitor_id(alerting_cluster, f"{settings.scope}-rule-1a")  # type: ignore[attr-defined]
+        assert monitor_id, "the 1a monitor is not installed"
         alert = None
         while time.monotonic() - indexed_at < 120 and alert is None:
-            res = alerting_cluster.request("GET", "/_plugins/_alerting/monitors/alerts",
-                                           params={"monitorId": rule_monitor["_monitor_id"]})
-            alert = next((a for a in res.get("alerts", []) if a.get("state") == "ACTIVE"), None)
+            alert = next((a for a in list_alerts(alerting_cluster, settings, states=["ACTIVE"]) if a.signal == "1a"),
+                         None)
             time.sleep(5)
         assert alert is not None, "no alert within 2 minutes of indexing"
+        assert alert.engine == "alerting" and alert.entity == user
         deadline = time.monotonic() + 60
         while not received and time.monotonic() < deadline:
             time.sleep(1)
-        assert any(user in body and "Login-failure burst on one account" in body for body in received)
+        body = next(b for b in received if user in b)
+        assert f"Entity (user.name): {user}" in body and "Owner: " in body and "First response (contain):" in body
 
-        alerting_cluster.request("POST", f"/_plugins/_alerting/monitors/{rule_monitor['_monitor_id']}/_acknowledge/alerts",
-                                 body={"alerts": [alert["id"]]})
-        res = alerting_cluster.request("GET", "/_plugins/_alerting/monitors/alerts",
-                                       params={"monitorId": rule_monitor["_monitor_id"]})
-        assert any(a["id"] == alert["id"] and a["state"] == "ACKNOWLEDGED" for a in res["alerts"])
+        acknowledge(alerting_cluster, settings, alert.id, by="e2e")
+        assert any(a.id == alert.id and a.state == "ACKNOWLEDGED" for a in list_alerts(alerting_cluster, settings))
+        # a second install changes nothing and keeps one monitor per rule
+        assert install(alerting_cluster, settings).applied == []
+        names = [m["name"] for m in KINDS["monitor"]._all(alerting_cluster)  # type: ignore[attr-defined]
+                 if m["name"].startswith(f"{settings.scope}-rule-")]
+        assert len(names) == len(set(n.split(" ", 1)[0] for n in names)) == 10
     finally:
         uninstall(alerting_cluster, settings, purge=True)

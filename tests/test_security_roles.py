@@ -3,6 +3,8 @@ the pack's own indices, and only the rights its user needs (no cluster)."""
 
 from __future__ import annotations
 
+import json
+
 from pacsguard.services.install import load_objects
 from pacsguard.core.settings import load_settings
 
@@ -35,3 +37,19 @@ def test_collector_only_appends_and_analysts_never_see_raw_failures() -> None:
     # reads the (sealed) failures and replays fixed events into the data stream (issue 9)
     assert reviewer == [{"index_patterns": [settings.index("failures")], "allowed_actions": ["read"]},
                         {"index_patterns": [settings.index("events_data_stream")], "allowed_actions": ["create_doc"]}]
+
+
+def test_the_salt_is_readable_by_the_installer_only() -> None:
+    """The salt sits in a stored script, never in a pipeline body; of the pack's roles only the
+    installer may read stored scripts (directly or through the cluster state)."""
+    settings = load_settings(environ={})
+    salt = "S" * 32
+    objects = load_objects(settings, salt)
+    assert [o.kind for o in objects if salt in json.dumps(o.body)] == ["stored_script"]
+    readers = {"cluster:admin/script/get", "cluster_monitor", "cluster:monitor/state", "cluster_all"}
+    for role in (o for o in objects if o.kind == "security_role"):
+        granted = set(role.body.get("cluster_permissions", []))
+        if role.id.endswith("-installer"):
+            assert "cluster:admin/script/get" in granted
+        else:
+            assert not granted & readers, role.id

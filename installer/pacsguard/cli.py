@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from pacsguard import __version__
-from pacsguard.core.connection import REQUIRED_PLUGINS, Cluster
+from pacsguard.core.connection import Cluster
 from pacsguard.core.errors import MissingPlugin, PacsguardError
 from pacsguard.core.settings import Settings, load_settings
 from pacsguard.jobs.schedule import JobName

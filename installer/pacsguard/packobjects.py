@@ -197,6 +197,36 @@ class IngestPipeline(DescriptionStamped):
         return res
 
 
+class StoredScript(Kind):
+    """A stored painless script (the pseudonymization, which holds the salt). Scripts take no
+    metadata: the stamp is a comment on the last line of the source."""
+
+    name, order = "stored_script", 25
+
+    def path(self, obj_id: str) -> str:
+        return f"/_scripts/{obj_id}"
+
+    def get(self, cluster: Cluster, obj_id: str) -> dict[str, Any] | None:
+        res = cluster.request("GET", self.path(obj_id), ok_missing=True)
+        if not res or not res.get("found"):
+            return None
+        return {"script": res["script"]}
+
+    def candidates(self, cluster: Cluster, id_prefix: str) -> dict[str, dict[str, Any]]:
+        res = cluster.request("GET", "/_cluster/state/metadata",
+                              params={"filter_path": "metadata.stored_scripts"}) or {}
+        scripts = (res.get("metadata") or {}).get("stored_scripts") or {}
+        return {name: {"script": body} for name, body in scripts.items() if name.startswith(f"{id_prefix}-")}
+
+    def stamped(self, body: dict[str, Any], stamp: Stamp) -> dict[str, Any]:
+        out = copy.deepcopy(body)
+        out["script"]["source"] = f"{out['script']['source'].rstrip()}\n// {stamp.text()}"
+        return out
+
+    def stamp_of(self, live: dict[str, Any]) -> Stamp | None:
+        return Stamp.parse_text(str((live.get("script") or {}).get("source", "")).rstrip())
+
+
 class Index(Kind):
     """A plain index the pack owns (reference data, failures, alerts). Its stamp lives in mappings._meta."""
 
@@ -362,8 +392,8 @@ class SecurityRole(DescriptionStamped):
         return {name: body for name, body in res.items() if name.startswith(f"{id_prefix}-")}
 
 
-KINDS: dict[str, Kind] = {k.name: k for k in (SecurityRole(), ComponentTemplate(), IndexTemplate(), IngestPipeline(),
-                                               Index(), NotificationChannel(), Monitor())}
+KINDS: dict[str, Kind] = {k.name: k for k in (SecurityRole(), ComponentTemplate(), IndexTemplate(), StoredScript(),
+                                               IngestPipeline(), Index(), NotificationChannel(), Monitor())}
 # Which plugin each kind needs: objects of these kinds are only planned where it runs.
 KIND_PLUGINS = {"monitor": "opensearch-alerting", "notification_channel": "opensearch-notifications",
                 "security_role": "opensearch-security"}

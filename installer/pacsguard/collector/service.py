@@ -36,6 +36,7 @@ from pacsguard.collector.sender import Sender, SenderConfig
 from pacsguard.collector.syslog_input import StreamServer, SyslogIntake, UdpInput, tls_context
 from pacsguard.core.connection import Cluster
 from pacsguard.core.errors import ConnectionProblem, PacsguardError
+from pacsguard.core.models import Progress
 from pacsguard.core.settings import Settings
 
 log = logging.getLogger("pacsguard.collector")
@@ -157,7 +158,7 @@ def widen_pool(cluster: Cluster, size: int) -> None:
 
 class Collector:
     def __init__(self, config: CollectorConfig, cluster: Cluster, data_stream: str, failures_index: str,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Progress | None = None) -> None:
         self.config = config
         self.cluster = cluster
         widen_pool(cluster, config.sender.workers + 2)  # workers, the replayer, a diversion
@@ -294,7 +295,7 @@ def preflight(cluster: Cluster, settings: Settings) -> str | None:
 
 
 def run_collector(config: CollectorConfig, cluster: Cluster, settings: Settings,
-                  progress: Callable[[str], None]) -> dict[str, Any]:
+                  progress: Progress) -> dict[str, Any]:
     """Run until SIGTERM or SIGINT; return the final counters."""
     warning = preflight(cluster, settings)
     if warning:

@@ -35,6 +35,7 @@ from pacsguard.collector.limits import Gate, Limits
 from pacsguard.collector.ratelog import RateLimitedLog
 from pacsguard.collector.sender import Sender
 from pacsguard.parsers.syslog import (
+    UTF8_BOM,
     FramingError,
     OctetCountingFramer,
     OversizeFrame,
@@ -43,7 +44,6 @@ from pacsguard.parsers.syslog import (
 )
 
 log = logging.getLogger("pacsguard.collector")
-UTF8_BOM = b"\xef\xbb\xbf"
 READ_CHUNK = 256 * 1024
 
 

@@ -9,15 +9,14 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pacsguard.core.connection import REQUIRED_MODULES, REQUIRED_PLUGINS
 from pacsguard.core.errors import PacsguardError
+from pacsguard.core.models import Progress
 from pacsguard.devnode import local
 
-Progress = Callable[[str], None]
 CONTAINER_PREFIX = "pacsguard-opensearch"
 
 

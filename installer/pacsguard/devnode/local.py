@@ -22,7 +22,6 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,9 @@ import yaml
 
 from pacsguard.core.content import content_path
 from pacsguard.core.errors import PacsguardError
+from pacsguard.core.models import Progress
 
 NODE_USER = "pacsguard"
-Progress = Callable[[str], None]
 
 
 def _quiet(_: str) -> None:

@@ -38,7 +38,8 @@ from pacsguard.rules.compiler import channel_objects, monitor_objects
 from pacsguard.rules.model import load_rules
 
 # Where each kind's content lives (relative to the content root).
-CONTENT_GLOBS = (("pack/index", "*.yaml"), ("pack/security", "*.yaml"), ("pipelines", "*.yaml"))
+CONTENT_GLOBS = (("pack/index", "*.yaml"), ("pack/security", "*.yaml"), ("pack/scripts", "*.yaml"),
+                 ("pipelines", "*.yaml"))
 
 
 @dataclass

@@ -40,7 +40,14 @@ from pacsguard.engines.alerts import (
 from pacsguard.engines.delivery import AlertMessage, DeliveryResult, deliver
 from pacsguard.engines.result import Bucket, MonitorRun
 from pacsguard.jobs import run_job
-from pacsguard.rules.compiler import CompiledRule, compile_rules, evidence_query, message_template, rule_window, subject
+from pacsguard.rules.compiler import (
+    CompiledRule,
+    compile_rules,
+    evidence_query,
+    message_template,
+    rule_window,
+    subject,
+)
 from pacsguard.services.install import alerting_signals
 
 ENGINE = "pacsguard"
@@ -56,6 +63,7 @@ class RuleState:
     last_error: str | None = None
     last_took_ms: float = 0.0
     runs: int = 0
+    running: Future[None] | None = None
 
 
 @dataclass
@@ -113,6 +121,10 @@ class Watcher:
                                 else duration_seconds(c.rule.schedule))
                       for c in pacsguard_rules(settings, cluster.installed_components()[0])]
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pacsguard-delivery")
+        # Rules run in workers of their own, so a slow windowed rule never holds back the
+        # event rules due every few seconds; alert documents change under one lock.
+        self.rule_pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="pacsguard-rule")
+        self.lock = threading.RLock()
         self.pending: list[Pending] = []
         self.report = WatchReport()
         self.run_jobs = run_jobs
@@ -124,18 +136,30 @@ class Watcher:
 
     # ------------------------------------------------------------ one tick
 
-    def tick(self, now: dt.datetime | None = None) -> None:
-        self._collect_deliveries()
+    def tick(self, now: dt.datetime | None = None, wait: bool = True) -> None:
+        """Start the rules that are due (each in a worker), deliver, remind.
+
+        wait=True (tests, --once) returns once the rules started here have run;
+        the loop passes False and picks up their results on later ticks.
+        """
+        with self.lock:
+            self._collect_deliveries()
         mono = self.clock()
         if self.run_jobs and mono >= self.next_jobs and not (self.jobs_thread and self.jobs_thread.is_alive()):
             self.next_jobs = mono + self.jobs_every
             self.jobs_thread = threading.Thread(target=self._jobs, name="pacsguard-jobs", daemon=True)
             self.jobs_thread.start()
+        started = []
         for state in self.rules:
-            if mono >= state.next_run:
+            if mono >= state.next_run and (state.running is None or state.running.done()):
                 state.next_run = mono + state.every
-                self.run_rule(state, now)
-        self._retry_and_remind(now)
+                state.running = self.rule_pool.submit(self.run_rule, state, now)
+                started.append(state.running)
+        if wait:
+            for future in started:
+                future.result()
+        with self.lock:
+            self._retry_and_remind(now)
 
     def _jobs(self) -> None:
         for job in ("baselines", "profiles"):
@@ -146,17 +170,25 @@ class Watcher:
                 self.progress(f"error: job {job}: {exc}")
 
     def run_rule(self, state: RuleState, now: dt.datetime | None = None) -> None:
+        """Run one rule and apply what it found; an error is recorded, never raised (a worker runs this)."""
         compiled = state.compiled
         at = now or dt.datetime.now(dt.timezone.utc)
-        open_alerts = self.store.open_alerts(compiled.object_id)
         try:
             run = core.run(self.cluster, compiled.monitor, at)
-        except PacsguardError as exc:
-            state.last_error = str(exc)
-            self.report.errors.append(f"rule {compiled.signal}: {exc}")
-            self.progress(f"error: rule {compiled.signal}: {exc}")
-            self._record_status(state, at)
-            return
+            with self.lock:
+                self._apply(state, run, at)
+        except Exception as exc:  # noqa: BLE001 - a worker must record every failure, not lose it
+            state.last_error = str(exc) if isinstance(exc, PacsguardError) else f"{type(exc).__name__}: {exc}"
+            self.report.errors.append(f"rule {compiled.signal}: {state.last_error}")
+            self.progress(f"error: rule {compiled.signal}: {state.last_error}")
+            try:
+                self._record_status(state, at)
+            except PacsguardError:
+                pass  # the cluster is away: the next run records it
+
+    def _apply(self, state: RuleState, run: MonitorRun, at: dt.datetime) -> None:
+        compiled = state.compiled
+        open_alerts = self.store.open_alerts(compiled.object_id)
         state.last_error, state.last_run, state.last_took_ms = None, now_iso(at), run.took_ms
         state.runs += 1
         self.report.runs += 1
@@ -307,7 +339,9 @@ class Watcher:
                                    "written_at": now_iso(at)})
 
     def close(self) -> None:
-        self._collect_deliveries(wait=True)
+        self.rule_pool.shutdown(wait=True)
+        with self.lock:
+            self._collect_deliveries(wait=True)
         self.pool.shutdown(wait=True)
 
 
@@ -328,7 +362,7 @@ def run_forever(watcher: Watcher, stop: threading.Event) -> WatchReport:
     try:
         while not stop.is_set():
             try:
-                watcher.tick()
+                watcher.tick(wait=False)
             except PacsguardError as exc:
                 watcher.report.errors.append(str(exc))
                 watcher.progress(f"error: {exc}")
