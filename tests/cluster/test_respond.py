@@ -338,8 +338,8 @@ def test_webhook_connector_asks_once_signed_and_records_a_refusal(
     hook.server.shutdown()
 
 
-def test_reset_removes_the_admin_role_just_granted(env: dict[str, Any], keycloak: devkc.KeycloakState,
-                                                   kc_admin: KeycloakRest, new_user: Any) -> None:
+def test_an_admin_grant_is_taken_back_by_contain_and_reset_finds_nothing_left(
+        env: dict[str, Any], keycloak: devkc.KeycloakState, kc_admin: KeycloakRest, new_user: Any) -> None:
     settings, cluster, sfile = env["settings"], env["cluster"], env["file"]
     target = new_user(prefix="rg")
     assert devkc.grant_realm_roles(kc_admin, keycloak.realm, target.id, ["pacs-admin"]) == ["pacs-admin"]
@@ -352,12 +352,17 @@ def test_reset_removes_the_admin_role_just_granted(env: dict[str, Any], keycloak
         return {r["name"] for r in kc_admin.admin("GET", keycloak.realm,
                                                   f"/users/{target.id}/role-mappings/realm") or []}
 
+    planned = f"reset keycloak remove-realm-role {target.username}:pacs-admin"
     dry = cli(sfile, "respond", "reset", alert)
-    assert f"planned   reset keycloak remove-realm-role {target.username}:pacs-admin" in dry.output, dry.output
+    assert f"planned   {planned}" in dry.output and "reset it.admin's credentials" in dry.output, dry.output
+    contain_dry = cli(sfile, "respond", "contain", alert)
+    assert f"planned   contain keycloak remove-realm-role {target.username}:pacs-admin" in contain_dry.output
+    assert "disable-user" not in contain_dry.output  # the actor is not locked out for a grant
     assert "pacs-admin" in roles()
-    done = cli(sfile, "respond", "reset", alert, "--execute")
+    done = cli(sfile, "respond", "contain", alert, "--execute")
     assert done.exit_code == 0, done.output
     assert f"removed realm role 'pacs-admin' from {target.username}" in done.output
     assert "pacs-admin" not in roles()
-    again = cli(sfile, "respond", "reset", alert, "--execute")
-    assert "nothing to change" in again.output
+    after = cli(sfile, "respond", "reset", alert, "--execute")
+    assert after.exit_code == 0 and f"unchanged {planned}" in after.output
+    assert "nothing to change" in after.output

@@ -81,24 +81,57 @@ def _webhooks(cluster: Cluster, settings: Settings, ctx: AlertContext, step: Ste
     return planned
 
 
+# Signals whose contain step locks the account (the rules' guides: "disable the account and revoke
+# its sessions"); 5a/5b expire links instead (webhooks), 1b blocks an IP, 3 undoes the change itself.
+DISABLE_ON_CONTAIN = frozenset({"1a", "1c", "2a", "2b", "4a", "4b", "4c"})
+
+
 def plan_contain(cluster: Cluster, settings: Settings, ctx: AlertContext) -> tuple[list[Planned], list[str]]:
     planned: list[Planned] = []
     by_hand: list[str] = []
-    user = ctx.entity
-    if ctx.is_user and settings.connectors.keycloak.url:
+    kc = bool(settings.connectors.keycloak.url)
+    if ctx.signal == "3":
+        planned += _undo_admin_change(cluster, settings, ctx, by_hand)
+    elif ctx.is_user and ctx.signal in DISABLE_ON_CONTAIN and kc:
+        user = ctx.entity
         planned += [
             Planned("keycloak", "disable-user", user, _keycloak_run(settings, lambda c: c.disable_user(user))),
             Planned("keycloak", "logout-user", user, _keycloak_run(settings, lambda c: c.logout_user(user))),
         ]
-    elif ctx.is_user:
-        by_hand.append(f"disable {user} and end its sessions in the identity provider (no Keycloak connector: "
-                       "connectors.keycloak.url is not set)")
-    else:
+    elif ctx.is_user and ctx.signal in DISABLE_ON_CONTAIN:
+        by_hand.append(f"disable {ctx.entity} and end its sessions in the identity provider (no Keycloak "
+                       "connector: connectors.keycloak.url is not set)")
+    elif not ctx.is_user:
         by_hand.append(f"block {ctx.entity} ({ctx.entity_field}) at the firewall or WAF; the accounts it "
                        f"targeted are listed by `pacsguard respond scope {ctx.id}`")
     planned += _webhooks(cluster, settings, ctx, "contain")
     by_hand.append(f"guide: {ctx.rule.guide.contain}")
     return planned, by_hand
+
+
+def _undo_admin_change(cluster: Cluster, settings: Settings, ctx: AlertContext,
+                       by_hand: list[str]) -> list[Planned]:
+    """Signal 3 (actor, action, target): take back a granted admin role, disable a new account."""
+    kc = bool(settings.connectors.keycloak.url)
+    action = ctx.keys[1] if len(ctx.keys) > 1 else ""
+    target = ctx.keys[2] if len(ctx.keys) > 2 else ""
+    planned: list[Planned] = []
+    if action == "role-grant":
+        for user, role in _granted_roles(cluster, settings, ctx):
+            if kc:
+                planned.append(Planned("keycloak", "remove-realm-role", f"{user}:{role}",
+                                       _keycloak_run(settings, _remove_role(user, role))))
+            else:
+                by_hand.append(f"if not planned: remove role {role} from {user} in the identity provider")
+    elif action == "user-create" and target:
+        if kc:
+            planned.append(Planned("keycloak", "disable-user", target,
+                                   _keycloak_run(settings, lambda c: c.disable_user(target))))
+        else:
+            by_hand.append(f"if not planned: disable the new account {target} in the identity provider")
+    else:
+        by_hand.append(f"if not planned: undo the {action or 'change'} of {ctx.entity} on {target or '?'}")
+    return planned
 
 
 def _granted_roles(cluster: Cluster, settings: Settings, ctx: AlertContext) -> list[tuple[str, str]]:
@@ -125,15 +158,13 @@ def plan_reset(cluster: Cluster, settings: Settings, ctx: AlertContext) -> tuple
     planned: list[Planned] = []
     by_hand: list[str] = []
     kc = bool(settings.connectors.keycloak.url)
-    grants = _granted_roles(cluster, settings, ctx) if ctx.signal == "3" else []
-    for target, role in grants:
-        if kc:
-            planned.append(Planned("keycloak", "remove-realm-role", f"{target}:{role}",
-                                   _keycloak_run(settings, _remove_role(target, role))))
-        else:
-            by_hand.append(f"remove role {role} from {target} in the identity provider")
-    user = ctx.entity if ctx.is_user else None
-    if user and ctx.signal != "3":
+    if ctx.signal == "3":
+        # restore least privilege (nothing to change when contain already took the role back)
+        planned += _undo_admin_change(cluster, settings, ctx, by_hand) if len(ctx.keys) > 1 and \
+            ctx.keys[1] == "role-grant" else []
+        by_hand.append(f"if the change was not {ctx.entity}'s: reset {ctx.entity}'s credentials")
+    elif ctx.is_user:
+        user = ctx.entity
         if kc:
             planned.append(Planned("keycloak", "require-password-update", user,
                                    _keycloak_run(settings, lambda c: c.require_password_update(user))))
