@@ -171,6 +171,8 @@ def test_brute_force_from_real_logins_is_contained_preserved_and_scoped(
     assert rule["signal"] == "1a" and rule["version"] >= 1 and len(rule["content_hash"]) >= 12
     assert manifest["collected_by"] == "ann" and manifest["events"] == len(events) == 12  # 8 failed logins + 4 of mine
     assert [e["@timestamp"] for e in events] == sorted(e["@timestamp"] for e in events)
+    from_keycloak = [e for e in events if e["pacs"]["source_format"] == "keycloak"]
+    assert len(from_keycloak) == 8 and {e["event"]["outcome"] for e in from_keycloak} == {"failure"}
     assert "8.8.8" not in json.dumps(events)  # outside the 24 h window
     assert all("PAT-" not in json.dumps(e) for e in events)  # pseudonymized at ingest
     assert cli(sfile, "respond", "verify", str(bundle)).exit_code == 0
