@@ -140,7 +140,11 @@ def main() -> None:
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
-            p.wait(timeout=60)
+            try:
+                p.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                print(f"warning: {p.args[-1]} did not stop in 120 s after SIGTERM; killed", file=sys.stderr)
+                p.kill()
         uninstall(cluster, settings, purge=True)
         if node_port is not None:
             from pacsguard.devnode import local

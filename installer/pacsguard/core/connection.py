@@ -96,7 +96,9 @@ class Cluster:
         scheme = urlsplit(url).scheme
         if scheme not in ("http", "https"):
             raise PacsguardError(f"cluster.url must start with http:// or https://, got {_public_url(url)!r}")
-        kwargs: dict[str, Any] = {"hosts": [url], "timeout": settings.timeout_seconds, "max_retries": 0}
+        # pool_maxsize: `watch` runs rules, deliveries and jobs in threads that share the client
+        kwargs: dict[str, Any] = {"hosts": [url], "timeout": settings.timeout_seconds, "max_retries": 0,
+                                  "pool_maxsize": 8}
         if settings.auth == "basic":
             password = settings.resolved_password()
             if not settings.username or password is None:

@@ -139,7 +139,7 @@ def secret_from(env_name: str | None, file: Path | None, what: str,
 
 
 class Channel(Frozen):
-    """Where alerts go (DESIGN.md D9): rendered as an OpenSearch Notifications config for
+    """Where alerts go (docs/design.md): rendered as an OpenSearch Notifications config for
     Alerting, and delivered by the pack's own engine (engines/delivery.py) where Alerting is absent.
 
     Credentials are never values here: they are named by an environment variable (`*_env`)
@@ -297,7 +297,7 @@ class Routing(Frozen):
 
 
 class KeycloakConnectorSettings(Frozen):
-    """The containment connector's Keycloak: a confidential client's service account (DESIGN.md D9)."""
+    """The containment connector's Keycloak: a confidential client's service account (docs/design.md)."""
 
     url: str | None = None
     realm: str | None = None

@@ -80,12 +80,16 @@ class AlertStore:
 
     def create(self, doc: dict[str, Any]) -> Alert:
         new_id = alert_id(doc["rule"]["object_id"], doc["entity"]["value"], doc["start_time"])
-        self.cluster.request("PUT", f"/{self.index}/_create/{new_id}", body=doc, params={"refresh": "wait_for"})
+        self.cluster.request("PUT", f"/{self.index}/_create/{new_id}", body=doc)
         return Alert(new_id, doc)
 
     def save(self, alert: Alert) -> None:
-        self.cluster.request("PUT", f"/{self.index}/_doc/{alert.id}", body=alert.source,
-                             params={"refresh": "wait_for"})
+        self.cluster.request("PUT", f"/{self.index}/_doc/{alert.id}", body=alert.source)
+
+    def refresh(self) -> None:
+        """Make the writes so far visible to searches (one call per rule run, not per alert:
+        each `refresh=wait_for` would wait up to a refresh interval)."""
+        self.cluster.request("POST", f"/{self.index}/_refresh")
 
     def get(self, alert_id_: str) -> Alert:
         res = self.cluster.request("GET", f"/{self.index}/_doc/{alert_id_}", ok_missing=True)
@@ -132,5 +136,5 @@ class AlertStore:
         if state == COMPLETED:
             alert.source["end_time"] = at
         self.cluster.request("PUT", f"/{self.index}/_doc/{alert.id}", body=alert.source, params={
-            "refresh": "wait_for", "if_seq_no": alert.seq_no, "if_primary_term": alert.primary_term})
+            "refresh": "true", "if_seq_no": alert.seq_no, "if_primary_term": alert.primary_term})
         return alert

@@ -1,4 +1,4 @@
-"""Deliver one alert message to one channel, for the pack's own engine (DESIGN.md D4b, D9).
+"""Deliver one alert message to one channel, for the pack's own engine (docs/design.md, D9).
 
 `deliver()` makes up to `policy.max_attempts` attempts within `policy.total_seconds`, waiting
 between them with exponential back-off and jitter (longer when the server sends Retry-After),

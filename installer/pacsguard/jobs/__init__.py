@@ -1,4 +1,4 @@
-"""Scheduled jobs that keep the reference indices the detection rules read (DESIGN.md D5).
+"""Scheduled jobs that keep the reference indices the detection rules read (docs/design.md).
 
 - baselines: per-user export/share statistics and a threshold (signals 4b, 5b);
 - profiles: per-user known countries, regions, devices and external recipients,

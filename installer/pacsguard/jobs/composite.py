@@ -20,7 +20,7 @@ from pacsguard.core.connection import Cluster
 from pacsguard.core.errors import PacsguardError
 from pacsguard.jobs.report import JobStopped
 
-MAX_PAGE_SIZE = 1000  # DESIGN.md D5: pages of at most 1000 buckets
+MAX_PAGE_SIZE = 1000  # docs/design.md: pages of at most 1000 buckets
 
 
 @dataclass

@@ -6,7 +6,7 @@ seen with this value in the history window?". A monitor cannot answer that
 join in one query at scale, so this job writes one document per
 (user, kind, value) and marks profile.new on a value first seen within the
 lookback for a user who already had another value of that kind before it
-(DESIGN.md D5). A brand-new user's first login is not "a new country": there is
+(docs/design.md). A brand-new user's first login is not "a new country": there is
 nothing it differs from.
 """
 

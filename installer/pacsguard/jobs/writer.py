@@ -20,7 +20,7 @@ from pacsguard.core.connection import ApiError, Cluster
 from pacsguard.core.errors import PacsguardError
 from pacsguard.jobs.report import JobReport
 
-# DESIGN.md D7: 429s (queue full) are retried with back-off; anything else is a real error.
+# docs/design.md: 429s (queue full) are retried with back-off; anything else is a real error.
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 

@@ -41,7 +41,7 @@ class Mitre(Frozen):
 
 
 class Guide(Frozen):
-    """The 10-minute routine every alert carries (DESIGN.md section 1)."""
+    """The 10-minute routine every alert carries (docs/design.md)."""
 
     triage: str
     contain: str

@@ -207,6 +207,7 @@ class Watcher:
                     {"at": now_iso(at), "state": COMPLETED, "by": ENGINE, "note": "condition cleared"})
                 self.store.save(alert)
                 self.report.completed += 1
+        self.store.refresh()
         self._record_status(state, at)
 
     # ------------------------------------------------------------ lifecycle
@@ -314,10 +315,11 @@ class Watcher:
     def _retry_and_remind(self, now: dt.datetime | None) -> None:
         at = now or dt.datetime.now(dt.timezone.utc)
         in_flight = {p.delivery_id for p in self.pending}
-        for alert in self.store.search(states=[ACTIVE, "ACKNOWLEDGED"], size=1000):
-            src = alert.source
-            if src.get("engine") != ENGINE:
+        for found in self.store.search(states=[ACTIVE, "ACKNOWLEDGED"], size=1000):
+            if found.source.get("engine") != ENGINE or not _needs_attention(found.source, at, self.renotify):
                 continue
+            alert = self.store.get(found.id)  # a search may lag behind the last write: decide on the document
+            src = alert.source
             for d in src.get("deliveries", []):
                 if d.get("ok") or d["delivery_id"] in in_flight or d["channel"] not in self.channels:
                     continue
@@ -339,10 +341,19 @@ class Watcher:
                                    "written_at": now_iso(at)})
 
     def close(self) -> None:
-        self.rule_pool.shutdown(wait=True)
+        self.rule_pool.shutdown(wait=True, cancel_futures=True)
         with self.lock:
             self._collect_deliveries(wait=True)
         self.pool.shutdown(wait=True)
+
+
+def _needs_attention(src: dict[str, Any], at: dt.datetime, renotify: int) -> bool:
+    """A delivery not yet ok, or a reminder due (cheap pre-check on a search hit)."""
+    if any(not d.get("ok") for d in src.get("deliveries", [])):
+        return True
+    last = src.get("last_notification_time")
+    return bool(renotify and src.get("state") == ACTIVE and last
+                and (at - dt.datetime.fromisoformat(last)).total_seconds() >= renotify)
 
 
 def _number(value: Any) -> float | None:
