@@ -12,7 +12,7 @@ Next to the zip, `<bundle>.zip.sha256` (sha256sum format) holds the hash of the 
 itself; it covers the bytes the zip format adds (headers, dates), which the manifest cannot.
 
 Events come from the index, where patient identifiers are already salted hashes
-(DESIGN.md D8): the bundle holds no PHI the index does not.
+(docs/design.md): the bundle holds no PHI the index does not.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`pacsguard checklist`: the eight questions of a quick baseline audit (DESIGN.md section 1),
+"""`pacsguard checklist`: the eight questions of a quick baseline audit (docs/design.md section 1),
 each answered PASS / FAIL / UNKNOWN from data, with the evidence and the data it looked at.
 
 Facts are gathered from the cluster (events, alerts, the engine's rule status, Alerting

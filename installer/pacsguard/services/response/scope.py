@@ -3,7 +3,7 @@
 Distinct studies viewed / exported / shared / deleted (counts and UIDs), distinct
 patient hashes, export destinations, share recipients (external marked), source IPs
 with their countries and devices, and (useful for an IP entity) the accounts seen.
-Every list is a composite aggregation paged to the end (DESIGN.md D5: never an
+Every list is a composite aggregation paged to the end (docs/design.md: never an
 unbounded terms aggregation), so the counts are exact.
 """
 
