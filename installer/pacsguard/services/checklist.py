@@ -351,6 +351,8 @@ def _rule_facts(cluster: Cluster, settings: Settings, now: dt.datetime) -> tuple
     on_alerting = alerting_signals(settings, plugins)
     # the pack is installed when its alerts index is (every install creates it)
     installed = cluster.exists(f"/{settings.index('alerts')}")
+    # `watch` writes its status without waiting for a refresh: make the last runs visible first
+    cluster.request("POST", f"/{settings.index('state')}/_refresh", ok_missing=True)
     status = {d.get("signal"): d for d in watch_status(cluster, settings)}
     monitors: dict[str, dict[str, Any]] = {}
     if on_alerting and "opensearch-alerting" in plugins:
@@ -394,6 +396,7 @@ def _rule_facts(cluster: Cluster, settings: Settings, now: dt.datetime) -> tuple
 
 def _alert_facts(cluster: Cluster, settings: Settings, since: dt.datetime) -> list[AlertFacts]:
     out = []
+    cluster.request("POST", f"/{settings.index('alerts')}/_refresh", ok_missing=True)
     for v in list_alerts(cluster, settings):
         start = parse_time(v.start_time)
         if start < since:
