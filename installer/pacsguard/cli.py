@@ -960,7 +960,12 @@ def alerts_show(alert_id: Annotated[str, typer.Argument(help="Alert id.")]) -> N
                      f"after {item['attempts']} attempt(s), {item.get('status')}")
     for h in d.get("history", []):
         lines.append(f"{h['at']}  {h['state']:<13} {h['by']}  {h.get('note', '')}")
-    emit({"ok": True, "alert": view.as_dict()}, "\n".join(lines))
+    from pacsguard.services.response.routine import actions_not_in_history
+
+    extra = actions_not_in_history(cluster, settings, view.id, d.get("history", []))
+    for rec in extra:  # response actions (pacsguard respond) the alert document itself does not hold
+        lines.append(f"{rec.at}  {view.state:<13} {rec.by}  {rec.line()}")
+    emit({"ok": True, "alert": view.as_dict(), "actions": [r.as_dict() for r in extra]}, "\n".join(lines))
 
 
 @alerts_app.command("ack")

@@ -315,6 +315,8 @@ def test_webhook_connector_asks_once_signed_and_records_a_refusal(
     assert hook.requests == []  # the route sends alerts nowhere: only the connector talks to the receiver
     sfile = tmp_path / "s.yaml"
     sfile.write_text(yaml.safe_dump(overrides))
+    store = AlertStore(cluster, settings.index("alerts"))
+    stale = store.get(alert)  # as a `watch` running alongside holds it
 
     dry = cli(sfile, "respond", "contain", alert)
     assert "would ask soar to: expire every share link created by sharer" in dry.output and hook.requests == []
@@ -328,6 +330,10 @@ def test_webhook_connector_asks_once_signed_and_records_a_refusal(
     assert body["alert"]["id"] == alert and hook.requests[0]["key"] == f"{alert}.contain.expire-shares"
     again = cli(sfile, "respond", "contain", alert, "--execute")
     assert "nothing to change" in again.output and len(hook.requests) == 1
+    # a concurrent save of the alert (e.g. by watch) may drop history entries; the actions index keeps them
+    store.save(stale)
+    shown = cli(sfile, "alerts", "show", alert)
+    assert "done      contain webhook:expire-shares expire-shares sharer: asked soar" in shown.output, shown.output
 
     hook.status = 403
     refused = cli(sfile, "respond", "contain", other, "--execute")

@@ -41,6 +41,14 @@ def history(cluster: Cluster, settings: Settings, ctx: AlertContext) -> list[dic
     return sorted(out, key=lambda h: str(h.get("at")))
 
 
+def actions_not_in_history(cluster: Cluster, settings: Settings, alert_id: str,
+                           alert_history: list[dict[str, Any]]) -> list[ActionRecord]:
+    """Recorded actions the alert's own history lacks: all of them for an Alerting alert (which has
+    no history of ours), and for a pack alert any that a concurrent save of the alert overwrote."""
+    have = {(h.get("action") or {}).get("id") for h in alert_history}
+    return [r for r in ActionLog(cluster, settings.index("actions")).for_alert(alert_id) if r.id not in have]
+
+
 def _status(step: str, actions: list[ActionRecord]) -> str:
     mine = [a for a in actions if a.step == step]
     if not mine:
