@@ -59,7 +59,11 @@ class Indices(Frozen):
     profiles: str
     state: str
     alerts: str
+<<<<<<< HEAD
     actions: str = "{prefix}-actions-{namespace}"
+=======
+    directory: str
+>>>>>>> main
 
 
 class Pseudonymization(Frozen):

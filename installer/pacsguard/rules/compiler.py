@@ -259,6 +259,15 @@ def _inputs_and_triggers(rule: Rule, settings: Settings) -> tuple[list[dict[str,
         assert d.threshold is not None
         paths = {"value": "recent>value"}
         cond = f"params.value >= {getattr(t, d.threshold)}"
+    if d.filter.exclude_admins:
+        # Events that carry roles are filtered above; for those that carry none (DICOM audit),
+        # the user directory says who is an administrator (D5: a join by filter sub-aggregation).
+        admin = {"bool": {"filter": [{"term": {"directory.admin": True}}]}}
+        should.append(admin)
+        sub["directory_admin"] = {"filter": admin}
+        indices.append(settings.index("directory"))
+        paths = dict(paths, admin="directory_admin._count")
+        cond += " && params.admin == 0"
     triggers = [bucket_trigger(rule, settings, rule.name, sev, paths, cond)]
     if d.escalate_after_new_login:
         login = new_login_clause(getattr(t, d.escalate_after_new_login), settings)
