@@ -59,11 +59,8 @@ class Indices(Frozen):
     profiles: str
     state: str
     alerts: str
-<<<<<<< HEAD
-    actions: str = "{prefix}-actions-{namespace}"
-=======
     directory: str
->>>>>>> main
+    actions: str = "{prefix}-actions-{namespace}"
 
 
 class Pseudonymization(Frozen):
