@@ -89,8 +89,8 @@ def test_every_item_fails_on_a_careless_installation(pack_settings: Settings, ke
     hour_ago = now - dt.timedelta(hours=1)
     ship(cluster, settings, [
         # one generic account, from Britain and the US within the same hour
-        login_event("radiology", now - dt.timedelta(minutes=50), "81.2.69.142", ["radiologist"], device="d1"),
-        login_event("radiology", now - dt.timedelta(minutes=20), "8.8.8.8", ["radiologist"], device="d2"),
+        login_event("radiology", now - dt.timedelta(minutes=30), "81.2.69.142", ["radiologist"], device="d1"),
+        login_event("radiology", now - dt.timedelta(minutes=10), "8.8.8.8", ["radiologist"], device="d2"),
         *[login_event(a, now - dt.timedelta(minutes=10), "81.2.69.142", ["pacs-admin"]) for a in admins],
         # a brute force an hour ago that nobody acknowledged
         *[login_event("victim", hour_ago - dt.timedelta(seconds=i), "81.2.69.142", ["radiologist"],
@@ -111,6 +111,16 @@ def test_every_item_fails_on_a_careless_installation(pack_settings: Settings, ke
     assert "not running" in by_key["alerts-logins"] and "no channel" in by_key["alerts-export-sharing"]
     assert "plain HTTP" in by_key["encryption"]
     assert "never acknowledged (ACTIVE)" in by_key["response-owner"]
+
+    # with a user directory, least privilege counts its enabled accounts (also those never seen in events)
+    directory = settings.index("directory")
+    for name, admin, enabled in (("d.one", True, True), ("d.two", False, True), ("d.three", False, True),
+                                 ("d.gone", True, False)):
+        cluster.request("PUT", f"/{directory}/_doc/{name}", body={
+            "user": {"name": name}, "directory": {"admin": admin, "enabled": enabled, "source": "keycloak"}})
+    least = next(a for a in checklist(cluster, settings, now) if a.key == "least-privilege")
+    assert least.status == "FAIL" and "1 of 3 account(s) hold an admin role (33%" in least.evidence[0]
+    assert least.looked_at[0] == f"enabled accounts in the user directory {directory}: 3"
 
 
 def test_every_item_passes_on_a_careful_installation(pack_settings: Settings, keycloak: devkc.KeycloakState,

@@ -94,7 +94,10 @@ def test_least_privilege() -> None:
     facts.roles.admins = {"u0", "u1", "u2"}
     check(least_privilege, facts, https(), "FAIL", "3 of 10", "u0, u1, u2")
     facts.roles = RoleFacts()
-    check(least_privilege, facts, https(), "UNKNOWN", "no event carries user.roles")
+    check(least_privilege, facts, https(), "UNKNOWN", "no user directory and no event carries user.roles")
+    facts.roles = RoleFacts({"a", "b", "c", "d", "e"}, {"a"}, source="directory")
+    answer = check(least_privilege, facts, https(), "PASS", "1 of 5 account(s)")
+    assert answer.looked_at[0].startswith("enabled accounts in the user directory")
 
 
 def test_mfa() -> None:

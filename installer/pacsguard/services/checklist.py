@@ -58,10 +58,12 @@ class LoginFacts:
 
 @dataclass
 class RoleFacts:
-    """Accounts whose events carry their roles, and which of them hold an admin role."""
+    """Accounts and which of them hold an admin role: from the user directory index when it holds
+    accounts (every account, also those never seen), else from the roles events carry."""
 
     accounts: set[str] = field(default_factory=set)
     admins: set[str] = field(default_factory=set)
+    source: str = "events"      # directory | events
 
 
 @dataclass
@@ -136,10 +138,12 @@ def unique_logins(f: Facts, s: Settings) -> Answer:
 
 def least_privilege(f: Facts, s: Settings) -> Answer:
     q = "Least privilege: not everyone is admin"
-    looked = [f"accounts whose events carry roles in the last {f.window}: {len(f.roles.accounts)}",
-              f"admin roles: {', '.join(s.thresholds.admin_roles)}"]
+    where = (f"enabled accounts in the user directory {s.index('directory')}" if f.roles.source == "directory"
+             else f"accounts whose events carry roles in the last {f.window}")
+    looked = [f"{where}: {len(f.roles.accounts)}", f"admin roles: {', '.join(s.thresholds.admin_roles)}"]
     if not f.roles.accounts:
-        return Answer("least-privilege", q, UNKNOWN, ["no event carries user.roles: roles cannot be seen"], looked)
+        return Answer("least-privilege", q, UNKNOWN, [("no user directory and no event carries "
+                                                       "user.roles: roles cannot be seen")], looked)
     share = len(f.roles.admins) / len(f.roles.accounts)
     line = (f"{len(f.roles.admins)} of {len(f.roles.accounts)} account(s) hold an admin role ({share:.0%}; "
             f"at most {s.checklist.max_admin_share:.0%} passes): {', '.join(sorted(f.roles.admins)) or 'none'}")
@@ -285,33 +289,42 @@ QUESTIONS = (unique_logins, least_privilege, mfa, alerts_logins, alerts_admin, a
 
 
 def _login_facts(cluster: Cluster, settings: Settings, index: str, since: str) -> LoginFacts:
+    """Per account, the most countries and devices within one hour. Hours are counted on two grids,
+    the second shifted by 30 minutes, so two logins less than 30 minutes apart always share an hour
+    whatever the clock says (one grid alone splits them at every full hour)."""
     query = {"bool": {"filter": [{"term": {"event.action": "user-login"}}, {"term": {"event.outcome": "success"}},
                                  {"range": {"@timestamp": {"gte": since}}}]}}
     facts = LoginFacts()
-    sources = [{"u": {"terms": {"field": "user.name"}}},
-               {"h": {"date_histogram": {"field": "@timestamp", "fixed_interval": "1h"}}}]
-    comp = {"size": settings.detection.composite_page_size, "sources": sources}
-    after: dict[str, Any] | None = None
-    while True:
-        body: dict[str, Any] = {"size": 0, "query": query, "aggs": {"c": {"composite": dict(comp), "aggs": {
-            "countries": {"cardinality": {"field": "source.geo.country_iso_code"}},
-            "devices": {"cardinality": {"field": "device.id"}}}}}}
-        if after:
-            body["aggs"]["c"]["composite"]["after"] = after
-        res = cluster.request("POST", f"/{index}/_search", body=body, ok_missing=True) or {}
-        agg = res.get("aggregations", {}).get("c", {})
-        for b in agg.get("buckets", []):
+    per_hour = {"countries": {"cardinality": {"field": "source.geo.country_iso_code"}},
+                "devices": {"cardinality": {"field": "device.id"}}}
+    for offset in ("+0m", "+30m"):
+        hours = {"date_histogram": {"field": "@timestamp", "fixed_interval": "1h", "offset": offset}}
+        events = 0
+        for b in composite_buckets(cluster, index, query, [{"u": {"terms": {"field": "user.name"}}}, {"h": hours}],
+                                   settings.detection.composite_page_size, per_hour):
             user = b["key"]["u"]
             countries, devices = facts.accounts.get(user, (0, 0))
             facts.accounts[user] = (max(countries, int(b["countries"]["value"])),
                                     max(devices, int(b["devices"]["value"])))
-            facts.events += b["doc_count"]
-        after = agg.get("after_key")
-        if not agg.get("buckets") or not after:
-            return facts
+            events += b["doc_count"]
+        facts.events = events  # the same logins on either grid
+    return facts
 
 
 def _role_facts(cluster: Cluster, settings: Settings, index: str, since: str) -> RoleFacts:
+    directory = settings.index("directory")
+    cluster.request("POST", f"/{directory}/_refresh", ok_missing=True)
+    enabled = {"bool": {"must_not": [{"term": {"directory.enabled": False}}]}}
+    known = RoleFacts(source="directory")
+    for b in composite_buckets(cluster, directory, enabled, [{"u": {"terms": {"field": "user.name"}}},
+                                                             {"a": {"terms": {"field": "directory.admin",
+                                                                              "missing_bucket": True}}}],
+                               settings.detection.composite_page_size):
+        known.accounts.add(b["key"]["u"])
+        if b["key"]["a"] in (True, 1, "true"):
+            known.admins.add(b["key"]["u"])
+    if known.accounts:
+        return known
     query = {"bool": {"filter": [{"exists": {"field": "user.roles"}}, {"range": {"@timestamp": {"gte": since}}}]}}
     facts = RoleFacts()
     admin_roles = set(settings.thresholds.admin_roles)

@@ -29,14 +29,16 @@ EXPORT_ACTIONS = STUDY_ACTIONS["exported"]
 
 
 def composite_buckets(cluster: Cluster, index: str, query: dict[str, Any], sources: list[dict[str, Any]],
-                      page: int) -> Iterator[dict[str, Any]]:
+                      page: int, aggs: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    """Every bucket of a composite aggregation (with optional sub-aggregations), page after page."""
     after: dict[str, Any] | None = None
     while True:
         comp: dict[str, Any] = {"size": page, "sources": sources}
         if after:
             comp["after"] = after
+        agg_body: dict[str, Any] = {"composite": comp, **({"aggs": aggs} if aggs else {})}
         res = cluster.request("POST", f"/{index}/_search", ok_missing=True,
-                              body={"size": 0, "query": query, "aggs": {"c": {"composite": comp}}}) or {}
+                              body={"size": 0, "query": query, "aggs": {"c": agg_body}}) or {}
         agg = res.get("aggregations", {}).get("c", {})
         buckets = agg.get("buckets", [])
         yield from buckets
