@@ -205,34 +205,65 @@ def diff() -> None:
     emit({"ok": True, "changes": data}, "\n".join(out) if out else "no differences")
 
 
+# OpenSearch Dashboards is another server: options of its own (password from env or file only).
+DashUrl = Annotated[str | None, typer.Option("--dashboards-url", envvar="PACSGUARD_DASHBOARDS_URL",
+                                             help="OpenSearch Dashboards base URL: also install the dashboards.")]
+DashCa = Annotated[Path | None, typer.Option("--dashboards-ca-bundle", envvar="PACSGUARD_DASHBOARDS_CA_BUNDLE",
+                                             help="CA bundle that signs the Dashboards certificate.")]
+DashUser = Annotated[str | None, typer.Option("--dashboards-username", envvar="PACSGUARD_DASHBOARDS_USERNAME",
+                                              help="Dashboards basic-auth user.")]
+DashPwFile = Annotated[Path | None, typer.Option(
+    "--dashboards-password-file", envvar="PACSGUARD_DASHBOARDS_PASSWORD_FILE",
+    help="File holding the Dashboards password (or set PACSGUARD_DASHBOARDS_PASSWORD).")]
+DashTenant = Annotated[str | None, typer.Option("--dashboards-tenant", envvar="PACSGUARD_DASHBOARDS_TENANT",
+                                                help="Security plugin tenant (securitytenant header).")]
+DashInsecure = Annotated[bool, typer.Option("--dashboards-insecure",
+                                            help="Do NOT verify the Dashboards certificate (test only).")]
+
+
 @app.command()
 @handle_errors
 def install(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Same as `plan`.")] = False,
     skip_detections: Annotated[bool, typer.Option(
         "--skip-detections", help="Install without monitors/channels where the cluster lacks Alerting/Notifications.")] = False,
+    dashboards_url: DashUrl = None, dashboards_ca_bundle: DashCa = None, dashboards_username: DashUser = None,
+    dashboards_password_file: DashPwFile = None, dashboards_tenant: DashTenant = None,
+    dashboards_insecure: DashInsecure = False,
 ) -> None:
     """Install or upgrade the pack: writes only objects whose content changed."""
     from pacsguard.services.install import install as do_install
 
     cluster, settings = connect()
+    # Dashboards is checked first: an unreachable one fails before the cluster is touched.
+    dashboards = None
+    if dashboards_url:
+        dashboards = dashboards_connection(dashboards_url, dashboards_ca_bundle, dashboards_username,
+                                           dashboards_password_file, dashboards_tenant, dashboards_insecure)
+        dashboards.status()
     result = do_install(cluster, settings, progress=progress, dry_run=dry_run, allow_missing_plugins=skip_detections)
     counts = result.plan.summary()
     changed = len(result.applied) + len(result.data_streams)
-    data = {"ok": True, "changes": changed, "summary": counts,
-            "applied": [{"action": c.action, "kind": c.kind, "id": c.id} for c in result.applied],
-            "data_streams": result.data_streams, "dry_run": dry_run}
+    data: dict[str, Any] = {"ok": True, "changes": changed, "summary": counts,
+                            "applied": [{"action": c.action, "kind": c.kind, "id": c.id} for c in result.applied],
+                            "data_streams": result.data_streams, "dry_run": dry_run}
     verb = "would change" if dry_run else "changed"
-    emit(data, f"pacsguard {__version__} at {cluster.url}: {verb} {changed} object(s) "
-               f"({counts['create']} created, {counts['update']} updated, {counts['delete']} deleted, "
-               f"{counts['unchanged']} unchanged)")
+    text = (f"pacsguard {__version__} at {cluster.url}: {verb} {changed} object(s) "
+            f"({counts['create']} created, {counts['update']} updated, {counts['delete']} deleted, "
+            f"{counts['unchanged']} unchanged)")
+    if dashboards is not None:
+        data["dashboards"] = install_dashboards(dashboards, dry_run)
+        dash = data["dashboards"]["summary"]
+        text += (f"\nDashboards {dashboards.url}: {verb} {dash['create']} created, {dash['update']} updated, "
+                 f"{dash['delete']} deleted, {dash['unchanged']} unchanged saved object(s)")
+    emit(data, text)
 
 
 @app.command()
 @handle_errors
 def upgrade() -> None:
     """Alias of install: replaces only what changed since the installed version."""
-    install(dry_run=False, skip_detections=False)
+    install(dry_run=False, skip_detections=False, dashboards_url=None)
 
 
 @app.command()
@@ -272,19 +303,33 @@ def status(strict: Annotated[bool, typer.Option("--strict", help="Exit 4 on drif
 def uninstall(
     purge: Annotated[bool, typer.Option("--purge", help="Also delete event data and failures.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    dashboards_url: DashUrl = None, dashboards_ca_bundle: DashCa = None, dashboards_username: DashUser = None,
+    dashboards_password_file: DashPwFile = None, dashboards_tenant: DashTenant = None,
+    dashboards_insecure: DashInsecure = False,
 ) -> None:
-    """Remove exactly the pack's objects. Event data is kept unless --purge."""
+    """Remove exactly the pack's objects (and its saved objects with --dashboards-url). Event data is kept
+    unless --purge."""
     from pacsguard.services.install import uninstall as do_uninstall
 
     cluster, settings = connect()
+    removed_saved: list[tuple[str, str]] = []
+    if dashboards_url:
+        from pacsguard.services.dashboards import uninstall as uninstall_saved_objects
+
+        conn = dashboards_connection(dashboards_url, dashboards_ca_bundle, dashboards_username,
+                                     dashboards_password_file, dashboards_tenant, dashboards_insecure)
+        removed_saved = uninstall_saved_objects(conn, settings, progress=progress)
     if purge and not yes:
         if not sys.stdin.isatty():
             raise PacsguardError("--purge deletes event data: add --yes to confirm when not interactive")
         typer.confirm(f"Delete ALL pacsguard event data in {cluster.url}?", abort=True)
     result = do_uninstall(cluster, settings, purge=purge, progress=progress)
     data = {"ok": True, "removed": [{"kind": k, "id": i} for k, i in result.removed],
-            "kept": result.kept, "purged": result.purged}
+            "kept": result.kept, "purged": result.purged,
+            "saved_objects_removed": [{"type": t, "id": i} for t, i in removed_saved]}
     text = f"removed {len(result.removed)} pack object(s)"
+    if dashboards_url:
+        text += f" and {len(removed_saved)} saved object(s) from Dashboards"
     if result.kept:
         text += f"; kept event data: {', '.join(result.kept)}"
     if result.purged:
@@ -876,6 +921,9 @@ def keycloak_status(port: KcPortOpt = None) -> None:
 @handle_errors
 def up(port: PortOpt = 9200,
        no_watch: Annotated[bool, typer.Option("--no-watch", help="Do not start `watch` in the background.")] = False,
+       no_console: Annotated[bool, typer.Option("--no-console", help="Do not start the web console.")] = False,
+       console_port: Annotated[int, typer.Option("--console-port", envvar="PACSGUARD_CONSOLE_PORT",
+                                                 help="Port of the web console on 127.0.0.1.")] = 8765,
        ) -> None:
     """The main job on the embedded default: start the local node, install the pack, start the alert engine."""
     from pacsguard.devnode import start
@@ -890,9 +938,11 @@ def up(port: PortOpt = 9200,
     plugins, _ = cluster.installed_components()
     on_alerting = sorted(alerting_signals(settings, plugins))
     watch = None if no_watch else background.start(port, node["url"], opts().settings_file)
+    from pacsguard.services.console import process as console_process
+    console = None if no_console else console_process.start(port, node["url"], opts().settings_file, console_port)
     channels = [f"{c.name} ({c.type})" for c in settings.notifications.channels]
     data = {"ok": True, "url": node["url"], "summary": counts, "rules_on_alerting": on_alerting, "watch": watch,
-            "channels": channels, "owner": settings.routing.default_owner}
+            "channels": channels, "owner": settings.routing.default_owner, "console": console}
     text = (f"OpenSearch {node['url']} ({node['mode']}); pack installed: {counts['create']} created, "
             f"{counts['update']} updated, {counts['unchanged']} unchanged.\n"
             f"Send events to the data stream {settings.index('events_data_stream')} (op_type=create).")
@@ -901,6 +951,8 @@ def up(port: PortOpt = 9200,
                  + (f" except {', '.join(on_alerting)} (on Alerting)" if on_alerting else "") + ".")
     text += (f"\nAlerts go to: {', '.join(channels) if channels else 'no channel yet (notifications.channels)'};"
              f" owner {settings.routing.default_owner}. Open alerts: pacsguard alerts list")
+    if console:
+        text += f"\nConsole: {console['url']} (alerts, overview charts; log {console['log']})"
     emit(data, text)
 
 
@@ -912,6 +964,8 @@ def down(port: PortOpt = 9200) -> None:
     from pacsguard.services import background
 
     watch = background.stop(port)
+    from pacsguard.services.console import process as console_process
+    console_process.stop(port)
     node = stop(port=port)
     emit({"ok": True, "watch_stopped": watch, "node_stopped": node},
          f"watch {'stopped' if watch else 'was not running'}; node {'stopped' if node else 'was not running'}")
@@ -1037,6 +1091,165 @@ def _now() -> str:
     import datetime as dt
 
     return dt.datetime.now().isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------ dashboards and console
+# Dashboards has options of its own (another server, often with another CA, user and tenant
+# than the cluster); the password comes from PACSGUARD_DASHBOARDS_PASSWORD or a file only.
+
+dashboards_app = typer.Typer(help="OpenSearch Dashboards content: index patterns, visualizations, dashboards.")
+app.add_typer(dashboards_app, name="dashboards")
+
+def dashboards_connection(url: str | None, ca_bundle: Path | None = None, username: str | None = None,
+                          password_file: Path | None = None, tenant: str | None = None,
+                          insecure: bool = False) -> Any:
+    import os
+
+    from pydantic import SecretStr
+
+    from pacsguard.core.dashboards import Dashboards, DashboardsSettings
+
+    if not url:
+        raise PacsguardError("no Dashboards URL: give --dashboards-url or PACSGUARD_DASHBOARDS_URL")
+    password: SecretStr | None = None
+    if password_file is not None:
+        try:
+            password = SecretStr(password_file.read_text().strip())
+        except OSError as exc:
+            raise PacsguardError(f"cannot read --dashboards-password-file {password_file}: {exc.strerror}") from None
+    elif os.environ.get("PACSGUARD_DASHBOARDS_PASSWORD"):
+        password = SecretStr(os.environ["PACSGUARD_DASHBOARDS_PASSWORD"])
+    return Dashboards(DashboardsSettings(url, username, password, ca_bundle, not insecure, tenant))
+
+
+def install_dashboards(conn: Any, dry_run: bool = False) -> dict[str, Any]:
+    """Install (or plan) the saved objects; used by `install --dashboards-url` and `dashboards install`."""
+    from pacsguard.services import dashboards as svc
+
+    _, settings = connect()
+    result = svc.install(conn, settings, progress=progress, dry_run=dry_run)
+    return svc.summary(result) | {"applied": [[c.action, c.kind, c.id] for c in result.applied]}
+
+
+def _dashboards_text(data: dict[str, Any], verb: str) -> str:
+    counts = data["summary"]
+    return (f"Dashboards {data['url']}: {verb} {counts['create']} created, {counts['update']} updated, "
+            f"{counts['delete']} deleted, {counts['unchanged']} unchanged saved object(s)")
+
+
+@dashboards_app.command("install")
+@handle_errors
+def dashboards_install(url: DashUrl = None, ca_bundle: DashCa = None, username: DashUser = None,
+                       password_file: DashPwFile = None, tenant: DashTenant = None,
+                       insecure: DashInsecure = False,
+                       dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only.")] = False) -> None:
+    """Import the pack's saved objects (only what changed) and delete those that left the pack."""
+    conn = dashboards_connection(url, ca_bundle, username, password_file, tenant, insecure)
+    data = install_dashboards(conn, dry_run)
+    emit({"ok": True, **data}, _dashboards_text(data, "would change" if dry_run else "changed"))
+
+
+@dashboards_app.command("plan")
+@handle_errors
+def dashboards_plan(url: DashUrl = None, ca_bundle: DashCa = None, username: DashUser = None,
+                    password_file: DashPwFile = None, tenant: DashTenant = None,
+                    insecure: DashInsecure = False) -> None:
+    """What `dashboards install` would change."""
+    conn = dashboards_connection(url, ca_bundle, username, password_file, tenant, insecure)
+    data = install_dashboards(conn, dry_run=True)
+    rows = data["changes"]
+    emit({"ok": True, **data}, (table(["action", "type", "id", "reason"], rows) + "\n\n" if rows else "")
+         + _dashboards_text(data, "would change"))
+
+
+@dashboards_app.command("diff")
+@handle_errors
+def dashboards_diff(url: DashUrl = None, ca_bundle: DashCa = None, username: DashUser = None,
+                    password_file: DashPwFile = None, tenant: DashTenant = None,
+                    insecure: DashInsecure = False) -> None:
+    """A unified diff, Dashboards vs pack, per saved object that would change (JSON strings decoded)."""
+    from pacsguard.services import dashboards as svc
+
+    conn = dashboards_connection(url, ca_bundle, username, password_file, tenant, insecure)
+    _, settings = connect()
+    out: list[str] = []
+    data: list[dict[str, Any]] = []
+    for change, live, want in svc.diff(conn, settings):
+        left = json.dumps(live, indent=2, sort_keys=True).splitlines() if live is not None else []
+        right = json.dumps(want, indent=2, sort_keys=True).splitlines() if want is not None else []
+        lines = list(difflib.unified_diff(left, right, f"dashboards/{change.kind}/{change.id}",
+                                          f"pack/{change.kind}/{change.id}", lineterm=""))
+        out.extend(lines or [f"= {change.kind} {change.id}: only the pacsguard stamp differs"])
+        data.append({"kind": change.kind, "id": change.id, "action": change.action, "diff": lines})
+    emit({"ok": True, "changes": data}, "\n".join(out) if out else "no differences")
+
+
+@dashboards_app.command("status")
+@handle_errors
+def dashboards_status(url: DashUrl = None, ca_bundle: DashCa = None, username: DashUser = None,
+                      password_file: DashPwFile = None, tenant: DashTenant = None,
+                      insecure: DashInsecure = False) -> None:
+    """Each saved object: ok, missing, outdated, drifted (edited by hand), unmanaged or orphan."""
+    from pacsguard.services import dashboards as svc
+
+    conn = dashboards_connection(url, ca_bundle, username, password_file, tenant, insecure)
+    _, settings = connect()
+    rows = svc.status(conn, settings)
+    emit({"ok": all(r.state == "ok" for r in rows), "objects": [r.__dict__ for r in rows]},
+         table(["state", "type", "id", "detail"], [[r.state, r.kind, r.id, r.detail] for r in rows]))
+
+
+@dashboards_app.command("uninstall")
+@handle_errors
+def dashboards_uninstall(url: DashUrl = None, ca_bundle: DashCa = None, username: DashUser = None,
+                         password_file: DashPwFile = None, tenant: DashTenant = None,
+                         insecure: DashInsecure = False) -> None:
+    """Delete exactly the saved objects stamped as this installation's."""
+    from pacsguard.services import dashboards as svc
+
+    conn = dashboards_connection(url, ca_bundle, username, password_file, tenant, insecure)
+    _, settings = connect()
+    removed = svc.uninstall(conn, settings, progress=progress)
+    emit({"ok": True, "removed": [{"type": t, "id": i} for t, i in removed]},
+         f"removed {len(removed)} saved object(s) from {conn.url}")
+
+
+@dashboards_app.command("export")
+@handle_errors
+def dashboards_export(out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here (default: stdout).")]
+                      = None) -> None:
+    """The stamped ndjson, for Dashboards Management > Saved objects > Import where this CLI cannot reach Dashboards."""
+    from pacsguard.services.dashboards import export_ndjson
+
+    o = opts()
+    text = export_ndjson(load_settings(o.settings_file, o.overrides))
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text)
+        typer.echo(f"wrote {text.count(chr(10))} saved objects to {out}", err=True)
+
+
+# ------------------------------------------------------------------ console
+
+
+@app.command()
+@handle_errors
+def console(
+    host: Annotated[str, typer.Option("--host", envvar="PACSGUARD_CONSOLE_HOST",
+                                      help="Address to bind (default loopback only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", envvar="PACSGUARD_CONSOLE_PORT", help="Port.")] = 8765,
+    token_file: Annotated[Path | None, typer.Option(
+        "--token-file", envvar="PACSGUARD_CONSOLE_TOKEN_FILE",
+        help="File holding the access token (or PACSGUARD_CONSOLE_TOKEN); required off loopback.")] = None,
+) -> None:
+    """A small web console: open alerts (acknowledge/close), alert detail, overview charts."""
+    from pacsguard.services.console.app import ConsoleConfig, serve
+
+    cluster, settings = connect()
+    config = ConsoleConfig.build(host, port, token_file)
+    typer.echo(f"pacsguard console on {config.url} (cluster {cluster.url}); Ctrl-C stops it", err=True)
+    serve(cluster, settings, config)
 
 
 GLOBAL_FLAGS = {"--json", "--verbose", "-v", "--insecure"}

@@ -133,6 +133,12 @@ class AlertStore:
         alert.source.setdefault("history", []).append({"at": at, "state": state, "by": by, "note": note})
         if state == ACKNOWLEDGED:
             alert.source["acknowledged_time"] = at
+            # stored as a number so dashboards can average it (Alerts: time to acknowledge)
+            opened = alert.source.get("start_time")
+            if opened:
+                alert.source["acknowledge_seconds"] = round(
+                    (dt.datetime.fromisoformat(at) - dt.datetime.fromisoformat(str(opened).replace("Z", "+00:00")))
+                    .total_seconds(), 3)
         if state == COMPLETED:
             alert.source["end_time"] = at
         self.cluster.request("PUT", f"/{self.index}/_doc/{alert.id}", body=alert.source, params={

@@ -21,6 +21,7 @@ from pacsguard.core.settings import Channel, Settings, duration_seconds
 from pacsguard.core.vocabulary import vocabulary
 from pacsguard.packobjects import PackObject
 from pacsguard.rules.model import SEVERITIES, Filter, Rule, load_rules
+from pacsguard.savedobjects.links import discover_url, investigation_url
 
 PERIOD_END = "{{period_end}}"
 ENTITY_AGG = "by_entity"
@@ -153,12 +154,39 @@ def message_template(rule: Rule, settings: Settings, escalated: bool = False) ->
         f"with {keys} as above",
     ]
     if settings.routing.dashboards_url:
-        lines.append(f"Discover: {settings.routing.dashboards_url.rstrip('/')}/app/data-explorer/discover")
+        lines += dashboards_links(rule, settings, window)
     lines += [
         f"First response (contain): {rule.guide.contain}",
         f"Then preserve evidence, scope, reset: pacsguard respond <alert id> (routine of rule {rule.signal})",
     ]
     return "\n".join(lines)
+
+
+ENTITY = "{{bucket_keys}}"
+PERIOD_END_TAG = "{{ctx.periodEnd}}"
+
+
+def dashboards_links(rule: Rule, settings: Settings, window: str) -> list[str]:
+    """Per alert: Discover with the evidence query, and the User investigation dashboard, over the
+    alert's window (from the run's period end back one rule window, a few minutes after it)."""
+    base = settings.routing.dashboards_url or ""
+    d = rule.detection
+    time_from = f"{PERIOD_END_TAG}||-{window or '1h'}"
+    time_to = f"{PERIOD_END_TAG}||+5m"
+    tags = [ENTITY, PERIOD_END_TAG]
+    if d.group_by:
+        # bucket_keys joins the entity with the group-by values; mustache cannot split it, so the
+        # Discover link shows the rule's events in the window and the entity line names who.
+        query = evidence_query(rule, "*").rsplit(" AND ", 1)[0]
+        return [f"Discover: {discover_url(base, settings, query, time_from, time_to, tags)}"]
+    # A new-value rule's evidence sits in the profiles index; in Discover, the account's events show it.
+    query = evidence_query(rule, ENTITY) if d.filter is not None else f'related.user:"{ENTITY}"'
+    discover = discover_url(base, settings, query, time_from, time_to, tags)
+    lines = [f"{{{{#ctx.newAlerts}}}}Discover ({ENTITY}): {discover}\n{{{{/ctx.newAlerts}}}}"]
+    if d.entity == "user.name":
+        user = investigation_url(base, settings, ENTITY, time_from, time_to, tags)
+        lines.append(f"{{{{#ctx.newAlerts}}}}User investigation ({ENTITY}): {user}\n{{{{/ctx.newAlerts}}}}")
+    return lines
 
 
 def subject(rule: Rule, escalated: bool = False) -> str:

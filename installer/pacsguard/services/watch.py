@@ -220,7 +220,7 @@ class Watcher:
         channels = route.channels if route.channels is not None else list(self.channels)
         text = core.render_mustache(message_template(rule, self.settings, escalated), {"ctx": {
             "monitor": {"name": compiled.monitor["name"]}, "trigger": {"name": trigger, "severity": severity},
-            "periodEnd": now_iso(at), "newAlerts": [{"bucket_keys": entity, "count": _number(bucket.count)}]}})
+            "periodEnd": now_iso(at).replace("+00:00", "Z"), "newAlerts": [{"bucket_keys": entity, "count": _number(bucket.count)}]}})
         return {
             "@timestamp": now_iso(at), "engine": ENGINE, "state": ACTIVE, "severity": severity,
             "escalated": escalated, "owner": route.owner,

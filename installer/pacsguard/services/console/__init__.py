@@ -1,0 +1,1 @@
+"""`pacsguard console`: a small web app for clusters without OpenSearch Dashboards."""
