@@ -15,7 +15,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from pacsguard.core.connection import Cluster
+from pacsguard.core.connection import ApiError, Cluster
 from pacsguard.core.errors import PacsguardError
 
 ACTIVE, ACKNOWLEDGED, COMPLETED, ERROR = "ACTIVE", "ACKNOWLEDGED", "COMPLETED", "ERROR"
@@ -104,6 +104,21 @@ class AlertStore:
         if signal:
             filters.append({"term": {"rule.signal": signal}})
         return self._hits({"bool": {"filter": filters}}, size=size)
+
+    def append_history(self, alert_id_: str, entry: dict[str, Any], attempts: int = 5) -> Alert:
+        """Add one entry (e.g. a response action) to the history, keeping the state; retried when
+        `watch` saved the alert in between (optimistic concurrency, nothing overwritten)."""
+        for attempt in range(attempts):
+            alert = self.get(alert_id_)
+            alert.source.setdefault("history", []).append({"state": alert.state, **entry})
+            try:
+                self.cluster.request("PUT", f"/{self.index}/_doc/{alert.id}", body=alert.source, params={
+                    "refresh": "wait_for", "if_seq_no": alert.seq_no, "if_primary_term": alert.primary_term})
+                return alert
+            except ApiError as exc:
+                if exc.status != 409 or attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def transition(self, alert_id_: str, state: str, by: str, note: str = "",
                    now: dt.datetime | None = None) -> Alert:

@@ -176,7 +176,7 @@ def make_plan(cluster: Cluster, settings: Settings, objects: list[PackObject]) -
 
 def _is_data(settings: Settings, kind: str, obj_id: str) -> bool:
     """Indices that hold events are data: only --purge removes them."""
-    return kind == "index" and obj_id in (settings.index("failures"), settings.index("alerts"))
+    return kind == "index" and obj_id in (settings.index("failures"), settings.index("alerts"), settings.index("actions"))
 
 
 def _relative(path: Path) -> str:
@@ -424,7 +424,7 @@ def uninstall(cluster: Cluster, settings: Settings, purge: bool = False,
                 progress(f"purge data stream {name}")
                 cluster.request("DELETE", f"/_data_stream/{name}", ok_missing=True)
                 purged.append(name)
-        for index in (failures, settings.index("alerts")):
+        for index in (failures, settings.index("alerts"), settings.index("actions")):
             if cluster.exists(f"/{index}"):
                 progress(f"purge index {index}")
                 cluster.request("DELETE", f"/{index}", ok_missing=True)
@@ -434,7 +434,8 @@ def uninstall(cluster: Cluster, settings: Settings, purge: bool = False,
         if has_stream:
             _retain_event_data(cluster, settings, stream)
             kept.append(stream)
-        for index, what in ((failures, "failed events"), (settings.index("alerts"), "alerts")):
+        for index, what in ((failures, "failed events"), (settings.index("alerts"), "alerts"),
+                            (settings.index("actions"), "response actions")):
             if cluster.exists(f"/{index}"):
                 # Kept as data, no longer a pack object: its stamp goes (_meta is replaced whole).
                 cluster.request("PUT", f"/{index}/_mapping", body={
