@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from pacsguard import __version__
 from pacsguard.core.connection import Cluster
@@ -457,16 +458,34 @@ def test_rules(
         raise typer.Exit(EXIT_ERROR)
 
 
-@app.command()
-@handle_errors
-def respond(rule: Annotated[str, typer.Argument(help="Rule id or signal (e.g. 4a).")]) -> None:
-    """The response routine for an alert: contain, preserve evidence, scope, reset."""
+class _AlertOrCommand(TyperGroup):
+    """`pacsguard respond <alert-id>` is `pacsguard respond show <alert-id>`: the routine for one alert;
+    `respond contain|preserve|scope|reset|verify ...` are its steps."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+respond_app = typer.Typer(cls=_AlertOrCommand, no_args_is_help=True,
+                          help="The 10-minute response routine for one alert: contain, preserve, scope, reset.")
+app.add_typer(respond_app, name="respond")
+ByOpt = Annotated[str, typer.Option("--by", envvar="USER", help="Who acts (recorded with every action).")]
+ExecuteOpt = Annotated[bool, typer.Option("--execute", help="Act. Without it: a dry run that changes nothing.")]
+BeforeOpt = Annotated[str | None, typer.Option("--before", help="Window start before the alert (default: "
+                                                               "response.evidence_before, 24h).")]
+AfterOpt = Annotated[str | None, typer.Option("--after", help="Window end after the alert (default: now).")]
+
+
+def _rule_guide(rule: str) -> bool:
+    """The old `respond <rule>`: the routine as text for a rule id or signal; False if no such rule."""
     from pacsguard.rules.compiler import evidence_query, rules_folder
     from pacsguard.rules.model import load_rules
 
     found = [r for r in load_rules(rules_folder()) if rule in (str(r.id), r.signal)]
     if not found:
-        raise PacsguardError(f"no rule with id or signal {rule!r}")
+        return False
     r = found[0]
     g = r.guide
     steps = [("triage", g.triage), ("1 contain", g.contain), ("2 preserve", g.preserve), ("3 scope", g.scope),
@@ -474,6 +493,123 @@ def respond(rule: Annotated[str, typer.Argument(help="Rule id or signal (e.g. 4a
     text = "\n".join([f"{r.name} (signal {r.signal}, {r.severity})", f"evidence: {evidence_query(r)}", ""]
                      + [f"{k:<11} {v}" for k, v in steps])
     emit({"ok": True, "rule": str(r.id), "signal": r.signal, **g.model_dump(), "evidence": evidence_query(r)}, text)
+    return True
+
+
+@respond_app.command("show")
+@handle_errors
+def respond_show(alert_id: Annotated[str, typer.Argument(help="Alert id (either engine), or a rule id/signal "
+                                                              "for the rule's guide.")]) -> None:
+    """The routine for one alert: each step, its command, whether it is done, and the whole response history."""
+    from pacsguard.services.alerts import PACK_ID_PREFIX
+    from pacsguard.services.response.routine import walk, walk_text
+
+    if not alert_id.startswith(PACK_ID_PREFIX) and _rule_guide(alert_id):
+        return
+    cluster, settings = connect()
+    data = walk(cluster, settings, alert_id)
+    emit({"ok": True, **data}, walk_text(data))
+
+
+def _step(alert_id: str, step: Any, by: str, execute: bool) -> None:
+    from pacsguard.services.response.act import run_step
+
+    def say(line: str) -> None:  # each action as it happens, so a later failure leaves the earlier ones shown
+        if not opts().json:
+            typer.echo(line)
+
+    cluster, settings = connect()
+    report = run_step(cluster, settings, alert_id, step, by, execute, progress=say)
+    lines = [] if report.records else [f"no connector action for this alert ({step})"]
+    if report.records and report.nothing_to_change:
+        lines.append("nothing to change: every action was already done")
+    lines += [f"by hand: {item}" for item in report.by_hand]
+    if not execute and any(r.result == "planned" for r in report.records):
+        lines.append("dry run: nothing was changed; run again with --execute to act")
+    emit({"ok": True, **report.as_dict()}, "\n".join(lines))
+
+
+@respond_app.command("contain")
+@handle_errors
+def respond_contain(alert_id: Annotated[str, typer.Argument(help="Alert id.")], execute: ExecuteOpt = False,
+                    by: ByOpt = "analyst") -> None:
+    """Contain: disable the account and end its sessions (Keycloak), ask webhooks (e.g. expire share links)."""
+    _step(alert_id, "contain", by, execute)
+
+
+@respond_app.command("reset")
+@handle_errors
+def respond_reset(alert_id: Annotated[str, typer.Argument(help="Alert id.")], execute: ExecuteOpt = False,
+                  by: ByOpt = "analyst") -> None:
+    """Reset: what to rotate for this rule, with the connector actions that do it (password update, role removal)."""
+    _step(alert_id, "reset", by, execute)
+
+
+@respond_app.command("preserve")
+@handle_errors
+def respond_preserve(alert_id: Annotated[str, typer.Argument(help="Alert id.")],
+                     out: Annotated[Path | None, typer.Option("--out", help="Bundle path (default: "
+                                                                            "./evidence-<alert>-<time>.zip).")] = None,
+                     before: BeforeOpt = None, after: AfterOpt = None, by: ByOpt = "analyst") -> None:
+    """Preserve: an evidence bundle (zip): the alert, the rule, the entity's events, a SHA-256 manifest."""
+    from pacsguard.services.response.preserve import preserve
+
+    cluster, settings = connect()
+    bundle, rec = preserve(cluster, settings, alert_id, by, out, before, after)
+    emit({"ok": True, "path": str(bundle.path), "sha256": bundle.sha256, "manifest_sha256": bundle.whole_sha256,
+          "events": bundle.events, "action": rec.as_dict()},
+         f"{bundle.path}: {bundle.events} event(s); sha256 {bundle.sha256} (also in {bundle.path.name}.sha256)\n"
+         f"check it with: pacsguard respond verify {bundle.path}")
+
+
+@respond_app.command("scope")
+@handle_errors
+def respond_scope(alert_id: Annotated[str, typer.Argument(help="Alert id.")], before: BeforeOpt = None,
+                  after: AfterOpt = None, by: ByOpt = "analyst") -> None:
+    """Scope: what the entity touched in the window: studies, patients, destinations, recipients, IPs."""
+    from pacsguard.services.response.scope import scope, scope_text
+
+    cluster, settings = connect()
+    report = scope(cluster, settings, alert_id, before, after, by=by)
+    emit({"ok": True, **report}, scope_text(report))
+
+
+@respond_app.command("verify")
+@handle_errors
+def respond_verify(bundle: Annotated[Path, typer.Argument(help="Evidence bundle (zip).")],
+                   sha256: Annotated[str | None, typer.Option("--sha256", help="The zip's expected SHA-256 "
+                                                                               "(default: <bundle>.sha256 if present).")] = None) -> None:
+    """Recompute every hash of an evidence bundle; non-zero exit naming the file that changed."""
+    from pacsguard.response.evidence import verify_bundle
+
+    result = verify_bundle(bundle, sha256)
+    emit({"ok": True, "path": str(result.path), "alert_id": result.alert_id, "events": result.events,
+          "sha256": result.zip_sha256, "manifest_sha256": result.whole_sha256, "checked": result.checked,
+          "zip_hash_checked": result.sidecar_checked},
+         f"{bundle}: OK: {len(result.checked)} files, {result.events} event(s), alert {result.alert_id}"
+         + ("" if result.sidecar_checked else " (no .sha256 beside it: the zip file hash was not checked)"))
+
+
+@app.command()
+@handle_errors
+def checklist(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Markdown for an audit file.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the answer to this file too.")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 4 when an item is FAIL.")] = False,
+) -> None:
+    """The eight baseline-audit questions, each PASS / FAIL / UNKNOWN from data, with its evidence."""
+    from pacsguard.services.checklist import as_markdown, as_text
+    from pacsguard.services.checklist import checklist as answer
+
+    cluster, settings = connect()
+    answers = answer(cluster, settings)
+    data = {"ok": True, "items": [a.as_dict() for a in answers]}
+    text = as_markdown(answers, settings) if markdown else as_text(answers)
+    if out is not None:
+        out.write_text(json.dumps(data, indent=2) + "\n" if opts().json else text + ("" if markdown else "\n"))
+    emit(data, text)
+    if strict and any(a.status == "FAIL" for a in answers):
+        raise typer.Exit(EXIT_UNHEALTHY)
 
 
 # -------------------------------------------------------------- collector
@@ -878,7 +1014,12 @@ def alerts_show(alert_id: Annotated[str, typer.Argument(help="Alert id.")]) -> N
                      f"after {item['attempts']} attempt(s), {item.get('status')}")
     for h in d.get("history", []):
         lines.append(f"{h['at']}  {h['state']:<13} {h['by']}  {h.get('note', '')}")
-    emit({"ok": True, "alert": view.as_dict()}, "\n".join(lines))
+    from pacsguard.services.response.routine import actions_not_in_history
+
+    extra = actions_not_in_history(cluster, settings, view.id, d.get("history", []))
+    for rec in extra:  # response actions (pacsguard respond) the alert document itself does not hold
+        lines.append(f"{rec.at}  {view.state:<13} {rec.by}  {rec.line()}")
+    emit({"ok": True, "alert": view.as_dict(), "actions": [r.as_dict() for r in extra]}, "\n".join(lines))
 
 
 @alerts_app.command("ack")

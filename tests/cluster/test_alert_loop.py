@@ -242,3 +242,40 @@ def test_ack_stops_reminders(pack_settings: Settings, receivers: tuple[Receiver,
     assert ann["state"] == ACKNOWLEDGED
     assert [h["by"] for h in ann["history"]] == ["pacsguard", "analyst-1"]
     uninstall(cluster, settings, purge=True)
+
+
+def test_an_acknowledgement_survives_the_engine_updating_the_alert(
+        pack_settings: Settings, receivers: tuple[Receiver, Mailbox, int], tmp_path: Path) -> None:
+    """ack and watch write the same document; neither overwrites the other (optimistic concurrency)."""
+    hook, box, smtp_port = receivers
+    settings = loop_settings(pack_settings, hook, smtp_port)
+    cluster = Cluster.connect(settings.cluster)
+    install(cluster, settings, allow_missing_plugins=True)
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    events = [{"timestamp": (now - dt.timedelta(seconds=10 * i)).isoformat(), "app": "loop-test",
+               "action": "user-login", "outcome": "failure", "user": "cid", "source_ip": "10.1.2.4",
+               "id": f"cid-{i}"} for i in range(9)]
+    collect(settings, events, tmp_path)
+    watcher = Watcher(cluster, settings, run_jobs=False)
+    watcher.tick(now)
+    alert_id = next(a.id for a in list_alerts(cluster, settings) if a.signal == "1a")
+    store = watcher.store
+    calls = 0
+
+    def engine_writes(src: dict[str, Any]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the analyst acknowledges between the engine's read and its write
+            acknowledge(cluster, settings, alert_id, by="analyst-2", note="on it")
+        src["count"] = 99.0
+
+    store.update(alert_id, engine_writes)
+    # the engine's first write was refused (the document changed since it read it) and redone
+    assert calls == 2
+    after = store.get(alert_id).source
+    assert after["state"] == ACKNOWLEDGED and after["count"] == 99.0
+    assert [h["by"] for h in after["history"]] == ["pacsguard", "analyst-2"]
+    watcher.tick(now + dt.timedelta(seconds=5))
+    watcher.close()
+    assert store.get(alert_id).source["state"] == ACKNOWLEDGED
+    uninstall(cluster, settings, purge=True)

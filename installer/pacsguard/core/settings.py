@@ -60,6 +60,7 @@ class Indices(Frozen):
     state: str
     alerts: str
     directory: str
+    actions: str = "{prefix}-actions-{namespace}"
 
 
 class Pseudonymization(Frozen):
@@ -324,8 +325,51 @@ class KeycloakConnectorSettings(Frozen):
                              "or connectors.keycloak.client_secret_file")
 
 
+class WebhookConnectorSettings(Frozen):
+    """A response action for a system without an API we know: a signed webhook asking for it."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
+    channel: str
+    step: Literal["contain", "reset"] = "contain"
+    signals: list[str] = []
+    action: str = Field(min_length=3)
+
+
 class Connectors(Frozen):
     keycloak: KeycloakConnectorSettings = KeycloakConnectorSettings()
+    webhooks: list[WebhookConnectorSettings] = []
+
+
+class ResponseSettings(Frozen):
+    """The response routine: the evidence window and what reset may remove."""
+
+    evidence_before: str = "24h"
+    evidence_after: str | None = None
+    removable_roles: list[str] = ["admin", "realm-admin", "pacs-admin"]
+
+    @field_validator("evidence_before", "evidence_after")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            duration_seconds(value)
+        return value
+
+
+class ChecklistSettings(Frozen):
+    """What the posture checklist counts as a FAIL."""
+
+    window: str = "30d"
+    shared_account_names: list[str] = []
+    max_countries_per_hour: int = Field(default=1, ge=1)
+    max_devices_per_hour: int = Field(default=3, ge=1)
+    max_admin_share: float = Field(default=0.2, ge=0, le=1)
+    ack_within: str = "15m"
+
+    @field_validator("window", "ack_within")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        duration_seconds(value)
+        return value
 
 
 class Settings(Frozen):
@@ -341,6 +385,8 @@ class Settings(Frozen):
     detection: DetectionSettings
     engine: EngineSettings = EngineSettings()
     routing: Routing
+    response: ResponseSettings = ResponseSettings()
+    checklist: ChecklistSettings = ChecklistSettings()
 
     @model_validator(mode="after")
     def _routes_name_channels(self) -> Settings:
@@ -349,6 +395,11 @@ class Settings(Frozen):
             unknown = set(route.channels or []) - names
             if unknown:
                 raise ValueError(f"routing.routes.{i}.channels names unknown channels: {', '.join(sorted(unknown))}")
+        webhooks = {c.name for c in self.notifications.channels if c.type == "webhook"}
+        for i, hook in enumerate(self.connectors.webhooks):
+            if hook.channel not in webhooks:
+                raise ValueError(f"connectors.webhooks.{i}.channel: {hook.channel!r} is not a webhook channel of "
+                                 f"notifications.channels (have: {', '.join(sorted(webhooks)) or 'none'})")
         return self
 
     @property

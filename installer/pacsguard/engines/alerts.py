@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pacsguard.core.connection import Cluster
+from pacsguard.core.connection import ApiError, Cluster
 from pacsguard.core.errors import PacsguardError
 
 ACTIVE, ACKNOWLEDGED, COMPLETED, ERROR = "ACTIVE", "ACKNOWLEDGED", "COMPLETED", "ERROR"
@@ -83,9 +84,6 @@ class AlertStore:
         self.cluster.request("PUT", f"/{self.index}/_create/{new_id}", body=doc)
         return Alert(new_id, doc)
 
-    def save(self, alert: Alert) -> None:
-        self.cluster.request("PUT", f"/{self.index}/_doc/{alert.id}", body=alert.source)
-
     def refresh(self) -> None:
         """Make the writes so far visible to searches (one call per rule run, not per alert:
         each `refresh=wait_for` would wait up to a refresh interval)."""
@@ -105,14 +103,58 @@ class AlertStore:
             filters.append({"term": {"rule.signal": signal}})
         return self._hits({"bool": {"filter": filters}}, size=size)
 
+    def update(self, alert_id_: str, mutate: Callable[[dict[str, Any]], bool | None], refresh: str = "false",
+               attempts: int = 8) -> Alert:
+        """Read the alert, let mutate change its source, write it back only if nobody wrote in
+        between (optimistic concurrency); on a conflict read again and redo. `watch`, `alerts ack`
+        and `respond` all change alerts this way, so none overwrites another's change (an
+        acknowledgement saved while the engine updates the count stays acknowledged).
+        mutate returns False when there is nothing to write."""
+        for attempt in range(attempts):
+            alert = self.get(alert_id_)
+            if mutate(alert.source) is False:
+                return alert
+            try:
+                self.cluster.request("PUT", f"/{self.index}/_doc/{alert.id}", body=alert.source, params={
+                    "refresh": refresh, "if_seq_no": alert.seq_no, "if_primary_term": alert.primary_term})
+                return alert
+            except ApiError as exc:
+                if exc.status != 409 or attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def append_history(self, alert_id_: str, entry: dict[str, Any], attempts: int = 8) -> Alert:
+        """Add one entry (e.g. a response action) to the history, keeping the state."""
+        def add(src: dict[str, Any]) -> None:
+            src.setdefault("history", []).append({"state": src.get("state"), **entry})
+        return self.update(alert_id_, add, refresh="wait_for", attempts=attempts)
+
     def transition(self, alert_id_: str, state: str, by: str, note: str = "",
                    now: dt.datetime | None = None) -> Alert:
         """A person's ack or close; appended to the history. Closing a closed alert changes nothing."""
-        alert = self.get(alert_id_)
-        if alert.state == COMPLETED:
-            raise PacsguardError(f"alert {alert_id_} is already COMPLETED (at {alert.source.get('end_time')})")
-        if alert.state == state:
-            return alert
+        at = now_iso(now)
+
+        def change(src: dict[str, Any]) -> bool:
+            if src.get("state") == COMPLETED:
+                raise PacsguardError(f"alert {alert_id_} is already COMPLETED (at {src.get('end_time')})")
+            if src.get("state") == state:
+                return False
+            src["state"] = state
+            src.setdefault("history", []).append({"at": at, "state": state, "by": by, "note": note})
+            if state == ACKNOWLEDGED:
+                src["acknowledged_time"] = at
+                # stored as a number so dashboards can average it (Alerts: time to acknowledge)
+                opened = src.get("start_time")
+                if opened:
+                    src["acknowledge_seconds"] = round(
+                        (dt.datetime.fromisoformat(at) - dt.datetime.fromisoformat(str(opened).replace("Z", "+00:00")))
+                        .total_seconds(), 3)
+            if state == COMPLETED:
+                src["end_time"] = at
+            return True
+
+        alert = self.update(alert_id_, change, refresh="true")
+        return alert
         at = now_iso(now)
         alert.source["state"] = state
         alert.source.setdefault("history", []).append({"at": at, "state": state, "by": by, "note": note})

@@ -24,7 +24,7 @@ from pacsguard.packobjects import PackObject, Stamp, strip_text_stamp
 from pacsguard.savedobjects import owned
 from pacsguard.savedobjects.render import render_objects, to_ndjson
 from pacsguard.savedobjects.spec import load_content
-from pacsguard.services.install import Change, ObjectStatus, Plan
+from pacsguard.services.install import Change, ObjectStatus, Plan, compare
 
 
 def desired_objects(settings: Settings) -> list[PackObject]:
@@ -37,17 +37,8 @@ def make_plan(dashboards: Dashboards, settings: Settings, objects: list[PackObje
     plan = Plan()
     for obj in objects:
         live = owned.get(dashboards, obj.kind, obj.id)
-        if live is None:
-            plan.changes.append(Change("create", obj.kind, obj.id, "not in Dashboards", obj))
-            continue
-        stamp = owned.stamp_of(live)
-        if stamp is None or stamp.owner != settings.owner:
-            why = "exists without pacsguard stamp" if stamp is None else f"stamped by another installation ({stamp.owner})"
-            plan.changes.append(Change("update", obj.kind, obj.id, why, obj))
-        elif stamp.hash != obj.hash:
-            plan.changes.append(Change("update", obj.kind, obj.id, f"content {stamp.hash} -> {obj.hash}", obj))
-        else:
-            plan.changes.append(Change("unchanged", obj.kind, obj.id, "", obj))
+        plan.changes.append(compare(obj, live is not None, owned.stamp_of(live) if live else None, settings.owner,
+                                    "not in Dashboards"))
     wanted = {(o.kind, o.id) for o in objects}
     for obj_type, obj_id in reversed(owned.owned(dashboards, settings.owner)):
         if (obj_type, obj_id) not in wanted:

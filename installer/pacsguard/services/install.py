@@ -145,6 +145,18 @@ def orphans(cluster: Cluster, settings: Settings, wanted: set[str]) -> list[tupl
             if f"{kind.name}:{obj_id}" not in wanted and not _is_data(settings, kind.name, obj_id)]
 
 
+def compare(obj: PackObject, exists: bool, stamp: Stamp | None, owner: str, missing: str) -> Change:
+    """What install does with one object, from what is live: create, update or leave it."""
+    if not exists:
+        return Change("create", obj.kind, obj.id, missing, obj)
+    if stamp is None or stamp.owner != owner:
+        why = "exists without pacsguard stamp" if stamp is None else f"stamped by another installation ({stamp.owner})"
+        return Change("update", obj.kind, obj.id, why, obj)
+    if stamp.hash != obj.hash:
+        return Change("update", obj.kind, obj.id, f"content {stamp.hash} -> {obj.hash}", obj)
+    return Change("unchanged", obj.kind, obj.id, "", obj)
+
+
 def make_plan(cluster: Cluster, settings: Settings, objects: list[PackObject]) -> Plan:
     plan = Plan()
     for obj in objects:
@@ -154,17 +166,8 @@ def make_plan(cluster: Cluster, settings: Settings, objects: list[PackObject]) -
             plan.changes.append(Change(unavailable[0], obj.kind, obj.id, unavailable[1], obj))
             continue
         live = kind.get(cluster, obj.id)
-        if live is None:
-            plan.changes.append(Change("create", obj.kind, obj.id, "not in cluster", obj))
-            continue
-        stamp = kind.stamp_of(live)
-        if stamp is None or stamp.owner != settings.owner:
-            why = "exists without pacsguard stamp" if stamp is None else f"stamped by another installation ({stamp.owner})"
-            plan.changes.append(Change("update", obj.kind, obj.id, why, obj))
-        elif stamp.hash != obj.hash:
-            plan.changes.append(Change("update", obj.kind, obj.id, f"content {stamp.hash} -> {obj.hash}", obj))
-        else:
-            plan.changes.append(Change("unchanged", obj.kind, obj.id, "", obj))
+        plan.changes.append(compare(obj, live is not None, kind.stamp_of(live) if live else None, settings.owner,
+                                    "not in cluster"))
     wanted = {o.key for o in objects}
     for kind_name, obj_id in orphans(cluster, settings, wanted):
         plan.changes.append(Change("delete", kind_name, obj_id, "no longer in the pack"))
@@ -173,7 +176,7 @@ def make_plan(cluster: Cluster, settings: Settings, objects: list[PackObject]) -
 
 def _is_data(settings: Settings, kind: str, obj_id: str) -> bool:
     """Indices that hold events are data: only --purge removes them."""
-    return kind == "index" and obj_id in (settings.index("failures"), settings.index("alerts"))
+    return kind == "index" and obj_id in (settings.index("failures"), settings.index("alerts"), settings.index("actions"))
 
 
 def _relative(path: Path) -> str:
@@ -421,7 +424,7 @@ def uninstall(cluster: Cluster, settings: Settings, purge: bool = False,
                 progress(f"purge data stream {name}")
                 cluster.request("DELETE", f"/_data_stream/{name}", ok_missing=True)
                 purged.append(name)
-        for index in (failures, settings.index("alerts")):
+        for index in (failures, settings.index("alerts"), settings.index("actions")):
             if cluster.exists(f"/{index}"):
                 progress(f"purge index {index}")
                 cluster.request("DELETE", f"/{index}", ok_missing=True)
@@ -431,7 +434,8 @@ def uninstall(cluster: Cluster, settings: Settings, purge: bool = False,
         if has_stream:
             _retain_event_data(cluster, settings, stream)
             kept.append(stream)
-        for index, what in ((failures, "failed events"), (settings.index("alerts"), "alerts")):
+        for index, what in ((failures, "failed events"), (settings.index("alerts"), "alerts"),
+                            (settings.index("actions"), "response actions")):
             if cluster.exists(f"/{index}"):
                 # Kept as data, no longer a pack object: its stamp goes (_meta is replaced whole).
                 cluster.request("PUT", f"/{index}/_mapping", body={

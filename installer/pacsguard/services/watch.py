@@ -201,11 +201,15 @@ class Watcher:
                 self._still_firing(compiled, alert, severity, bucket, trigger, at)
         for entity, alert in open_alerts.items():
             if entity not in firing and alert.state != ERROR:
-                alert.source["state"] = COMPLETED
-                alert.source["end_time"] = now_iso(at)
-                alert.source.setdefault("history", []).append(
-                    {"at": now_iso(at), "state": COMPLETED, "by": ENGINE, "note": "condition cleared"})
-                self.store.save(alert)
+                def complete(src: dict[str, Any]) -> bool:
+                    if src.get("state") in (COMPLETED, ERROR):
+                        return False  # closed by a person in the meantime
+                    src["state"] = COMPLETED
+                    src["end_time"] = now_iso(at)
+                    src.setdefault("history", []).append(
+                        {"at": now_iso(at), "state": COMPLETED, "by": ENGINE, "note": "condition cleared"})
+                    return True
+                self.store.update(alert.id, complete)
                 self.report.completed += 1
         self.store.refresh()
         self._record_status(state, at)
@@ -245,43 +249,50 @@ class Watcher:
 
     def _still_firing(self, compiled: CompiledRule, alert: Alert, severity: str, bucket: Bucket, trigger: str,
                       at: dt.datetime) -> None:
-        src = alert.source
-        src["last_seen_time"] = now_iso(at)
-        src["count"] = _number(bucket.count)
-        if alert.state == ERROR:
-            src["state"] = ACTIVE
-        if SEVERITY_RANK[severity] < SEVERITY_RANK.get(src.get("severity", "info"), 5):
-            fresh = self._doc(compiled, alert.entity, severity, bucket, trigger, at)
-            src.update(severity=severity, escalated=fresh["escalated"], owner=fresh["owner"],
-                       trigger=fresh["trigger"], message=fresh["message"], channels=fresh["channels"])
-            src.setdefault("history", []).append({"at": now_iso(at), "state": src["state"], "by": ENGINE,
-                                                  "note": f"severity raised to {severity}: {trigger}"})
+        fresh = self._doc(compiled, alert.entity, severity, bucket, trigger, at)
+        raised = False
+
+        def refresh_alert(src: dict[str, Any]) -> None:
+            nonlocal raised
+            src["last_seen_time"] = now_iso(at)
+            src["count"] = _number(bucket.count)
+            if src.get("state") == ERROR:
+                src["state"] = ACTIVE
+            raised = SEVERITY_RANK[severity] < SEVERITY_RANK.get(src.get("severity", "info"), 5)
+            if raised:
+                src.update(severity=severity, escalated=fresh["escalated"], owner=fresh["owner"],
+                           trigger=fresh["trigger"], message=fresh["message"], channels=fresh["channels"])
+                src.setdefault("history", []).append({"at": now_iso(at), "state": src["state"], "by": ENGINE,
+                                                      "note": f"severity raised to {severity}: {trigger}"})
+
+        updated = self.store.update(alert.id, refresh_alert)
+        if raised:
             self.report.escalated += 1
-            self.store.save(alert)
-            self._notify(alert, "escalated", at)
-            return
-        self.store.save(alert)
+            self._notify(updated, "escalated", at)
 
     # ------------------------------------------------------------ delivery
 
     def _notify(self, alert: Alert, kind: str, at: dt.datetime) -> None:
         """Record a pending delivery per channel on the alert, then send in a worker thread."""
-        src = alert.source
-        n = sum(1 for d in src.get("deliveries", []) if d.get("kind") == kind)
-        sends = []
-        for name in src.get("channels", []):
-            channel = self.channels.get(name)
-            if channel is None:
-                continue
-            delivery_id = f"{alert.id}.{kind}{n}.{name}"
-            src.setdefault("deliveries", []).append({"delivery_id": delivery_id, "channel": name, "kind": kind,
-                                                     "ok": False, "attempts": 0, "status": "pending",
-                                                     "at": now_iso(at)})
-            sends.append((channel, delivery_id))
-        src["last_notification_time"] = now_iso(at)
-        self.store.save(alert)
+        sends: list[tuple[Channel, str]] = []
+
+        def add_pending(src: dict[str, Any]) -> None:
+            sends.clear()
+            n = sum(1 for d in src.get("deliveries", []) if d.get("kind") == kind)
+            for name in src.get("channels", []):
+                channel = self.channels.get(name)
+                if channel is None:
+                    continue
+                delivery_id = f"{alert.id}.{kind}{n}.{name}"
+                src.setdefault("deliveries", []).append({"delivery_id": delivery_id, "channel": name, "kind": kind,
+                                                         "ok": False, "attempts": 0, "status": "pending",
+                                                         "at": now_iso(at)})
+                sends.append((channel, delivery_id))
+            src["last_notification_time"] = now_iso(at)
+
+        updated = self.store.update(alert.id, add_pending)
         for channel, delivery_id in sends:
-            self._send(alert, channel, delivery_id, kind)
+            self._send(updated, channel, delivery_id, kind)
 
     def _send(self, alert: Alert, channel: Channel, delivery_id: str, kind: str) -> None:
         src = alert.source
@@ -298,13 +309,15 @@ class Watcher:
                 still.append(p)
                 continue
             result = p.future.result()
-            alert = self.store.get(p.alert_id)
-            for d in alert.source.get("deliveries", []):
-                if d.get("delivery_id") == p.delivery_id:
-                    d.update(ok=result.ok, attempts=int(d.get("attempts", 0)) + result.attempts,
-                             status=result.status or result.reason, error=result.error,
-                             at=now_iso(result.finished_at))
-            self.store.save(alert)
+
+            def record(src: dict[str, Any], p: Pending = p, result: DeliveryResult = result) -> None:
+                for d in src.get("deliveries", []):
+                    if d.get("delivery_id") == p.delivery_id:
+                        d.update(ok=result.ok, attempts=int(d.get("attempts", 0)) + result.attempts,
+                                 status=result.status or result.reason, error=result.error,
+                                 at=now_iso(result.finished_at))
+
+            self.store.update(p.alert_id, record)
             if result.ok:
                 self.report.delivered += 1
             else:

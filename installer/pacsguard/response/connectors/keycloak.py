@@ -156,6 +156,14 @@ class KeycloakConnector:
                             enabled=bool(user.get("enabled", False)), email=user.get("email"),
                             required_actions=tuple(user.get("requiredActions") or ()))
 
+    def credential_types(self, username: str) -> list[str]:
+        """The user's credential types (password, otp, webauthn...): whether a second factor is set up.
+        Reads only (view-users); for the posture checklist's MFA question."""
+        with self._failing("lookup-user", username):
+            user = self._find("lookup-user", username)
+            creds = self._admin("GET", f"/users/{user['id']}/credentials") or []
+        return sorted({str(c.get("type")) for c in creds})
+
     def disable_user(self, username: str) -> ActionResult:
         action: KeycloakAction = "disable-user"
         with self._failing(action, username):
