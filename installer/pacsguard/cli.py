@@ -1256,6 +1256,82 @@ GLOBAL_FLAGS = {"--json", "--verbose", "-v", "--insecure"}
 GLOBAL_VALUED = {"--url", "--username", "--password-file", "--ca-bundle", "--namespace", "--settings"}
 
 
+# -------------------------------------------------------------- simulate, backtest
+
+
+@app.command()
+@handle_errors
+def simulate(
+    days: Annotated[int, typer.Option("--days", min=2, max=60, help="Labelled days, ending now.")] = 14,
+    users: Annotated[int, typer.Option("--users", min=8, max=5000, help="Accounts of the hospital.")] = 50,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same activity.")] = 1,
+    out: Annotated[Path, typer.Option("--out", help="Where the files, labels.jsonl and meta.json go.")] = Path(
+        "pacsguard-simulation"),
+    warmup_days: Annotated[int, typer.Option("--warmup-days", min=1, max=30,
+                                             help="Normal activity before the labelled days (history).")] = 7,
+    no_ship: Annotated[bool, typer.Option("--no-ship", help="Only write the files.")] = False,
+) -> None:
+    """A labelled hospital: users, shifts, travel, heavy exporters, attacks of every signal and near-misses,
+    written as viewer JSON and Keycloak log lines and shipped through the collector's file inputs."""
+    import datetime as dt
+
+    from pacsguard.collector.failures import resolve_failures_key
+    from pacsguard.services.simulate import ship, write
+    from pacsguard.services.simulate import simulate as generate
+
+    sim = generate(days, users, seed, dt.datetime.now(dt.timezone.utc), warmup_days)
+    meta = write(sim, out, seed)
+    progress(f"wrote {meta['events']['generic']} viewer events, {meta['events']['keycloak']} Keycloak lines and "
+             f"{len(sim.labels)} labels to {out}")
+    shipped = None
+    if not no_ship:
+        cluster, settings = connect()
+        progress(f"shipping through the collector into {settings.index('events_data_stream')}")
+        shipped = ship(cluster, settings, out, meta, resolve_failures_key(create=True))
+    emit({"ok": True, "meta": meta, "shipped": shipped},
+         f"{meta['users']} users, {meta['days']} labelled days from {meta['from']} (warm-up from "
+         f"{meta['warmup_from']}): labels {meta['labels']}\n"
+         + (f"shipped: received {shipped['received']}, indexed {shipped['indexed']}, failed {shipped['failed']}\n"
+            if shipped else "")
+         + f"next: pacsguard backtest --labels {out / 'labels.jsonl'}")
+
+
+@app.command()
+@handle_errors
+def backtest(
+    time_from: Annotated[str | None, typer.Option("--from", help="ISO 8601 start (default: the simulation's).")] = None,
+    time_to: Annotated[str | None, typer.Option("--to", help="ISO 8601 end (default: the simulation's).")] = None,
+    step: Annotated[str, typer.Option("--step", help="Rules run as of every step.")] = "5m",
+    jobs_every: Annotated[str | None, typer.Option("--jobs-every", help="Jobs replayed as of every ... "
+                                                   "(a multiple of --step; default: the step).")] = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="labels.jsonl of `pacsguard simulate` "
+                                                "(default: pacsguard-simulation/labels.jsonl if present).")] = None,
+    users: Annotated[int | None, typer.Option("--users", help="Accounts, for false alerts per 1,000 user-days "
+                                              "(default: the simulation's, else those who signed in).")] = None,
+) -> None:
+    """What the rules would have raised over a period: jobs replayed as of each step, every rule run as of it;
+    alerts per rule per day, each alert's entity and first time, and recall/precision against labels."""
+    from pacsguard.services.backtest import as_text, load_labels, parse_time
+    from pacsguard.services.backtest import backtest as run_backtest
+
+    if labels is None and Path("pacsguard-simulation/labels.jsonl").is_file():
+        labels = Path("pacsguard-simulation/labels.jsonl")
+    meta: dict[str, Any] = {}
+    if labels is not None:
+        if not labels.is_file():
+            raise PacsguardError(f"--labels {labels}: no such file")
+        meta_file = labels.parent / "meta.json"
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    if not (time_from or meta.get("from")) or not (time_to or meta.get("to")):
+        raise PacsguardError("give --from and --to (or --labels of a simulation, whose meta.json has them)")
+    start = parse_time(time_from or meta["from"], "--from")
+    end = parse_time(time_to or meta["to"], "--to")
+    cluster, settings = connect()
+    report = run_backtest(cluster, settings, start, end, step, jobs_every,
+                          load_labels(labels) if labels else None, users or meta.get("users"), progress)
+    emit({"ok": True, **report.as_dict()}, as_text(report))
+
+
 def hoist_global_options(argv: list[str]) -> list[str]:
     """Let global options stand anywhere (`pacsguard status --json` as well as
     `pacsguard --json status`): they are moved in front of the command."""
