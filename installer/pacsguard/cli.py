@@ -1332,6 +1332,30 @@ def backtest(
     emit({"ok": True, **report.as_dict()}, as_text(report))
 
 
+@app.command()
+@handle_errors
+def demo(
+    port: PortOpt = 9200,
+    users: Annotated[int, typer.Option("--users", min=8, max=500, help="Accounts of the simulated hospital.")] = 20,
+    seed: Annotated[int, typer.Option("--seed")] = 1,
+    out: Annotated[Path, typer.Option("--out", help="Where the shipped files go.")] = Path("pacsguard-demo"),
+    wait: Annotated[int, typer.Option("--wait", min=10, help="Seconds to wait for alerts after the morning.")] = 420,
+) -> None:
+    """`up`, then a simulated morning shipped live through the collector, and the alerts as `watch` raises them."""
+    from pacsguard.services.demo import failures_key_for_demo, run_demo
+
+    up(port=port, no_watch=False, no_console=True, console_port=8765)
+    cluster, settings = connect(f"http://127.0.0.1:{port}")
+
+    def show(alert: Any) -> None:
+        typer.echo(f"ALERT {alert.start_time}  {alert.severity:<8} {alert.signal:>3}  {alert.entity}  "
+                   f"({alert.rule}; owner {alert.owner}; pacsguard alerts show {alert.id})")
+
+    count = run_demo(cluster, settings, out, failures_key_for_demo(), progress, show, users, seed, wait)
+    typer.echo(f"{count} alert(s) arrived. All of them: pacsguard --url http://127.0.0.1:{port} alerts list; "
+               f"stop everything: pacsguard down --port {port}")
+
+
 def hoist_global_options(argv: list[str]) -> list[str]:
     """Let global options stand anywhere (`pacsguard status --json` as well as
     `pacsguard --json status`): they are moved in front of the command."""
