@@ -398,8 +398,8 @@ def simulate(days: int, users: int, seed: int, end: dt.datetime, warmup_days: in
     by_role: dict[str, list[User]] = {}
     for user in sim.users:
         by_role.setdefault(user.role, []).append(user)
-    for role in by_role.values():
-        rng.shuffle(role)
+    for members in by_role.values():
+        rng.shuffle(members)
     # Slots: every 90 minutes from 07:00 on the labelled days (not today's future), one scenario each.
     slots = [start + dt.timedelta(days=d, hours=FIRST_SLOT_HOUR, minutes=SLOT_MINUTES * k)
              for k in range(9) for d in range(days)]
