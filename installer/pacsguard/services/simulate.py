@@ -407,6 +407,10 @@ def simulate(days: int, users: int, seed: int, end: dt.datetime, warmup_days: in
     if len(slots) < len(SCENARIOS):
         raise PacsguardError(f"{days} day(s) ending at {_iso(end)} leave {len(slots)} time slots for "
                              f"{len(SCENARIOS)} scenarios: simulate more days")
+    # on the first warm-up day everyone shares once with each usual recipient: they are known, not new, later
+    for user in sim.users:
+        for i, recipient in enumerate(user.referrers):
+            w.share(sim.warmup_start + dt.timedelta(hours=12, minutes=10 * i), user, recipient)
     turn: dict[str, int] = {}
     busy: set[tuple[str, dt.date]] = set()
     for (scenario, needs), slot in zip(SCENARIOS, slots, strict=False):
