@@ -391,8 +391,9 @@ def simulate(days: int, users: int, seed: int, end: dt.datetime, warmup_days: in
         raise PacsguardError(f"--days {days}: at least 2 days are needed")
     rng = random.Random(seed)
     end = end.astimezone(dt.timezone.utc).replace(second=0, microsecond=0)
-    today = end.replace(hour=0, minute=0)
-    start = today - dt.timedelta(days=days - 1)
+    # the labelled period is exactly `days` x 24 h back from the end; normal work runs on calendar days
+    start = end - dt.timedelta(days=days)
+    midnight = start.replace(hour=0, minute=0)
     sim = Simulation(start, end, start - dt.timedelta(days=warmup_days), make_users(users, rng))
     w = Writer(sim, rng)
     by_role: dict[str, list[User]] = {}
@@ -401,9 +402,9 @@ def simulate(days: int, users: int, seed: int, end: dt.datetime, warmup_days: in
     for members in by_role.values():
         rng.shuffle(members)
     # Slots: every 90 minutes from 07:00 on the labelled days (not today's future), one scenario each.
-    slots = [start + dt.timedelta(days=d, hours=FIRST_SLOT_HOUR, minutes=SLOT_MINUTES * k)
-             for k in range(9) for d in range(days)]
-    slots = [s for s in slots if s + dt.timedelta(hours=4) <= end]
+    slots = [midnight + dt.timedelta(days=d, hours=FIRST_SLOT_HOUR, minutes=SLOT_MINUTES * k)
+             for k in range(9) for d in range(days + 1)]
+    slots = [s for s in slots if s >= start and s + dt.timedelta(hours=4) <= end]
     if len(slots) < len(SCENARIOS):
         raise PacsguardError(f"{days} day(s) ending at {_iso(end)} leave {len(slots)} time slots for "
                              f"{len(SCENARIOS)} scenarios: simulate more days")
@@ -427,8 +428,8 @@ def simulate(days: int, users: int, seed: int, end: dt.datetime, warmup_days: in
         scenario(w, slot, picked)
         # the scenario's users do not also export or share as usual that day: a near-miss stays near
         busy |= {(p.name, slot.date()) for p in picked.values()}
-    for day_index in range(warmup_days + days):
-        day = sim.warmup_start + dt.timedelta(days=day_index)
+    for day_index in range(warmup_days + days + 1):
+        day = midnight - dt.timedelta(days=warmup_days - day_index)
         for user in sim.users:
             normal_day(w, user, day, rng, quiet=(user.name, day.date()) in busy)
     sim.generic.sort(key=lambda e: e[0])
@@ -451,7 +452,7 @@ def write(sim: Simulation, out: Path, seed: int) -> dict[str, Any]:
         for label in sim.labels:
             fh.write(json.dumps(label.as_dict()) + "\n")
     meta = {"seed": seed, "from": _iso(sim.start), "to": _iso(sim.end), "warmup_from": _iso(sim.warmup_start),
-            "users": len(sim.users), "days": (sim.end.date() - sim.start.date()).days + 1,
+            "users": len(sim.users), "days": round((sim.end - sim.start).total_seconds() / 86400, 3),
             "roles": {r: sum(1 for u in sim.users if u.role == r) for r in ROLES},
             "events": {"generic": len(sim.generic), "keycloak": len(sim.keycloak)},
             "labels": {k: sum(1 for lb in sim.labels if lb.kind == k) for k in ("attack", "near-miss", "benign-unusual")},
