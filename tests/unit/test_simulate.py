@@ -42,3 +42,26 @@ def test_a_bad_label_line_names_the_file_and_line(tmp_path: Path) -> None:
                     ' "kind": "attack"}\n')
     with pytest.raises(PacsguardError, match=r"labels.jsonl:2: start"):
         load_labels(path)
+
+
+def test_an_alert_matches_a_label_of_its_signal_and_entity_within_the_label_and_rule_window() -> None:
+    from pacsguard.services.backtest import Alert, LabelRow, Report, _match
+
+    t0 = dt.datetime(2025, 3, 14, 7, 0, tzinfo=dt.timezone.utc)
+    minutes = dt.timedelta(minutes=1)
+    labels = [LabelRow("1a", "ann", t0, t0 + 5 * minutes, "attack"),
+              LabelRow("1a", "bob", t0, t0 + 5 * minutes, "near-miss"),
+              LabelRow("2a", "cy", t0, t0 + minutes, "benign-unusual"),
+              LabelRow("5a", "dee", t0, t0 + minutes, "attack")]
+    report = Report(t0, t0 + dt.timedelta(days=1), 300, users=10)
+    report.alerts = [Alert("1a", "1a", ("ann",), t0 + 15 * minutes, t0 + 15 * minutes),   # 5m + 10m rule window
+                     Alert("1a", "1a", ("bob",), t0 + 5 * minutes, t0 + 5 * minutes),
+                     Alert("2a", "2a", ("cy",), t0 + 5 * minutes, t0 + 5 * minutes),
+                     Alert("1a", "1a", ("eve",), t0, t0)]
+    _match(report, labels, {"1a": 600, "2a": 3600, "5a": 1800}, 300)
+    assert [a.matched for a in report.alerts] == ["attack", "near-miss", "benign-unusual", None]
+    scores = report.scores()
+    assert (scores["attacks"], scores["detected"], scores["recall"]) == (2, 1, 0.5)
+    assert scores["false_alerts"] == 2  # the near-miss and the unlabelled one; travel is explained
+    assert scores["false_per_1000_user_days"] == 200.0
+    assert scores["precision"] == 0.5
