@@ -65,3 +65,25 @@ def test_an_alert_matches_a_label_of_its_signal_and_entity_within_the_label_and_
     assert scores["false_alerts"] == 2  # the near-miss and the unlabelled one; travel is explained
     assert scores["false_per_1000_user_days"] == 200.0
     assert scores["precision"] == 0.5
+
+
+def test_backtest_without_a_period_or_labels_says_what_to_give(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pacsguard.cli import app
+    from typer.testing import CliRunner
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["backtest"])
+    assert result.exit_code != 0
+    assert "give --from and --to" in result.output
+
+
+def test_simulate_writes_files_without_shipping(tmp_path: Path) -> None:
+    from pacsguard.cli import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["simulate", "--days", "3", "--users", "12", "--no-ship", "--out",
+                                      str(tmp_path / "sim")])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "sim" / "meta.json").read_text())
+    assert meta["users"] == 12 and meta["labels"]["attack"] == 13
+    assert "pacsguard backtest --labels" in result.output
