@@ -245,8 +245,10 @@ def up(port: int, progress: Progress = _quiet, fresh: bool = False, timeout: flo
         _state_file(port).write_text(json.dumps(asdict(state), indent=2))
         _wait_http(f"{state.url}/dicom-web/studies", timeout, "nginx", error_log, nginx.pid, "nginx")
     except BaseException:
-        down(port)
-        orthanc.kill() if orthanc.poll() is None else None
+        down(port)  # by the state file, when it was written
+        if orthanc.poll() is None:
+            orthanc.kill()
+            orthanc.wait(timeout=10)
         raise
     return state
 
