@@ -207,3 +207,35 @@ def test_new_browser_then_bulk_retrieval_raise_2b_and_4a_escalated(
     bulk = list_alerts(cluster, settings, signal="4a")
     assert [a.entity for a in bulk] == [USER]
     assert bulk[0].severity == "critical", "4c: a bulk export after a new-device login is critical"
+
+
+def test_settings_choose_the_login_path_and_the_trusted_proxies(cluster_url: str, unique: str) -> None:
+    """sources.proxy: a site's own login path, and X-Forwarded-For believed only from its load balancer."""
+    from pacsguard.services.install import uninstall
+    from testnode import make_settings
+
+    settings = make_settings(cluster_url, f"pgp{unique}", f"p{unique}",
+                             sources={"proxy": {"login_paths": ["/sso/done"], "trusted_proxies": ["10.0.0.2"]}})
+    cluster = Cluster.connect(settings.cluster)
+    install(cluster, settings, allow_missing_plugins=True)
+    try:
+        def line(uri: str, addr: str, xff: str) -> dict[str, Any]:
+            return {"message": json.dumps({"msec": 1796169468.5, "remote_addr": addr, "x_forwarded_for": xff,
+                                           "method": "GET", "uri": uri, "status": 302, "bytes": 0,
+                                           "user_agent": BROWSER_A, "user": USER})}
+
+        docs = [line("/sso/done?code=secret-code", "10.0.0.2", "198.51.100.4, 10.0.0.2"),
+                line("/sso/done", "203.0.113.8", "198.51.100.4"),
+                line("/login", "10.0.0.2", "198.51.100.4")]
+        router = f"{settings.scope}-router"
+        results = cluster.request("POST", f"/_ingest/pipeline/{router}/_simulate",
+                                  body={"docs": [{"_source": d} for d in docs]})["docs"]
+        first, second = (r["doc"]["_source"] for r in results[:2])
+        assert first["event"]["action"] == "user-login" and first["source"]["ip"] == "198.51.100.4"
+        assert "secret-code" not in first["event"]["original"]  # an OAuth code is a credential
+        assert "query" not in first.get("url", {})
+        # an untrusted sender's X-Forwarded-For is its own claim: the address is the peer's
+        assert second["source"]["ip"] == "203.0.113.8"
+        assert results[2] is None or results[2].get("doc") is None, "the default /login is not this site's login path"
+    finally:
+        uninstall(cluster, settings, purge=True)
