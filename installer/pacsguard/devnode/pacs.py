@@ -202,7 +202,7 @@ def up(port: int, progress: Progress = _quiet, fresh: bool = False, timeout: flo
     missing = missing_software()
     if missing:
         raise PacsguardError(f"missing {', '.join(missing)}: `apt-get install -y {' '.join(DEBIAN_PACKAGES)}`")
-    if local.port_open(port):
+    if not local.bindable(port):
         raise PacsguardError(f"port {port} is taken by another program")
     from pacsguard.devnode.keycloak import free_port
 
