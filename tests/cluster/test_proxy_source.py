@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,6 +55,7 @@ def front() -> Iterator[pacs.PacsState]:
     yield state
     assert pacs.down(port), "the front had stopped before the end of the tests"
     assert pacs.status(port) is None
+    shutil.rmtree(state.run_dir)  # a port of its own each run: nothing to reuse
 
 
 def make_instance(n: int) -> Any:
