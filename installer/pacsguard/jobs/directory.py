@@ -225,10 +225,12 @@ def _update(index: str, doc_id: str, doc: dict[str, Any]) -> str:
 
 
 def run_directory(cluster: Cluster, settings: Settings, *, now: dt.datetime | None = None,
-                  accounts: Iterable[Account] | None = None, rest: Any = None) -> JobReport:
+                  accounts: Iterable[Account] | None = None, rest: Any = None,
+                  realm: str | None = None) -> JobReport:
     """One run: read the sources, write the directory, sweep, resolve admin-event actors.
 
-    accounts/rest: given by tests or callers that already hold them; else from the settings.
+    accounts / rest (a KeycloakRest) and realm: given by callers that already hold them; else
+    from the settings (connectors.keycloak, sources.directory).
     """
     began = time.monotonic()
     clock = start_run(now)
@@ -238,9 +240,10 @@ def run_directory(cluster: Cluster, settings: Settings, *, now: dt.datetime | No
         sources: list[list[Account]] = []
         kc = settings.connectors.keycloak
         if rest is not None or (d.from_keycloak and kc.url):
-            if rest is None and not kc.realm:
+            realm = realm or kc.realm
+            if not realm:
                 raise PacsguardError("connectors.keycloak.realm is not set: the directory job reads its users")
-            sources.append(keycloak_accounts(rest or _rest(settings), str(kc.realm)))
+            sources.append(keycloak_accounts(rest or _rest(settings), realm))
         if d.csv_file is not None:
             sources.append(read_csv(d.csv_file))
         if not sources:
