@@ -10,7 +10,8 @@ roles, directory.admin/enabled/created/last_seen/source/realm), from:
   realm-management role view-users; docs/sources/keycloak.md);
 - a CSV export (`sources.directory.csv_file`): a header line
   `username,email,roles,enabled,created`, roles separated by `;`, enabled
-  true/false (empty: true), created an ISO 8601 date (may be empty).
+  true/false (empty: true), created an ISO 8601 date (may be empty); an optional
+  `id` column (the IdP's user id) lets the job name admin events by that id.
 
 An account in both is written once: the identity provider wins for roles,
 enabled and created; the CSV adds roles the IdP does not know (e.g. PACS-local
@@ -97,7 +98,8 @@ def parse_csv(text: str, origin: str = "directory CSV") -> list[Account]:
         if not name:
             raise PacsguardError(f"{where}: username is empty")
         roles = {r.strip() for r in (row.get("roles") or "").split(";") if r.strip()}
-        accounts.append(Account(name=name, source="csv", email=(row.get("email") or "").strip() or None,
+        accounts.append(Account(name=name, source="csv", id=(row.get("id") or "").strip() or None,
+                                email=(row.get("email") or "").strip() or None,
                                 roles=roles, enabled=_bool(row.get("enabled") or "", where),
                                 created=_date(row.get("created") or "", where)))
     return accounts
