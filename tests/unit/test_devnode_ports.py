@@ -32,7 +32,7 @@ def free_base(span: int = 8) -> int:
             sock.bind(("127.0.0.1", 0))
             base = int(sock.getsockname()[1])
         if base + span + local.TRANSPORT_PORT_OFFSET < 65536 and all(
-                local._bindable(p) and local._bindable(p + local.TRANSPORT_PORT_OFFSET) for p in range(base, base + span)):
+                local.bindable(p) and local.bindable(p + local.TRANSPORT_PORT_OFFSET) for p in range(base, base + span)):
             return base
     raise AssertionError("no free port range")
 

@@ -105,3 +105,16 @@ def test_http_body_splitting_answers_every_body(value: object, path: str) -> Non
         assert all(json.loads(m)["resourceType"] == "AuditEvent" for m in messages)
     except HttpError as exc:
         assert 400 <= exc.status < 500
+
+
+def test_a_payload_ending_in_a_digit_before_the_next_count() -> None:
+    """Found by the property above: a multi-byte payload ending in "0", then "24 <...", split so the
+    read ends after "24". The byte count is right; the characters-count guess must not win."""
+    frames = [b"<1>\x00\x00\xe1\x80\x80\x00\x00\x000", b"<2>the next frame, 24 byt"]
+    stream = b"".join(str(len(f)).encode() + b" " + f for f in frames)
+    for chunk in range(1, len(stream) + 1):
+        framer = OctetCountingFramer(max_frame_size=MAX)
+        out: list[bytes] = []
+        for start in range(0, len(stream), chunk):
+            out += framer.feed(stream[start:start + chunk])
+        assert out + framer.finish() == frames, chunk

@@ -502,7 +502,8 @@ def _try_lock(port: int) -> int | None:
     return fd
 
 
-def _bindable(port: int) -> bool:
+def bindable(port: int) -> bool:
+    """Whether 127.0.0.1:port can be bound now (nothing listens there)."""
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
@@ -525,8 +526,8 @@ def claim_port(first: int, attempts: int = 200) -> PortClaim:
                 break
             fds.append(fd)
         claim = PortClaim(port, tuple(fds))
-        if (len(fds) == 2 and status(port) is None and _bindable(port)
-                and _bindable(port + TRANSPORT_PORT_OFFSET)):
+        if (len(fds) == 2 and status(port) is None and bindable(port)
+                and bindable(port + TRANSPORT_PORT_OFFSET)):
             return claim
         claim.release()
     raise PacsguardError(f"no free port for a local node in {first}..{first + attempts - 1} "

@@ -345,7 +345,7 @@ class OctetCountingFramer:
             return frame
         if len(self._buffer) < end:
             return None
-        if not self._starts_frame(end):
+        if not self._starts_frame(end, at_count=True):
             chars = self._char_count_end(start, length)
             if chars is not None:
                 self._error("count_in_characters", f"octet count {length} counts characters, not bytes")
@@ -354,14 +354,19 @@ class OctetCountingFramer:
         del self._buffer[:end]
         return frame
 
-    def _starts_frame(self, index: int) -> bool:
-        """Whether the bytes at ``index`` can begin a frame (or nothing follows yet)."""
+    def _starts_frame(self, index: int, at_count: bool = False) -> bool:
+        """Whether the bytes at ``index`` can begin a frame (or nothing follows yet).
+
+        at_count: index is where the frame's own octet count ends, so the byte
+        before it is payload and may well be a digit; elsewhere a count never
+        starts inside another number.
+        """
         rest = self._buffer[index : index + 16]
         if not rest or rest[:1] in (b"<", b"\n", b"\r", b"{"):
             return True
         digits = _PARTIAL_PREFIX.match(rest)
-        if digits is None or (index > 0 and self._buffer[index - 1 : index].isdigit()):
-            return False  # a count starts after a non-digit, never inside another number
+        if digits is None or (not at_count and index > 0 and self._buffer[index - 1 : index].isdigit()):
+            return False
         after = rest[digits.end() : digits.end() + 2]
         return len(after) < 2 or (after[:1] == b" " and after[1:2] in (b"<", b"{"))
 
@@ -372,7 +377,8 @@ class OctetCountingFramer:
         if len(text) < length:
             return None
         end = start + len(text[:length].encode("utf-8"))
-        if end > len(self._buffer) or end == start + length:
+        # only a frame start really seen there confirms the guess: not the end of what has arrived
+        if end >= len(self._buffer) or end == start + length:
             return None
         return end if self._starts_frame(end) else None
 

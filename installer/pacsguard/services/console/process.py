@@ -6,19 +6,11 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from pacsguard.devnode.local import bindable
 from pacsguard.services import background
 
 DEFAULT_PORT = 8765
 NAME = "console"
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _free_port() -> int:
@@ -44,7 +36,7 @@ def start(node_port: int, url: str, settings_file: Path | None = None,
     current = running(node_port)
     if current:
         return {**current, "started": False}
-    if not _port_free(console_port):
+    if not bindable(console_port):
         console_port = _free_port()
     args = background.cli_args(url, settings_file, "console", "--host", "127.0.0.1", "--port", str(console_port))
     return background.start_process(node_port, NAME, args, {"url": f"http://127.0.0.1:{console_port}/"},
