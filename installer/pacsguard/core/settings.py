@@ -412,6 +412,30 @@ class ChecklistSettings(Frozen):
         return value
 
 
+class ProxySourceSettings(Frozen):
+    """How the reverse-proxy pipeline reads access logs (docs/sources/proxy.md)."""
+
+    # A request to one of these paths (exact, or below it) is a login: success when it carries a
+    # user and did not fail, failure on 401/403. The auth proxy's own paths by default.
+    login_paths: list[str] = ["/login", "/oauth2/callback"]
+    logout_paths: list[str] = ["/logout", "/oauth2/sign_out"]
+    # Addresses of proxies/load balancers in front of this one: when remote_addr is one of them,
+    # the client is the right-most X-Forwarded-For address that is not (never the sender's own claim).
+    trusted_proxies: list[str] = []
+
+    @field_validator("login_paths", "logout_paths")
+    @classmethod
+    def _paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/"):
+                raise ValueError(f"path {path!r} must start with '/'")
+        return [p.rstrip("/") or "/" for p in value]
+
+
+class SourcesSettings(Frozen):
+    proxy: ProxySourceSettings = ProxySourceSettings()
+
+
 class Settings(Frozen):
     cluster: ClusterSettings
     namespace: str = Field(pattern=r"^[a-z0-9_]+$")
@@ -420,6 +444,7 @@ class Settings(Frozen):
     pseudonymization: Pseudonymization
     thresholds: Thresholds
     internal_domains: list[str] = []
+    sources: SourcesSettings = SourcesSettings()
     notifications: Notifications = Notifications()
     connectors: Connectors = Connectors()
     detection: DetectionSettings
