@@ -332,11 +332,6 @@ class DirectorySourceSettings(Frozen):
         return value
 
 
-class SourcesSettings(Frozen):
-    keycloak: KeycloakSourceSettings = KeycloakSourceSettings()
-    directory: DirectorySourceSettings = DirectorySourceSettings()
-
-
 class KeycloakConnectorSettings(Frozen):
     """The containment connector's Keycloak: a confidential client's service account (docs/design.md)."""
 
@@ -434,6 +429,8 @@ class ProxySourceSettings(Frozen):
 
 class SourcesSettings(Frozen):
     proxy: ProxySourceSettings = ProxySourceSettings()
+    keycloak: KeycloakSourceSettings = KeycloakSourceSettings()
+    directory: DirectorySourceSettings = DirectorySourceSettings()
 
 
 class Settings(Frozen):
@@ -452,7 +449,6 @@ class Settings(Frozen):
     routing: Routing
     response: ResponseSettings = ResponseSettings()
     checklist: ChecklistSettings = ChecklistSettings()
-    sources: SourcesSettings = SourcesSettings()
 
     @model_validator(mode="after")
     def _routes_name_channels(self) -> Settings:
