@@ -343,7 +343,7 @@ def uninstall(
 @jobs_app.command("run")
 @handle_errors
 def jobs_run(
-    job: Annotated[JobName, typer.Argument(help="baselines | profiles | all")],
+    job: Annotated[JobName, typer.Argument(help="baselines | profiles | directory | all")],
     every: Annotated[str | None, typer.Option("--every", help="Run on this interval (e.g. 5m) until "
                                               "SIGTERM / Ctrl-C; without it, run once.")] = None,
     lookback: Annotated[str | None, typer.Option("--lookback", help="Profiles: mark values first seen this "

@@ -297,6 +297,41 @@ class Routing(Frozen):
         return Route(owner=self.default_owner)
 
 
+class KeycloakSourceSettings(Frozen):
+    # The zone of the server's clock for text lines that carry no offset (IANA name or +hh:mm).
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        import zoneinfo
+
+        if value.startswith(("+", "-")) or value in ("UTC", "Z"):
+            return value
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"sources.keycloak.timezone [{value}] is not a time zone name") from exc
+        return value
+
+
+class DirectorySourceSettings(Frozen):
+    """Where the directory job reads accounts (pacsguard.jobs.directory)."""
+
+    # users and realm roles from connectors.keycloak (its service account needs view-users)
+    from_keycloak: bool = True
+    # a CSV export: username,email,roles(;-separated),enabled,created
+    csv_file: Path | None = None
+    # admin events this recent get their actor id replaced by the account's name
+    resolve_window: str = "2d"
+
+    @field_validator("resolve_window")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        duration_seconds(value)
+        return value
+
+
 class KeycloakConnectorSettings(Frozen):
     """The containment connector's Keycloak: a confidential client's service account (docs/design.md)."""
 
@@ -394,6 +429,8 @@ class ProxySourceSettings(Frozen):
 
 class SourcesSettings(Frozen):
     proxy: ProxySourceSettings = ProxySourceSettings()
+    keycloak: KeycloakSourceSettings = KeycloakSourceSettings()
+    directory: DirectorySourceSettings = DirectorySourceSettings()
 
 
 class Settings(Frozen):
