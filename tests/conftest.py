@@ -122,8 +122,11 @@ def simulate_many(golden_pack: Settings) -> Callable[[list[dict[str, Any]]], lis
                               body={"docs": [{"_index": index, "_source": s} for s in sources]})
         out = []
         for result in res["docs"]:
-            if "error" in result:
+            if result is not None and "error" in result:
                 raise AssertionError(f"simulate error: {json.dumps(result['error'])[:2000]}")
+            if result is None or result.get("doc") is None:  # a pipeline's drop processor: nothing is written
+                out.append({"index": "dropped", "doc": None})  # golden.DROPPED
+                continue
             out.append({"index": result["doc"]["_index"], "doc": result["doc"]["_source"]})
         return out
 

@@ -7,7 +7,8 @@ Per pipeline folder pipelines/<name>/:
     pipeline.yaml
     _dev/test/pipeline/
         <case>.<ext>                   a raw input, written for this repository
-        <case>.<ext>-expected.json     {"expected": [{"index": "events" | "failures", "doc": {...}}, ...]}
+        <case>.<ext>-expected.json     {"expected": [{"index": "events" | "failures", "doc": {...}}
+                                        or {"index": "dropped", "doc": null}, ...]}
         <case>.<ext>-config.yml        optional, for this input: fields, as_document
         test-common-config.yml         optional, for the folder: via_collector, dynamic fields
         README.md                      optional notes
@@ -44,6 +45,7 @@ CONFIG_SUFFIX = "-config.yml"
 FOLDER_CONFIG = "test-common-config.yml"
 NOTES = {"README.md"}
 DYNAMIC = "<dynamic>"
+DROPPED = "dropped"  # the index role of an event a pipeline drops on purpose (doc: null), e.g. proxy static assets
 _MISSING = object()
 CONFIG_KEYS = {"fields", "as_document", "via_collector", "dynamic_fields", "failure_dynamic_fields"}
 
@@ -188,6 +190,8 @@ def _document(input_path: Path, where: str, data: bytes, config: Config) -> dict
 
 def normalize(result: dict[str, Any], config: Config) -> dict[str, Any]:
     """A simulate result as the expected file holds it: index role, ingest-clock fields masked."""
+    if result["doc"] is None:
+        return {"index": result["index"], "doc": None}
     doc = json.loads(json.dumps(result["doc"]))
     dynamic = dict(config.dynamic_fields)
     if result["index"] == "failures":

@@ -343,7 +343,7 @@ def uninstall(
 @jobs_app.command("run")
 @handle_errors
 def jobs_run(
-    job: Annotated[JobName, typer.Argument(help="baselines | profiles | all")],
+    job: Annotated[JobName, typer.Argument(help="baselines | profiles | directory | all")],
     every: Annotated[str | None, typer.Option("--every", help="Run on this interval (e.g. 5m) until "
                                               "SIGTERM / Ctrl-C; without it, run once.")] = None,
     lookback: Annotated[str | None, typer.Option("--lookback", help="Profiles: mark values first seen this "
@@ -636,6 +636,10 @@ def collect(
     files: Annotated[list[Path] | None, typer.Option("--file", metavar="PATH", help="Tail a JSON-lines file (one event a line).")] = None,
     keycloak_files: Annotated[list[Path] | None, typer.Option("--keycloak-file", metavar="PATH",
                                                               help="Tail a Keycloak log; only event lines are sent.")] = None,
+    syslog_files: Annotated[list[Path] | None, typer.Option(
+        "--syslog-file", metavar="PATH",
+        help="Tail a file of syslog frames (RFC 5424 or 3164, one a line, as rsyslog writes them); "
+             "ATNA XML goes through the same parser as the network inputs.")] = None,
     state_dir: Annotated[Path | None, typer.Option("--state-dir",
                                                    help="File offsets and the spool (default ~/.local/state/pacsguard/...).")] = None,
     spool_max: Annotated[str, typer.Option("--spool-max", help="Disk spool size cap.")] = "512MiB",
@@ -707,7 +711,8 @@ def collect(
         tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
         http=tuple(Listen.parse(a) for a in http or []),
         https=tuple(Listen.parse(a) for a in https or []),
-        files=tuple([(p, "json") for p in files or []] + [(p, "keycloak") for p in keycloak_files or []]),
+        files=tuple([(p, "json") for p in files or []] + [(p, "keycloak") for p in keycloak_files or []]
+                    + [(p, "syslog") for p in syslog_files or []]),
         max_message_bytes=parse_size(max_message_size),
         http_max_body_bytes=parse_size(http_max_body),
         spool_max_bytes=parse_size(spool_max),

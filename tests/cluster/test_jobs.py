@@ -33,6 +33,14 @@ UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"
 NOW = dt.datetime.now(dt.timezone.utc)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_now() -> None:
+    """Event times are relative to the start of each test, not to the collection of this module:
+    in a long run the jobs (which run as of the real now) would see them aged by the wait."""
+    global NOW
+    NOW = dt.datetime.now(dt.timezone.utc)
+
+
 def ago(**delta: float) -> dt.datetime:
     return NOW - dt.timedelta(**delta)
 

@@ -163,23 +163,10 @@ def expected(case: str, sc: Scenario) -> dict[str, Any]:
     }[case]
 
 
-# Issue 10: what the current pipelines/keycloak.yaml gets wrong on these real lines (both formats).
-KNOWN: dict[str, str] = {
-    "login-username-backslash": (
-        "issue 10: a LOGIN_ERROR for a user name ending in a backslash goes to the failure index. Keycloak "
-        'escapes " but not \\, so it writes username="bk...\\" at the end of the line; the parser reads '
-        '\\" as an escaped quote: "the quoted value of [username] is not closed"'),
-    "login-username-quote-injection": (
-        'issue 10: user name x...\\", error="none (written username="x...\\\\", error=\\"none") is cut '
-        'to x...\\ : the parser takes \\\\ as an escaped backslash and ends the value at the next quote'),
-    "role-grant-quoted-description": (
-        'issue 10: a role whose description holds quotes is written inside representation as \\\\" '
-        "(the JSON escape, then Keycloak's escape of the quote); the parser closes the value early and the "
-        'grant goes to the failure index: "unexpected text after the quoted value of [representation]"'),
-    "group-membership": (
-        'issue 10: GROUP_MEMBERSHIP admin events carry the member\'s username="..." (and email) as details; '
-        "the pipeline takes that as the actor, so user.name is the account added to the group, not the admin"),
-}
+# Issue 10 fixed what the pipeline got wrong on these lines (a user name ending in a backslash, a
+# user name holding '\", error="none', a role description with quotes inside representation, the
+# member of GROUP_MEMBERSHIP taken as the actor): no case is known to fail any more.
+KNOWN: dict[str, str] = {}
 
 
 def _params() -> list[Any]:
@@ -210,13 +197,35 @@ def test_pipeline_reads_the_real_line(case: str, fmt: str, kc_scenario: Scenario
         assert get_path(doc, "user.name") != kc_scenario.victim.username
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 10: admin events name the actor only by its id (userId, with the actor's realm master and the "
-    "admin client's internal id); user.name is that UUID while the same admin's logins say 'admin'. Needs "
-    "the user directory of issue 10 item 4; nothing in the line names the admin"))
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_admin_events_name_the_actor_like_its_logins(fmt: str, kc_scenario: Scenario,
-                                                      keycloak: devkc.KeycloakState,
-                                                      simulate: Callable[[Any], dict[str, Any]]) -> None:
-    doc = simulate(kc_scenario.lines[("role-grant", fmt)])["doc"]
-    assert get_path(doc, "user.name") == keycloak.admin_user
+def test_directory_job_names_the_actor_of_admin_events(fmt: str, kc_scenario: Scenario,
+                                                       keycloak: devkc.KeycloakState, kc_admin: KeycloakRest,
+                                                       pack_settings: Settings) -> None:
+    """The real role-grant line names the admin only by UUID; after the directory job read the
+    accounts of the admin's realm, the indexed event says who it was, like the admin's logins do."""
+    from pacsguard.core.connection import Cluster
+    from pacsguard.jobs.directory import run_directory
+    from pacsguard.services.install import install
+
+    settings = pack_settings
+    cluster = Cluster.connect(settings.cluster)
+    install(cluster, settings, allow_missing_plugins=True)
+    stream = settings.index("events_data_stream")
+    line = kc_scenario.lines[("role-grant", fmt)]
+    res = cluster.request("POST", f"/{stream}/_doc?refresh=true", body={"message": line})
+    assert res["_index"].startswith(".ds-"), res
+    before = cluster.request("POST", f"/{stream}/_search", body={"query": {"term": {"user.id": kc_scenario.admin_id}}})
+    assert [h["_source"]["user"]["name"] for h in before["hits"]["hits"]] == [kc_scenario.admin_id]
+
+    report = run_directory(cluster, settings, rest=kc_admin, realm="master")
+
+    assert report.markers == 1
+    after = cluster.request("POST", f"/{stream}/_search", body={"query": {"term": {"user.id": kc_scenario.admin_id}}})
+    (doc,) = [h["_source"] for h in after["hits"]["hits"]]
+    assert doc["user"]["name"] == keycloak.admin_user
+    assert doc["event"]["action"] == "role-grant"
+    assert keycloak.admin_user in doc["related"]["user"]
+    entry = cluster.request("POST", f"/{settings.index('directory')}/_search",
+                            body={"query": {"term": {"user.name": keycloak.admin_user}}})["hits"]["hits"]
+    assert [(e["_source"]["user"]["id"], e["_source"]["directory"]["admin"]) for e in entry] == [
+        (kc_scenario.admin_id, True)]

@@ -318,10 +318,13 @@ def test_nonsense_recorded_goes_to_failure_index(simulate: Any, golden_pack: Any
     assert "timestamp" in get_path(out["doc"], "error.message")
 
 
-def test_outcome_of_wrong_type_goes_to_failure_index(simulate: Any, golden_pack: Any) -> None:
+def test_outcome_of_wrong_type_is_indexed_partial(simulate: Any, golden_pack: Any) -> None:
+    # Issue 10: the rest of the event is usable; the outcome is unknown and the problem named.
     out = simulate(json.dumps(login_with(outcome={"x": 1})))
-    assert out["index"] == failures_index(golden_pack)
+    assert out["index"] == golden_pack.index("events_data_stream")
+    assert get_path(out["doc"], "tags") == ["pacsguard-partial"]
     assert "AuditEvent.outcome" in get_path(out["doc"], "error.message")
+    assert get_path(out["doc"], "event.outcome") == "unknown"
 
 
 def test_r5_style_outcome_is_handled(simulate: Any, golden_pack: Any) -> None:

@@ -32,7 +32,7 @@ def router_formats() -> list[str]:
 def test_every_source_of_the_vocabulary_has_a_folder_with_its_own_inputs() -> None:
     folders = {f.name: f for f in golden.pipeline_folders()}
     formats = vocabulary().formats
-    assert set(formats) == {"atna", "fhir", "keycloak", "orthanc", "generic"}
+    assert set(formats) == {"atna", "fhir", "keycloak", "orthanc", "proxy", "generic"}
     assert router_formats() == formats  # the router hands events to exactly these
     for source in formats:
         assert source in folders, f"pipelines/{source}/pipeline.yaml is missing"
@@ -55,8 +55,10 @@ def test_input_has_an_expected_file_with_one_document_per_event(input_path: Path
     expected = golden.load_expected(input_path)
     assert len(expected) == len(events)
     for entry in expected:
-        assert set(entry) == {"index", "doc"} and entry["index"] in ("events", "failures")
-        if entry["index"] == "events":
+        assert set(entry) == {"index", "doc"} and entry["index"] in ("events", "failures", golden.DROPPED)
+        if entry["index"] == golden.DROPPED:
+            assert entry["doc"] is None, "a dropped event has no document"
+        elif entry["index"] == "events":
             assert entry["doc"]["event"]["original"], "a stored event keeps its original"
         else:
             # the failure index keeps the error and the original's fingerprint, not its text
@@ -66,7 +68,7 @@ def test_input_has_an_expected_file_with_one_document_per_event(input_path: Path
 def test_the_inputs_cover_events_and_failures_for_every_source() -> None:
     for source in vocabulary().formats:
         indices = {e["index"] for p in golden.inputs(golden.PIPELINES / source) for e in golden.load_expected(p)}
-        assert indices == {"events", "failures"}, source
+        assert indices - {golden.DROPPED} == {"events", "failures"}, source
 
 
 def test_expected_files_are_written_as_generate_writes_them() -> None:

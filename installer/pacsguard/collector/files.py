@@ -1,6 +1,8 @@
-"""Tail JSON-lines and Keycloak log files; resume after a restart from a persisted offset.
+"""Tail JSON-lines, Keycloak and syslog files; resume after a restart from a persisted offset.
 
-Each line is one event, sent as ``message``. Per file a small state file holds
+Each line is one event, sent as ``message``. A syslog file (kind "syslog") holds one frame a
+line, RFC 5424 or RFC 3164 as rsyslog writes them: each goes through the same conversion as a
+network frame (ATNA XML through the ATNA parser, syslog_input.convert_file_line). Per file a small state file holds
 (device, inode, generation, offset): the offset is advanced only past lines
 whose events are settled (indexed, failed, spooled or rejected), so a crash
 re-reads lines rather than skipping them, and the re-read lines get the same
@@ -32,9 +34,10 @@ from pacsguard.collector.counters import Counters
 from pacsguard.collector.events import Event, decode, make_id
 from pacsguard.collector.ratelog import RateLimitedLog
 from pacsguard.collector.sender import Sender
+from pacsguard.collector.syslog_input import convert_file_line
 
 log = logging.getLogger("pacsguard.collector")
-FileKind = Literal["json", "keycloak"]
+FileKind = Literal["json", "keycloak", "syslog"]
 READ_CHUNK = 1024 * 1024
 SAVE_EVERY = 1.0  # seconds between state file writes
 
@@ -256,7 +259,15 @@ class FileTailer:
                               self.path, len(raw), start, self.max_bytes)
             self._done_now(end)
             return
-        text, bad = decode(raw)
+        if self.kind == "syslog":
+            converted = convert_file_line(raw, self.max_bytes)
+            text, bad = converted.message, converted.decode_error
+            if converted.atna_error:
+                self.counters.note("atna_errors")
+                self.rlog.warning("atna", "%s: ATNA message at offset %d did not parse (%s); it goes to the failure "
+                                  "index", self.path, start, converted.atna_error)
+        else:
+            text, bad = decode(raw)
         if self.kind == "keycloak" and not keycloak_event_line(text):
             self.counters.note("skipped")
             self._done_now(end)

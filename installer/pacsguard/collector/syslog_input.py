@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 import ssl
 import sys
@@ -79,6 +80,57 @@ def convert_frame(frame: bytes, max_bytes: int, strict: bool) -> Converted:
         return Converted(message, bad_frame or bad_xml, error)
     text, bad = decode(payload)
     return Converted(text, bad, None)
+
+
+# A line of a file rsyslog (or syslog-ng) wrote in the traditional RFC 3164 layout, with or
+# without the <PRI> it received: "[<PRI>]TIMESTAMP HOST TAG[PID]: MSG", TIMESTAMP either
+# "Mmm dd hh:mm:ss" (RSYSLOG_TraditionalFileFormat) or RFC 3339 (RSYSLOG_FileFormat).
+_RFC3164 = re.compile(
+    rb"^(?:<\d{1,3}>)?"
+    rb"(?P<ts>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d))"
+    rb" (?P<host>\S+) (?P<tag>[^\s:\[]{1,64}(?:\[[^\]\s]{0,32}\])?):? ?(?P<msg>.*)$", re.DOTALL)
+# rsyslog writes control characters of a message as #ooo (octal) in files by default
+# ($EscapeControlCharactersOnReceive): a multi-line XML payload arrives with #012 for each newline.
+_RSYSLOG_ESCAPES = {b"#011": b"\t", b"#012": b"\n", b"#015": b"\r"}
+
+
+def _unescape_rsyslog(payload: bytes) -> bytes:
+    for escaped, char in _RSYSLOG_ESCAPES.items():
+        payload = payload.replace(escaped, char)
+    return payload
+
+
+def convert_file_line(line: bytes, max_bytes: int) -> Converted:
+    """One line of a file of syslog frames (RFC 5424 or RFC 3164, as rsyslog writes them) -> ``message``.
+
+    The same conversion as a network frame (convert_frame: ATNA XML through the ATNA parser),
+    after the file's own framing: the traditional header is read here, and rsyslog's #012
+    escapes are undone in an XML payload. A line that is neither is sent as its text.
+    """
+    try:
+        parse_rfc5424(line)
+    except SyslogParseError:
+        pass
+    else:
+        if b"#012" in line and (b"<AuditMessage" in line or b"<?xml" in line):
+            line = _unescape_rsyslog(line)
+        return convert_frame(line, max_bytes=max_bytes, strict=False)
+    match = _RFC3164.match(line)
+    if match is None:
+        return convert_frame(line, max_bytes=max_bytes, strict=False)
+    payload = match.group("msg").lstrip(b" \t").removeprefix(UTF8_BOM)
+    if not is_xml_payload(payload):
+        text, bad = decode(payload)
+        return Converted(text, bad, None)
+    payload = _unescape_rsyslog(payload)
+    stamp = match.group("ts").decode("ascii")
+    # "Dec  1 10:15:00" has no year and no zone: the ATNA message's own EventDateTime decides.
+    timestamp = stamp if stamp[:1].isdigit() else None
+    frame_text, bad_frame = decode(line)
+    xml_text, bad_xml = decode(payload)
+    message, error = atna_message(frame_text, xml_text, match.group("host").decode("utf-8", "replace"),
+                                  timestamp, max_bytes)
+    return Converted(message, bad_frame or bad_xml, error)
 
 
 class SyslogIntake:

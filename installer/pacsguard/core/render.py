@@ -52,6 +52,7 @@ def render_context(settings: Settings, salt: str | None = None,
         "indices": {key: settings.index(key) for key in type(settings.indices).model_fields},
         "thresholds": settings.thresholds.model_dump(),
         "internal_domains": list(settings.internal_domains),
+        "sources": settings.sources.model_dump(),
         "salt": salt or "",
     }
 

@@ -297,6 +297,41 @@ class Routing(Frozen):
         return Route(owner=self.default_owner)
 
 
+class KeycloakSourceSettings(Frozen):
+    # The zone of the server's clock for text lines that carry no offset (IANA name or +hh:mm).
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        import zoneinfo
+
+        if value.startswith(("+", "-")) or value in ("UTC", "Z"):
+            return value
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"sources.keycloak.timezone [{value}] is not a time zone name") from exc
+        return value
+
+
+class DirectorySourceSettings(Frozen):
+    """Where the directory job reads accounts (pacsguard.jobs.directory)."""
+
+    # users and realm roles from connectors.keycloak (its service account needs view-users)
+    from_keycloak: bool = True
+    # a CSV export: username,email,roles(;-separated),enabled,created
+    csv_file: Path | None = None
+    # admin events this recent get their actor id replaced by the account's name
+    resolve_window: str = "2d"
+
+    @field_validator("resolve_window")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        duration_seconds(value)
+        return value
+
+
 class KeycloakConnectorSettings(Frozen):
     """The containment connector's Keycloak: a confidential client's service account (docs/design.md)."""
 
@@ -372,6 +407,32 @@ class ChecklistSettings(Frozen):
         return value
 
 
+class ProxySourceSettings(Frozen):
+    """How the reverse-proxy pipeline reads access logs (docs/sources/proxy.md)."""
+
+    # A request to one of these paths (exact, or below it) is a login: success when it carries a
+    # user and did not fail, failure on 401/403. The auth proxy's own paths by default.
+    login_paths: list[str] = ["/login", "/oauth2/callback"]
+    logout_paths: list[str] = ["/logout", "/oauth2/sign_out"]
+    # Addresses of proxies/load balancers in front of this one: when remote_addr is one of them,
+    # the client is the right-most X-Forwarded-For address that is not (never the sender's own claim).
+    trusted_proxies: list[str] = []
+
+    @field_validator("login_paths", "logout_paths")
+    @classmethod
+    def _paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/"):
+                raise ValueError(f"path {path!r} must start with '/'")
+        return [p.rstrip("/") or "/" for p in value]
+
+
+class SourcesSettings(Frozen):
+    proxy: ProxySourceSettings = ProxySourceSettings()
+    keycloak: KeycloakSourceSettings = KeycloakSourceSettings()
+    directory: DirectorySourceSettings = DirectorySourceSettings()
+
+
 class Settings(Frozen):
     cluster: ClusterSettings
     namespace: str = Field(pattern=r"^[a-z0-9_]+$")
@@ -380,6 +441,7 @@ class Settings(Frozen):
     pseudonymization: Pseudonymization
     thresholds: Thresholds
     internal_domains: list[str] = []
+    sources: SourcesSettings = SourcesSettings()
     notifications: Notifications = Notifications()
     connectors: Connectors = Connectors()
     detection: DetectionSettings

@@ -34,7 +34,8 @@ class JobReport:
 
     def summary(self) -> str:
         users = " ".join(f"{name}={n}" for name, n in self.users.items()) or "none"
-        markers = f", {self.markers} new-value marker(s)" if self.job == "profiles" else ""
+        markers = {"profiles": f", {self.markers} new-value marker(s)",
+                   "directory": f", {self.markers} admin-event actor(s) named"}.get(self.job, "")
         return (f"{self.job}: users {users}; {self.written} doc(s) written, {self.deleted} stale deleted"
                 f"{markers}; {self.pages} page(s) in {self.seconds:.1f}s")
 

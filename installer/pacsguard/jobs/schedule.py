@@ -26,14 +26,23 @@ from pacsguard.jobs.report import JobReport, JobStopped
 class JobName(str, Enum):
     baselines = "baselines"
     profiles = "profiles"
+    directory = "directory"
     all = "all"
 
 
 def run_once(cluster: Cluster, settings: Settings, job: JobName, *, lookback_seconds: int | None,
              page_size: int, stop: threading.Event | None = None) -> list[JobReport]:
-    names = ["baselines", "profiles"] if job == JobName.all else [job.value]
+    names = all_jobs(settings) if job == JobName.all else [job.value]
     return [run_job(cluster, settings, name, lookback_seconds=lookback_seconds, page_size=page_size, stop=stop)
             for name in names]
+
+
+def all_jobs(settings: Settings) -> list[str]:
+    """The jobs `all` (and watch) run: the directory only where it has a source."""
+    from pacsguard.jobs.directory import directory_configured
+
+    # directory first: the rules and the profiles then see resolved actor names
+    return (["directory"] if directory_configured(settings) else []) + ["baselines", "profiles"]
 
 
 @contextmanager

@@ -40,6 +40,7 @@ from pacsguard.engines.alerts import (
 from pacsguard.engines.delivery import AlertMessage, DeliveryResult, deliver
 from pacsguard.engines.result import Bucket, MonitorRun
 from pacsguard.jobs import run_job
+from pacsguard.jobs.schedule import all_jobs
 from pacsguard.rules.compiler import (
     CompiledRule,
     compile_rules,
@@ -162,7 +163,7 @@ class Watcher:
             self._retry_and_remind(now)
 
     def _jobs(self) -> None:
-        for job in ("baselines", "profiles"):
+        for job in all_jobs(self.settings):
             try:
                 run_job(self.cluster, self.settings, job)
             except PacsguardError as exc:
