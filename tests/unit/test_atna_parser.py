@@ -14,6 +14,7 @@ from typing import Any
 import corpus
 import pytest
 import yaml
+from documents import get_path as get
 from pacsguard.core.errors import PacsguardError
 from pacsguard.parsers.atna import ACTION_ECS, AtnaParseError, parse_audit_message
 from pacsguard.parsers.syslog import parse_rfc5424
@@ -50,15 +51,6 @@ def own_xml(name: str) -> bytes:
 
 def own_event(name: str) -> dict[str, Any]:
     return parse_audit_message(own_xml(name))
-
-
-def get(event: dict[str, Any], dotted: str) -> Any:
-    value: Any = event
-    for key in dotted.split("."):
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    return value
 
 
 def sample_event(name: str) -> dict[str, Any]:

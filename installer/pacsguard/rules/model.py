@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,14 @@ FILE_NAME = re.compile(r"^(?P<tactic>[a-z_]+)_(?P<what>[a-z0-9_]+)\.yml$")
 SEVERITIES = {"critical": 1, "high": 2, "medium": 3, "low": 4, "info": 5}
 RISK_RANGES = {"critical": (90, 100), "high": (70, 89), "medium": (40, 69), "low": (20, 39), "info": (0, 19)}
 THRESHOLD_KEYS = set(Thresholds.model_fields)
+
+
+def in_vocabulary(value: str | None, known: Iterable[str], what: str) -> str | None:
+    """value when the vocabulary has it (or it is unset); else the error a rule author sees."""
+    names = list(known)
+    if value is not None and value not in names:
+        raise ValueError(f"unknown {what} {value!r}; the vocabulary (pack/schema.yaml) has: {', '.join(names)}")
+    return value
 
 
 class RuleError(PacsguardError):
@@ -93,20 +102,12 @@ class Detection(Frozen):
     @field_validator("profile_kind")
     @classmethod
     def _known_profile_kind(cls, value: str | None) -> str | None:
-        known = vocabulary().profile_kinds
-        if value is not None and value not in known:
-            raise ValueError(f"unknown profile kind {value!r}; the vocabulary (pack/schema.yaml) has: "
-                             f"{', '.join(known)}")
-        return value
+        return in_vocabulary(value, vocabulary().profile_kinds, "profile kind")
 
     @field_validator("baseline_metric")
     @classmethod
     def _known_metric(cls, value: str | None) -> str | None:
-        known = vocabulary().baseline_metrics
-        if value is not None and value not in known:
-            raise ValueError(f"unknown baseline metric {value!r}; the vocabulary (pack/schema.yaml) has: "
-                             f"{', '.join(known)}")
-        return value
+        return in_vocabulary(value, vocabulary().baseline_metrics, "baseline metric")
 
     @field_validator("window", "threshold", "escalate_after_new_login")
     @classmethod
