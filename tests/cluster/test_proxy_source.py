@@ -204,6 +204,7 @@ def test_new_browser_then_bulk_retrieval_raise_2b_and_4a_escalated(
     watcher = Watcher(cluster, settings, run_jobs=False)
     watcher.tick()
     watcher.close()
+    assert not watcher.report.errors
     new_device = list_alerts(cluster, settings, signal="2b")
     assert [a.entity for a in new_device] == [USER]
     bulk = list_alerts(cluster, settings, signal="4a")
