@@ -127,6 +127,26 @@ def test_weekly_exporter_gets_the_floor_and_daily_radiologist_a_threshold_above_
     assert got["export:weekly"]["user"]["name"] == "weekly"
 
 
+def test_an_export_still_going_on_is_not_its_own_baseline(cluster: Cluster, pack: Settings) -> None:
+    # A first-ever burst that began 100 minutes ago and goes on: 5 studies in the hour before the
+    # rule's window, 35 in it. Counted, its first hour would be its baseline (threshold 25 < 35).
+    burst = [export(ago(minutes=m), "first.burst", 1) for m in (100, 95, 90, 85, 70)]
+    burst += [export(ago(minutes=50 - m), "first.burst", 1) for m in range(35)]
+    # The same burst by a user who exported 2 studies a week before: the baseline is that week.
+    known = [export(ago(days=7, hours=4), "known", 2)]
+    known += [export(dt.datetime.fromisoformat(e["timestamp"]), "known", 1) for e in burst]
+    send(cluster, pack, burst + known)
+
+    report = run_baselines(cluster, pack)
+
+    got = docs(cluster, pack.index("baselines"), baseline__metric="export")
+    assert "export:first.burst" not in got, got.get("export:first.burst")
+    assert report.users["export"] == 1
+    baseline = got["export:known"]["baseline"]
+    assert (baseline["samples"], baseline["total"], baseline["threshold"]) == (1, 2.0, 10.0)
+    assert baseline["ongoing_units"] == 1  # the burst's hour before the window, left out
+
+
 def test_pages_of_1000_cover_2500_users_with_users_straddling_pages(cluster: Cluster, pack: Settings) -> None:
     users = [f"user{i:05d}" for i in range(2500)]
     # Three active hours per user: 7500 buckets, so page edges fall inside users.

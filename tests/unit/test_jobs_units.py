@@ -12,6 +12,7 @@ import pytest
 from pacsguard.core.errors import ConnectionProblem
 from pacsguard.core.settings import load_settings
 from pacsguard.jobs import JobReport, JobStopped
+from pacsguard.jobs.baselines import settled
 from pacsguard.jobs.profiles import Seen, default_lookback, new_values, profile_id
 from pacsguard.jobs.recipients import internal_set, is_external
 from pacsguard.jobs.schedule import loop
@@ -33,6 +34,22 @@ def test_threshold_is_floor_or_multiplier_times_p95() -> None:
     busy = baseline([4, 3, 3] * 30, HOUR, window, multiplier=5, floor=5)
     assert busy.threshold == 20.0 and busy.daily_mean == pytest.approx(10.0)
     assert baseline([], HOUR, window, multiplier=5, floor=5).threshold == 5.0
+
+
+def test_settled_leaves_out_the_units_active_back_to_back_up_to_the_end() -> None:
+    unit, end = HOUR * 1000, 100 * HOUR * 1000
+
+    def buckets(*units_before_end: int) -> list[dict[str, Any]]:
+        return [{"key": {"t": end - n * unit}, "doc_count": 1} for n in units_before_end]
+
+    assert settled(buckets(1, 2, 3), end, unit) == ([], 3)  # all of it still going on
+    before, ongoing = settled(buckets(1, 2, 5, 9), end, unit)
+    assert ongoing == 2 and [b["key"]["t"] for b in before] == [end - 5 * unit, end - 9 * unit]
+    assert settled(buckets(2, 3), end, unit) == (buckets(2, 3), 0)  # an idle unit before the end: settled
+    # several buckets per unit (external recipients: day x recipient) go together
+    per_recipient = [{"key": {"t": end - unit, "recipient": r}} for r in "ab"] + [{"key": {"t": end - 4 * unit,
+                                                                                          "recipient": "c"}}]
+    assert settled(per_recipient, end, unit) == (per_recipient[2:], 1)
 
 
 def test_new_values_need_an_earlier_value_and_a_recent_first_seen() -> None:

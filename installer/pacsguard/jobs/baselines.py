@@ -71,8 +71,8 @@ def _external_recipients_per_day(internal: frozenset[str]) -> Callable[[Iterable
 def _histogram(unit_seconds: int, interval: str, end_ms: int) -> dict[str, Any]:
     # The offset aligns buckets on the window's end, so the last bucket is a full
     # unit ending exactly where the rule's own window starts.
-    offset = (end_ms // 1000) % unit_seconds
-    return {"t": {"date_histogram": {"field": "@timestamp", "fixed_interval": interval, "offset": f"+{offset}s"}}}
+    offset = end_ms % (unit_seconds * 1000)
+    return {"t": {"date_histogram": {"field": "@timestamp", "fixed_interval": interval, "offset": f"+{offset}ms"}}}
 
 
 def unit_seconds(settings: Settings, unit: str) -> int:
@@ -105,7 +105,7 @@ def series_for(settings: Settings, end_ms: int) -> list[Series]:
 
 
 def _document(settings: Settings, clock: RunClock, series: Series, user: str, values: list[float],
-              start_ms: int, end_ms: int, doc_id: str) -> dict[str, Any]:
+              start_ms: int, end_ms: int, doc_id: str, ongoing: int = 0) -> dict[str, Any]:
     t = settings.thresholds
     stats = baseline(values, series.unit_seconds, (end_ms - start_ms) // 1000, t.baseline_multiplier,
                      t.baseline_floor)
@@ -116,6 +116,7 @@ def _document(settings: Settings, clock: RunClock, series: Series, user: str, va
         "window_start": iso_ms(start_ms),
         "window_end": iso_ms(end_ms),
         "samples": stats.samples,
+        "ongoing_units": ongoing,
         "total": stats.total,
         "hourly_mean": round(stats.hourly_mean, 6),
         "daily_mean": round(stats.daily_mean, 6),
@@ -131,6 +132,23 @@ def _document(settings: Settings, clock: RunClock, series: Series, user: str, va
         body.update(daily_p95=stats.p95)
     return {"@timestamp": clock.now_iso, "user": {"name": user}, "baseline": body,
             "job": job_stamp(clock.run_id, clock.now_iso, doc_id)}
+
+
+def settled(buckets: list[dict[str, Any]], end_ms: int, unit_ms: int) -> tuple[list[dict[str, Any]], int]:
+    """One user's buckets without the activity still going on at the window's end, and how
+    many units that activity covered.
+
+    Units active back to back up to the end of the window belong to the episode the rule is
+    looking at (an export burst that began 70 minutes ago has its first hour in the window):
+    counting them would make a burst the baseline it is measured against (a first-ever
+    40-study export would be "5 x its own first hour"). The baseline is what the user did
+    before it; a user with nothing before it has no baseline, and 4a watches them."""
+    starts = {int(b["key"]["t"]) for b in buckets}
+    ongoing, unit_start = set(), end_ms - unit_ms
+    while unit_start in starts:
+        ongoing.add(unit_start)
+        unit_start -= unit_ms
+    return [b for b in buckets if int(b["key"]["t"]) not in ongoing], len(ongoing)
 
 
 def baseline_id(metric: str, user: str) -> str:
@@ -157,9 +175,12 @@ def run_baselines(cluster: Cluster, settings: Settings, *, now: dt.datetime | No
         buckets = iter_composite(cluster, events, query, sources, series.aggs, page_size, counter, stop)
         users = 0
         for user, group in by_user(buckets, USER):
+            before, ongoing = settled(list(group), end_ms, series.unit_seconds * 1000)
+            if not before:
+                continue  # all of it is still going on: no baseline yet (and an old one is deleted as stale)
             doc_id = baseline_id(series.metric, user)
-            writer.put(doc_id, _document(settings, clock, series, user, series.unit_values(group),
-                                         start_ms, end_ms, doc_id))
+            writer.put(doc_id, _document(settings, clock, series, user, series.unit_values(before),
+                                         start_ms, end_ms, doc_id, ongoing))
             users += 1
         report.users[series.metric] = users
     return finish_run(cluster, writer, target, clock.run_id, report, counter.pages, began, page_size)

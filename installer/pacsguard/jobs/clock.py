@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from pacsguard.jobs.report import iso_ms
 
 
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
 @dataclass(frozen=True)
 class RunClock:
     run_id: str
@@ -27,4 +30,4 @@ def start_run(now: dt.datetime | None = None) -> RunClock:
     moment = now or dt.datetime.now(dt.timezone.utc)
     if moment.tzinfo is None:
         raise ValueError("now must be timezone-aware (UTC)")
-    return RunClock(run_id=uuid.uuid4().hex[:16], now_ms=int(moment.timestamp() * 1000))
+    return RunClock(run_id=uuid.uuid4().hex[:16], now_ms=(moment - EPOCH) // dt.timedelta(milliseconds=1))
