@@ -38,7 +38,7 @@ OWN = Path(__file__).resolve().parents[2] / "pipelines"
 OWN_ATNA = OWN / "atna" / "_dev" / "test" / "pipeline"
 OWN_FHIR = OWN / "fhir" / "_dev" / "test" / "pipeline"
 OWN_KEYCLOAK = OWN / "keycloak" / "_dev" / "test" / "pipeline"
-# Our ATNA inputs that the parser must refuse (tests/unit/test_atna_parser.py); the others land.
+# Our ATNA inputs that do not land whole: refused, or (malformed-truncated) a partial parse (golden files).
 OWN_ATNA_REFUSED = {"malformed-truncated.xml", "unparseable-event-date-time.xml", "syslog-payload-not-xml.syslog",
                     "syslog-payload-other-root.syslog"}
 ATNA = corpus.folder("dicom-audit")
@@ -357,7 +357,7 @@ def test_bad_input_is_kept_or_rejected_with_a_counter_never_a_crash(
         udp, tcp, http = thread.ports["udp"][0], thread.ports["tcp"][0], thread.ports["http"][0]
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.sendto(syslog(xml)[:30], ("127.0.0.1", udp))  # truncated inside the header: rejected
-            sock.sendto(syslog(xml)[:900], ("127.0.0.1", udp))  # truncated inside the XML: failure index
+            sock.sendto(syslog(xml)[:900], ("127.0.0.1", udp))  # cut inside the patient object: a partial parse
         stream = b"".join([
             octet((OWN_ATNA / "syslog-payload-not-xml.syslog").read_bytes()),  # ATNA MSGID, not XML
             octet((OWN_ATNA / "syslog-payload-other-root.syslog").read_bytes()),  # another root, then junk
@@ -391,18 +391,21 @@ def test_bad_input_is_kept_or_rejected_with_a_counter_never_a_crash(
     reconciles(snap)
     assert snap["rejected_by_reason"] == {"not_syslog": 1, "oversize": 3, "invalid_json": 1, "not_auditevent": 1,
                                           "invalid_auditevent": 3}
-    assert snap["atna_errors"] == 3 and snap["decode_errors"] == 1
+    assert snap["atna_errors"] == 2 and snap["decode_errors"] == 1
     docs = stored(cluster, pack)
     failures = [h["_source"] for h in docs["failures"]]
-    assert snap["failed"] == len(failures) == 4  # 3 bad ATNA, 1 without timestamp
+    assert snap["failed"] == len(failures) == 3  # 2 ATNA with nothing usable, 1 without timestamp
     reasons = " | ".join(f["error"]["message"] for f in failures)
     assert "no timestamp" in reasons
-    assert sum("collector: malformed XML" in f["error"]["message"] for f in failures) == 3
+    assert sum("collector: malformed XML" in f["error"]["message"] for f in failures) == 2
     # No original text in the failure index (it may hold PHI): a fingerprint (issue 9, item 11).
     assert all(f["event"]["original_sha256"] and "original" not in f["event"] for f in failures)
     events = [h["_source"] for h in docs["events"]]
-    assert snap["indexed"] == len(events) == 2  # the non-UTF-8 ATNA event and the last good one
-    assert {e["event"].get("id") for e in events} == {None, "after-the-bad-ones"}
+    assert snap["indexed"] == len(events) == 3  # the cut and the non-UTF-8 ATNA events, the last good one
+    assert sorted(str(e["event"].get("id")) for e in events) == ["None", "None", "after-the-bad-ones"]
+    (cut,) = [e for e in events if "pacsguard-partial" in e.get("tags", [])]
+    assert (cut["event"]["action"], cut["user"]["name"]) == ("study-delete", "admin.haddad")
+    assert cut["error"]["message"].startswith("partly parsed: malformed XML: unclosed token")
     assert not any("MRN-55012" in json.dumps(d) for d in failures + events)
 
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from documents import get_path as get
 from pacsguard.core.errors import PacsguardError
-from pacsguard.parsers.atna import ACTION_ECS, AtnaParseError, parse_audit_message
+from pacsguard.parsers.atna import ACTION_ECS, AtnaParseError, parse_audit_message, read_audit_message
 from pacsguard.parsers.syslog import parse_rfc5424
 
 REPO = Path(__file__).resolve().parents[2]
@@ -707,3 +707,70 @@ def test_keycloak_role_mapping_names_the_roles_and_the_target() -> None:
 
 def test_str_and_bytes_input_agree() -> None:
     assert parse_audit_message("\n  " + login()) == parse_audit_message(login().encode("utf-8"))
+
+
+# -- partial parses: what was read before the XML broke is kept -------------------------
+
+
+def test_a_message_cut_short_keeps_the_event_read_before_the_cut() -> None:
+    whole = (OWN / "export-to-media.xml").read_text()
+    complete = parse_audit_message(whole)
+    cut = whole[:whole.index("<ParticipantObjectIdentification")] + "<ParticipantObjectIdentification Partici"
+    with pytest.raises(AtnaParseError, match="malformed XML: unclosed token"):
+        parse_audit_message(cut)  # the strict reader refuses it
+    event, problems = read_audit_message(cut)
+    assert [get(event, f) for f in ("event.action", "event.outcome", "user.name", "source.ip", "@timestamp")] == [
+        get(complete, f) for f in ("event.action", "event.outcome", "user.name", "source.ip", "@timestamp")]
+    assert get(event, "pacs.study") is None  # the study object was after the cut
+    assert len(problems) == 1 and problems[0].startswith("malformed XML: unclosed token at line ")
+    assert problems[0].endswith("what follows it was not read")
+    assert read_audit_message(whole) == (complete, [])
+
+
+def test_a_bad_byte_after_the_event_is_a_partial_parse_and_names_where() -> None:
+    event, problems = read_audit_message(login().replace("</AuditMessage>", "<Extra>\x01</Extra></AuditMessage>"))
+    assert event["event"]["action"] == "user-login" and event["user"]["name"] == "alice"
+    assert "not well-formed (invalid token)" in problems[0]
+
+
+@pytest.mark.parametrize(("payload", "message"), [
+    (b"not xml at all", "malformed XML: syntax error at line 1, column 0"),
+    (b"<AuditMessage><EventIdentification EventDateTime='2026-03-02T10:00:00Z'><EventI",
+     "malformed XML: unclosed token at line 1, column 72, and what came before it is not usable: "
+     "EventIdentification has no EventID"),
+    (b"<Other><EventIdentification", "root element is <Other>, expected <AuditMessage>"),
+])
+def test_a_break_before_anything_usable_is_still_refused(payload: bytes, message: str) -> None:
+    with pytest.raises(AtnaParseError, match=re.escape(message)):
+        read_audit_message(payload)
+
+
+def test_doctype_is_refused_even_when_the_rest_is_broken() -> None:
+    with pytest.raises(AtnaParseError, match="DOCTYPE is not allowed"):
+        read_audit_message(PLAIN_DOCTYPE + b"<AuditMessage><Event")
+
+
+def test_a_partial_parse_names_no_patient_outside_the_id_the_pipeline_hashes() -> None:
+    """Cut anywhere after the event was described, the event holds no patient id or name (or the
+    start of one) except pacs.patient.id, which the pipeline replaces with its hash: free text
+    (reasons, queries, details) is withheld when the patient objects may be past the cut."""
+    from phi import patient_terms
+
+    partial = 0
+    for path in sorted(OWN.glob("*.xml")):
+        text = path.read_text()
+        terms = {t for t in patient_terms(text) if len(t) >= 4}
+        if not terms:
+            continue
+        for cut in range(text.find("</EventIdentification>"), len(text)):
+            try:
+                event, problems = read_audit_message(text[:cut])
+            except AtnaParseError:
+                continue
+            if (event.get("pacs") or {}).get("patient"):
+                event["pacs"]["patient"].pop("id", None)
+            flat = json.dumps(event, ensure_ascii=False)
+            for term in terms:
+                assert not any(term[:end] in flat for end in range(4, len(term) + 1)), (path.name, cut, term)
+            partial += bool(problems)
+    assert partial > 3000

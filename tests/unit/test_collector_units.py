@@ -205,6 +205,21 @@ def test_syslog_hostname_fills_a_missing_observer_hostname() -> None:
     assert error is None and json.loads(message)["doc"]["observer"]["hostname"] == "pacs01"
 
 
+def test_xml_cut_after_the_event_yields_a_partial_envelope_with_patients_redacted() -> None:
+    xml = ('<AuditMessage><EventIdentification EventActionCode="R" EventDateTime="2026-03-02T10:00:00Z" '
+           'EventOutcomeIndicator="0"><EventID csd-code="110106" codeSystemName="DCM"/></EventIdentification>'
+           '<ActiveParticipant UserID="dr.okafor" UserIsRequestor="true" NetworkAccessPointID="192.0.2.9" '
+           'NetworkAccessPointTypeCode="2"/><ParticipantObjectIdentification '
+           'ParticipantObjectID="PAT-77^^^HOSP" ParticipantObjectTypeCode="1" ParticipantObjectTypeCodeRole="1">'
+           '<ParticipantObjectIDTypeCode csd-code="2"/><ParticipantObjectName>DOE^JANE</ParticipantObj')
+    message, error = atna_message(xml, xml, "h", None, 1 << 20)
+    envelope = json.loads(message)
+    assert error is None and envelope["doc"]["event"]["action"] == "study-export"
+    assert envelope["doc"]["user"]["name"] == "dr.okafor"
+    assert envelope["partial"] == ["malformed XML: unclosed token at line 1, column 522; what follows it was not read"]
+    assert "DOE" not in envelope["original"] and "PAT-77" not in envelope["original"]
+
+
 def test_malformed_xml_still_yields_a_redacted_envelope_without_doc() -> None:
     xml = ('<AuditMessage><EventIdentification EventActionCode="R"><ParticipantObjectIdentification '
            'ParticipantObjectID="PAT-77^^^HOSP" ParticipantObjectTypeCode="1" ParticipantObjectTypeCodeRole="1">'
@@ -224,6 +239,24 @@ def test_redaction_removes_every_own_patient_id_and_name() -> None:
             found += 1
             assert term not in redacted, f"{path.name}: {term!r} survived"
     assert found > 30  # the inputs do name patients
+
+
+def test_redaction_holds_wherever_a_frame_is_cut() -> None:
+    """A frame cut anywhere (a partial parse keeps its original) names no patient, not even
+    the start of an id or name cut mid-value: an object whose kind the cut hides is redacted."""
+    checked = 0
+    for path in sorted(OWN_ATNA.glob("*.xml")):
+        text = path.read_text()
+        terms = {t for t in patient_terms(text) if len(t) >= 4}
+        whole = redact_patients(text)
+        for cut in range(text.find("<ParticipantObjectIdentification"), len(text)):
+            redacted = redact_patients(text[:cut])
+            for term in terms:
+                for end in range(4, len(term) + 1):
+                    prefix = term[:end]
+                    assert prefix not in redacted or prefix in whole, f"{path.name} cut at {cut}: {prefix!r}"
+            checked += 1
+    assert checked > 5000
 
 
 @needs_samples

@@ -14,9 +14,13 @@ values that carry them (or HL7 patient segments) and patient ids in REST paths
 works on the text with regular expressions, not on a parse tree, so it also
 covers frames whose XML is broken.
 
-A frame whose XML does not parse is not dropped: it is sent as an envelope with
-an ``error`` and no ``doc``; the atna pipeline refuses it and the router keeps
-it in the failure index with its original.
+A frame whose XML breaks part of the way (cut short, a bad byte after the event
+was described) is a partial parse: the envelope carries the event read up to the
+fault and ``partial`` (the problem), and the event is indexed, tagged
+``pacsguard-partial``. A frame with nothing usable (no AuditMessage, no EventID,
+no time) is not dropped either: it is sent as an envelope with an ``error`` and
+no ``doc``; the atna pipeline refuses it and the router keeps it in the failure
+index with its original.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import logging
 import re
 from typing import Any
 
-from pacsguard.parsers.atna import AtnaParseError, parse_audit_message
+from pacsguard.parsers.atna import AtnaParseError, read_audit_message
 
 log = logging.getLogger("pacsguard.collector")
 
@@ -38,24 +42,34 @@ PATIENT_REDACTED = "[patient-redacted]"
 ROUTER_MAX_CHARS = 1_048_576
 
 _XML_START = re.compile(rb"^(?:<\?xml|<(?:[\w.-]+:)?AuditMessage\b)")
+# An object up to its end tag, or to the end of a frame cut inside it (even inside its start tag).
 _OBJECT_BLOCK = re.compile(
-    r"<(?:[\w.-]+:)?ParticipantObjectIdentification\b[^>]*>.*?(?:</(?:[\w.-]+:)?ParticipantObjectIdentification\s*>|\Z)",
+    r"<(?:[\w.-]+:)?ParticipantObjectIdentification\b(?:[^>]*>.*?(?:</(?:[\w.-]+:)?ParticipantObjectIdentification\s*>|\Z)"
+    r"|[^>]*\Z)",
     re.DOTALL)
+_OBJECT_END = re.compile(r"</(?:[\w.-]+:)?ParticipantObjectIdentification\s*>\Z")
+_IDTYPE_ELEMENT = re.compile(r"<(?:[\w.-]+:)?ParticipantObjectIDTypeCode\b[^>]*>")
 _START_TAG = re.compile(r"^<[^>]*>", re.DOTALL)
 _ROLE_PATIENT = re.compile(r"""\bParticipantObjectTypeCodeRole\s*=\s*["']1["']""")
 _IDTYPE_PATIENT = re.compile(
     r"""<(?:[\w.-]+:)?ParticipantObjectIDTypeCode\b[^>]*\b(?:csd-)?code\s*=\s*["']2["']""")
-_OBJECT_ID = re.compile(r"""(\bParticipantObjectID\s*=\s*)(["'])(.*?)\2""", re.DOTALL)
+# Each value also up to the end of a frame cut inside it (group 4 / 3 is then empty).
+_OBJECT_ID = re.compile(r"""(\bParticipantObjectID\s*=\s*)(["'])(.*?)(\2|\Z)""", re.DOTALL)
 _OBJECT_NAME = re.compile(
-    r"(<(?:[\w.-]+:)?ParticipantObjectName\b[^>]*>)(.*?)(</(?:[\w.-]+:)?ParticipantObjectName\s*>)", re.DOTALL)
+    r"(<(?:[\w.-]+:)?ParticipantObjectName\b[^>]*>)([^<]*)(</(?:[\w.-]+:)?ParticipantObjectName\s*>|(?=<)|\Z)")
 _QUERY = re.compile(
-    r"(<(?:[\w.-]+:)?ParticipantObjectQuery\b[^>]*>)(.*?)(</(?:[\w.-]+:)?ParticipantObjectQuery\s*>)", re.DOTALL)
-_DETAIL_VALUE = re.compile(r"""(<(?:[\w.-]+:)?ParticipantObjectDetail\b[^>]*?\bvalue\s*=\s*)(["'])(.*?)\2""",
-                           re.DOTALL)
+    r"(<(?:[\w.-]+:)?ParticipantObjectQuery\b[^>]*>)([^<]*)(</(?:[\w.-]+:)?ParticipantObjectQuery\s*>|(?=<)|\Z)")
+_DETAIL_VALUE = re.compile(
+    r"""(<(?:[\w.-]+:)?ParticipantObjectDetail\b[^>]*?\bvalue\s*=\s*)(["'])(.*?)(\2|\Z)""", re.DOTALL)
 # REST paths name patients by id: dcm4chee's .../rs/patients/<id> (a new id in an
 # "identifier changed" event is not in that message's patient object).
 _URI_PATIENT = re.compile(r"""(/patients/)([^/"'?#\s<&]+)""", re.IGNORECASE)
 # HL7 v2 segments that name a patient (PID, merge, PIX/PDQ query, next of kin).
+# A frame without its end tag was cut: the patient objects it would have named may be lost, so
+# free text and encoded values that could name them (unknown terms) are redacted whole.
+_MESSAGE_END = re.compile(r"</(?:[\w.-]+:)?AuditMessage\s*>")
+_DESCRIPTION = re.compile(
+    r"(<(?:[\w.-]+:)?EventOutcomeDescription\b[^>]*>)([^<]*)(</(?:[\w.-]+:)?EventOutcomeDescription\s*>|(?=<)|\Z)")
 _HL7_PATIENT_SEGMENT = re.compile(r"(?:^|[\r\n])(?:PID|MRG|QPD|NK1|PD1)\|")
 
 
@@ -68,7 +82,10 @@ def is_xml_payload(payload: bytes) -> bool:
 
 def _is_patient_block(block: str) -> bool:
     start = _START_TAG.match(block)
-    return bool((start and _ROLE_PATIENT.search(start.group(0))) or _IDTYPE_PATIENT.search(block))
+    if (start and _ROLE_PATIENT.search(start.group(0))) or _IDTYPE_PATIENT.search(block):
+        return True
+    # Cut before its ID type code: it may be a patient, so it is redacted as one.
+    return not _OBJECT_END.search(block) and not _IDTYPE_ELEMENT.search(block)
 
 
 def _name_parts(name: str) -> set[str]:
@@ -115,7 +132,7 @@ def redact_patients(text: str) -> str:
 
         def object_id(m: re.Match[str]) -> str:
             terms.update(_terms(m.group(3), is_name=False))
-            return f"{m.group(1)}{m.group(2)}{PATIENT_REDACTED}{m.group(2)}"
+            return f"{m.group(1)}{m.group(2)}{PATIENT_REDACTED}{m.group(4)}"
 
         def object_name(m: re.Match[str]) -> str:
             terms.update(_terms(m.group(2), is_name=True))
@@ -125,13 +142,19 @@ def redact_patients(text: str) -> str:
         return _OBJECT_NAME.sub(object_name, content)
 
     text = _OBJECT_BLOCK.sub(block, text)
+    cut = not _MESSAGE_END.search(text)
+    if cut:
+        text = _DESCRIPTION.sub(lambda m: f"{m.group(1)}{PATIENT_REDACTED}{m.group(3)}" if m.group(2).strip()
+                                else m.group(0), text)
 
+    # A value cut by the end of the frame cannot be decoded whole: redacted, as it may name a patient.
     def query(m: re.Match[str]) -> str:
-        return f"{m.group(1)}{PATIENT_REDACTED}{m.group(3)}" if _sensitive_base64(m.group(2), terms) else m.group(0)
+        sensitive = cut or not m.group(3).startswith("</") or _sensitive_base64(m.group(2), terms)
+        return f"{m.group(1)}{PATIENT_REDACTED}{m.group(3)}" if sensitive else m.group(0)
 
     def detail(m: re.Match[str]) -> str:
-        if _sensitive_base64(m.group(3), terms):
-            return f"{m.group(1)}{m.group(2)}{PATIENT_REDACTED}{m.group(2)}"
+        if cut or not m.group(4) or _sensitive_base64(m.group(3), terms):
+            return f"{m.group(1)}{m.group(2)}{PATIENT_REDACTED}{m.group(4)}"
         return m.group(0)
 
     text = _QUERY.sub(query, text)
@@ -159,7 +182,7 @@ def atna_message(frame_text: str, xml_text: str, hostname: str | None, timestamp
     """(the ``message`` to send, the parse error or None)."""
     original = redact_patients(frame_text)
     try:
-        doc: dict[str, Any] = parse_audit_message(xml_text, max_bytes=max_bytes, fallback_timestamp=timestamp)
+        doc, partial = read_audit_message(xml_text, max_bytes=max_bytes, fallback_timestamp=timestamp)
     except AtnaParseError as exc:
         return failure_envelope(original, str(exc)), str(exc)
     except Exception as exc:  # a parser bug must not cost the event or the collector
@@ -170,7 +193,10 @@ def atna_message(frame_text: str, xml_text: str, hostname: str | None, timestamp
         observer = doc.setdefault("observer", {})
         if isinstance(observer, dict) and not observer.get("hostname"):
             observer["hostname"] = hostname
-    message = json.dumps({"pacsguard_format": "atna", "original": original, "doc": doc}, ensure_ascii=False)
+    envelope: dict[str, Any] = {"pacsguard_format": "atna", "original": original, "doc": doc}
+    if partial:
+        envelope["partial"] = partial  # indexed with what was read, tagged pacsguard-partial
+    message = json.dumps(envelope, ensure_ascii=False)
     if len(message) > ROUTER_MAX_CHARS:
         # The router would refuse it with the whole envelope (raw patient id in
         # doc) as event.original; send the redacted frame alone instead.

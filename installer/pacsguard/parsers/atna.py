@@ -53,9 +53,32 @@ def parse_audit_message(
     EventDateTime, e.g. the syslog TIMESTAMP the collector saw; without it such
     a message is rejected. ``event.original`` is left to the collector.
     """
-    root = _parse_xml(xml, max_bytes)
-    message = _read_message(root)
-    return _to_event(message, fallback_timestamp)
+    root, problem = _parse_xml(xml, max_bytes)
+    if problem:
+        raise AtnaParseError(problem)
+    return _to_event(_read_message(root), fallback_timestamp)
+
+
+def read_audit_message(
+    xml: bytes | str,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    fallback_timestamp: str | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """Like parse_audit_message, but a message that is malformed part of the way (cut short,
+    a bad byte or tag after the event was described) gives the event read up to the fault,
+    and the problem: (event, [problem]). A partial parse is indexed and tagged; only a message
+    with nothing usable (no AuditMessage, no EventIdentification with an EventID, no time)
+    raises AtnaParseError. A DOCTYPE, an entity or an oversized message is refused whole."""
+    root, problem = _parse_xml(xml, max_bytes)
+    if problem is None:
+        return _to_event(_read_message(root), fallback_timestamp), []
+    try:
+        # Free text is withheld: the patient objects that say what to scrub from it may be past the fault.
+        event = _to_event(_read_message(root), fallback_timestamp, complete=False)
+    except AtnaParseError as exc:
+        raise AtnaParseError(f"{problem}, and what came before it is not usable: {exc}") from None
+    return event, [f"{problem}; what follows it was not read"]
 
 
 # --------------------------------------------------------------------------
@@ -63,20 +86,45 @@ def parse_audit_message(
 # --------------------------------------------------------------------------
 
 
-def _parse_xml(xml: bytes | str, max_bytes: int) -> Element:
+class _Builder:
+    """A TreeBuilder that knows which elements are open, so a tree cut short can be closed."""
+
+    def __init__(self) -> None:
+        self.tree = TreeBuilder()
+        self.open: list[str] = []
+
+    def start(self, tag: str, attrs: dict[str, str]) -> None:
+        self.tree.start(tag, attrs)
+        self.open.append(tag)
+
+    def end(self, tag: str) -> None:
+        self.tree.end(tag)
+        self.open.pop()
+
+    def close_open(self) -> Element:
+        for tag in reversed(self.open):
+            self.tree.end(tag)
+        self.open.clear()
+        return self.tree.close()
+
+
+def _parse_xml(xml: bytes | str, max_bytes: int) -> tuple[Element, str | None]:
+    """The tree, and the XML fault after which nothing more was read (None if well-formed)."""
     data, encoding = _as_bytes(xml)
     if len(data) > max_bytes:
         raise AtnaParseError(f"audit message is {len(data)} bytes, over the {max_bytes}-byte limit")
-    builder = TreeBuilder()
+    builder = _Builder()
     parser = _safe_expat(builder, encoding)
     try:
         parser.Parse(data, True)
     except expat.ExpatError as exc:
-        reason = expat.ErrorString(exc.code)
-        raise AtnaParseError(f"malformed XML: {reason} at line {exc.lineno}, column {exc.offset}") from None
+        problem = f"malformed XML: {expat.ErrorString(exc.code)} at line {exc.lineno}, column {exc.offset}"
+        if not builder.open:
+            raise AtnaParseError(problem) from None  # not even a root element: nothing to read
+        return builder.close_open(), problem
     except LookupError as exc:  # the XML declaration names an encoding Python does not know
         raise AtnaParseError(f"malformed XML: {exc}") from None
-    return builder.close()
+    return builder.tree.close(), None
 
 
 def _as_bytes(xml: bytes | str) -> tuple[bytes, str | None]:
@@ -91,7 +139,7 @@ def _as_bytes(xml: bytes | str) -> tuple[bytes, str | None]:
     return bytes(xml).lstrip(b" \t\r\n"), None
 
 
-def _safe_expat(builder: TreeBuilder, encoding: str | None) -> Any:
+def _safe_expat(builder: _Builder, encoding: str | None) -> Any:
     parser = expat.ParserCreate(encoding)
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     parser.StartDoctypeDeclHandler = _refuse_doctype
@@ -99,7 +147,7 @@ def _safe_expat(builder: TreeBuilder, encoding: str | None) -> Any:
     parser.ExternalEntityRefHandler = _refuse_external_entity
     parser.StartElementHandler = builder.start
     parser.EndElementHandler = builder.end
-    parser.CharacterDataHandler = builder.data
+    parser.CharacterDataHandler = builder.tree.data
     return parser
 
 
@@ -399,10 +447,10 @@ _DECODED_DETAILS = frozenset(
 _ERROR_DETAIL = re.compile(r"error|reason", re.IGNORECASE)
 
 
-def _to_event(message: _Message, fallback_timestamp: str | None) -> dict[str, Any]:
+def _to_event(message: _Message, fallback_timestamp: str | None, complete: bool = True) -> dict[str, Any]:
     actor = _pick_actor(message.participants)
     action = _action(message)
-    scrub = _PhiScrubber(message.objects)
+    scrub = _PhiScrubber(message.objects, complete)
     details = _decoded_details(message.objects, scrub)
     event = {
         "@timestamp": _timestamp(message.event.date_time, fallback_timestamp),
@@ -749,7 +797,10 @@ class _PhiScrubber:
     # dcm4chee renders patients in exception text as Patient[pk=.., id=[..], name=..].
     _DCM4CHEE_PATIENT = re.compile(r"Patient\[[^\[\]]*(?:\[[^\]]*\][^\[\]]*)*\]")
 
-    def __init__(self, objects: tuple[_Object, ...]) -> None:
+    def __init__(self, objects: tuple[_Object, ...], complete: bool = True) -> None:
+        # A message read only up to an XML fault may have lost the patient objects naming what
+        # to scrub: its free text is withheld whole.
+        self._withhold = not complete
         terms: set[str] = set()
         for obj in objects:
             if obj.is_patient:
@@ -772,5 +823,7 @@ class _PhiScrubber:
         return {name} | {part for part in parts if len(part) >= 3}
 
     def __call__(self, text: str) -> str:
+        if self._withhold:
+            return REDACTED if text.strip() else text
         text = self._DCM4CHEE_PATIENT.sub(f"Patient{REDACTED}", text)
         return self._terms.sub(REDACTED, text) if self._terms else text
