@@ -1277,7 +1277,8 @@ def simulate(
     no_ship: Annotated[bool, typer.Option("--no-ship", help="Only write the files.")] = False,
 ) -> None:
     """A labelled hospital: users, shifts, travel, heavy exporters, attacks of every signal and near-misses,
-    written as viewer JSON and Keycloak log lines and shipped through the collector's file inputs."""
+    written as viewer JSON, Keycloak log lines and DICOM audit syslog, shipped through the collector's
+    file inputs, with the user directory (CSV) loaded."""
     import datetime as dt
 
     from pacsguard.collector.failures import resolve_failures_key
@@ -1286,7 +1287,8 @@ def simulate(
 
     sim = generate(days, users, seed, dt.datetime.now(dt.timezone.utc), warmup_days)
     meta = write(sim, out, seed)
-    progress(f"wrote {meta['events']['generic']} viewer events, {meta['events']['keycloak']} Keycloak lines and "
+    progress(f"wrote {meta['events']['generic']} viewer events, {meta['events']['keycloak']} Keycloak lines, "
+             f"{meta['events']['atna']} DICOM audit messages, {meta['users']} directory accounts and "
              f"{len(sim.labels)} labels to {out}")
     shipped = None
     if not no_ship:
@@ -1296,7 +1298,8 @@ def simulate(
     emit({"ok": True, "meta": meta, "shipped": shipped},
          f"{meta['users']} users, {meta['days']} labelled days from {meta['from']} (warm-up from "
          f"{meta['warmup_from']}): labels {meta['labels']}\n"
-         + (f"shipped: received {shipped['received']}, indexed {shipped['indexed']}, failed {shipped['failed']}\n"
+         + (f"shipped: received {shipped['received']}, indexed {shipped['indexed']}, failed {shipped['failed']}; "
+            f"directory: {shipped['directory_accounts']} accounts\n"
             if shipped else "")
          + f"next: pacsguard backtest --labels {out / 'labels.jsonl'}")
 

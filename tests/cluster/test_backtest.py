@@ -27,7 +27,8 @@ def test_every_attack_is_detected_no_near_miss_fires_and_false_alerts_stay_in_bo
     sim = simulate(days=3, users=20, seed=11, end=dt.datetime.now(dt.timezone.utc))
     meta = write(sim, tmp_path, seed=11)
     shipped = ship(cluster, pack_settings, tmp_path, meta, failures_key=os.urandom(32))
-    assert shipped["indexed"] == meta["events"]["generic"] + meta["events"]["keycloak"], shipped
+    assert shipped["indexed"] == sum(meta["events"].values()), shipped
+    assert meta["events"]["atna"] > 40 and shipped["directory_accounts"] == meta["users"]
     assert shipped["failed"] == 0, shipped
 
     labels = load_labels(tmp_path / "labels.jsonl")

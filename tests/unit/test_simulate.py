@@ -28,6 +28,21 @@ def test_simulation_is_deterministic_for_a_seed_and_labels_every_scenario(tmp_pa
     # Keycloak lines are what its JSON console handler prints: one JSON record with the event text in message
     record = json.loads((tmp_path / "a" / "keycloak.log").read_text().splitlines()[0])
     assert record["loggerName"] == "org.keycloak.events" and 'type="LOGIN' in record["message"]
+    # DICOM exports are ATNA messages in RFC 5424 frames, one a line, that the collector's parser reads whole
+    from pacsguard.collector.syslog_input import convert_file_line
+
+    lines = (tmp_path / "a" / "dicom-audit.log").read_bytes().splitlines()
+    assert len(lines) == len(a.atna) > 40
+    for line in lines:
+        converted = convert_file_line(line, 1 << 20)
+        assert converted.atna_error is None, converted.atna_error
+        doc = json.loads(converted.message)["doc"]
+        assert doc["event"]["action"] == "study-export" and doc["pacs"]["study"]["count"] == 1
+        assert "partial" not in json.loads(converted.message) and "SIMULATED" not in converted.message
+    # the directory export lists every account with its role
+    rows = (tmp_path / "a" / "directory.csv").read_text().splitlines()
+    assert rows[0] == "username,email,roles,enabled,created" and len(rows) == 21
+    assert sum(",pacs-admin," in r for r in rows) == sum(u.role == "adm" for u in a.users) >= 1
 
 
 def test_too_few_days_for_every_scenario_is_a_clear_error() -> None:

@@ -2,8 +2,11 @@
 
 `pacsguard simulate` writes the activity in the formats real sources use (generic JSON
 for the viewer and sharing portal, Keycloak JSON console lines for logins and login
-errors) and ships the files through the collector's file inputs, with a labels file
-(JSON lines: signal, entity, window, kind) that `pacsguard backtest` scores alerts against.
+errors, DICOM audit messages (ATNA XML in RFC 5424 syslog frames, as rsyslog writes them)
+for the archive's DICOM exports, which carry no roles) and ships the files through the
+collector's file inputs, with a labels file (JSON lines: signal, entity, window, kind)
+that `pacsguard backtest` scores alerts against, and the user directory as a CSV export
+(roles, so "non-admin" holds for the DICOM events too).
 
 Deterministic for a seed: the same seed, days, users and end time give the same files.
 A warm-up of normal activity before the labelled days gives every user a history
@@ -13,8 +16,10 @@ installation has one; attacks and near-misses only happen in the labelled days.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
+import io
 import json
 import random
 import time
@@ -37,6 +42,8 @@ RETURN_IP = "89.160.20.112"   # SE
 ATTACK_IP = "175.16.199.1"    # CN
 SPRAY_IP = "175.16.199.2"
 APP = "cloudviewer"
+PACS_HOST, PACS_AE = "pacs01.hospital.example", "HOSPACS"
+WORKSTATION_IP = "10.20.1.15"  # the reading room's DICOM workstation
 KC_REALM = "hospital"
 ROLES = {"rad": "radiologist", "tech": "technician", "clerk": "clerk", "adm": "pacs-admin"}
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"
@@ -81,6 +88,7 @@ class Simulation:
     users: list[User]
     generic: list[tuple[dt.datetime, dict[str, Any]]] = field(default_factory=list)
     keycloak: list[tuple[dt.datetime, dict[str, Any]]] = field(default_factory=list)
+    atna: list[tuple[dt.datetime, str]] = field(default_factory=list)
     labels: list[Label] = field(default_factory=list)
 
 
@@ -168,6 +176,33 @@ class Writer:
             self.generic(at, "study-export", user, studies=[_uid(tag, user.name, at.isoformat(), i)],
                          export={"destination": "USB-MEDIA"}, source_ip=HOSPITAL_IPS[0])
 
+    def dicom_exports(self, t: dt.datetime, user: User, studies: int, spread_minutes: float, tag: str) -> None:
+        """`studies` DICOM exports to media spread over `spread_minutes`, as the archive audits them:
+        one DICOM "Export" (110106) audit message each, in an RFC 5424 frame. No roles: DICOM has none."""
+        for i in range(studies):
+            at = t + dt.timedelta(minutes=spread_minutes * i / max(1, studies))
+            uid = _uid(tag, user.name, at.isoformat(), i)
+            patient = f"SIM-{int(hashlib.sha256(uid.encode()).hexdigest()[:8], 16) % 100000:05d}"
+            xml = (f'<?xml version="1.0" encoding="UTF-8"?><AuditMessage><EventIdentification EventActionCode="R" '
+                   f'EventDateTime="{_iso(at)}" EventOutcomeIndicator="0"><EventID csd-code="110106" '
+                   f'codeSystemName="DCM" originalText="Export"/></EventIdentification>'
+                   f'<ActiveParticipant UserID="{user.name}" UserIsRequestor="true" UserTypeCode="1" '
+                   f'NetworkAccessPointID="{WORKSTATION_IP}" NetworkAccessPointTypeCode="2"><UserIDTypeCode '
+                   f'csd-code="113871" codeSystemName="DCM" originalText="Person ID"/></ActiveParticipant>'
+                   f'<ActiveParticipant UserID="MEDIA-1" UserIsRequestor="false" UserTypeCode="2" '
+                   f'NetworkAccessPointID="{PACS_HOST}" NetworkAccessPointTypeCode="1"><RoleIDCode csd-code="110152" '
+                   f'codeSystemName="DCM" originalText="Destination Role ID"/></ActiveParticipant>'
+                   f'<AuditSourceIdentification AuditSourceID="{PACS_AE}"/>'
+                   f'<ParticipantObjectIdentification ParticipantObjectID="{patient}^^^HOSP" '
+                   f'ParticipantObjectTypeCode="1" ParticipantObjectTypeCodeRole="1"><ParticipantObjectIDTypeCode '
+                   f'csd-code="2" codeSystemName="RFC-3881" originalText="Patient Number"/><ParticipantObjectName>'
+                   f'SIMULATED^PATIENT{patient[4:]}</ParticipantObjectName></ParticipantObjectIdentification>'
+                   f'<ParticipantObjectIdentification ParticipantObjectID="{uid}" ParticipantObjectTypeCode="2" '
+                   f'ParticipantObjectTypeCodeRole="3"><ParticipantObjectIDTypeCode csd-code="110180" '
+                   f'codeSystemName="DCM" originalText="Study Instance UID"/></ParticipantObjectIdentification>'
+                   f'</AuditMessage>')
+            self.sim.atna.append((at, f"<85>1 {_iso(at)} {PACS_HOST} {PACS_AE} - IHE+RFC-3881 - {xml}"))
+
     def share(self, t: dt.datetime, user: User, recipient: str, external: bool = True) -> None:
         self.generic(t, "share-create", user, share={"id": self._id(), "recipients": [recipient],
                                                      "external": external},
@@ -208,7 +243,7 @@ def normal_day(w: Writer, user: User, day: dt.datetime, rng: random.Random, quie
         w.generic(start + dt.timedelta(minutes=20), "study-import", user,
                   studies=[_uid("import", user.name, day.isoformat())], source_ip=ip)
         if rng.random() < 0.3:
-            w.exports(start + dt.timedelta(hours=2), user, 1, 1, "tech")
+            w.dicom_exports(start + dt.timedelta(hours=2), user, 1, 1, "tech")
     elif user.role == "adm" and rng.random() < 0.3:
         w.generic(start + dt.timedelta(hours=1), "user-update", user, target_user=rng.choice(NAMES) + ".clerk")
     if user.role == "rad" and rng.random() < 0.3:
@@ -319,19 +354,19 @@ def s_4a_near(w: Writer, t: dt.datetime, u: dict[str, User]) -> None:
 
 def s_4a_admin(w: Writer, t: dt.datetime, u: dict[str, User]) -> None:
     admin = u["adm"]
-    w.exports(t, admin, 40, 25, "admin4a")
+    w.dicom_exports(t, admin, 40, 25, "admin4a")
     _label(w, "4a", admin.name, t, 25, "near-miss", "an administrator exports 40 studies (admins are exempt)")
 
 
 def s_4b(w: Writer, t: dt.datetime, u: dict[str, User]) -> None:
     user = u["tech"]
-    w.exports(t, user, 12, 55, "attack4b")
+    w.dicom_exports(t, user, 12, 55, "attack4b")
     _label(w, "4b", user.name, t, 55, "attack", "12 studies in an hour for a user who exports about 1")
 
 
 def s_4b_near(w: Writer, t: dt.datetime, u: dict[str, User]) -> None:
     user = u["tech"]
-    w.exports(t, user, 4, 50, "near4b")
+    w.dicom_exports(t, user, 4, 50, "near4b")
     _label(w, "4b", user.name, t, 50, "near-miss", "4 studies in an hour (floor 5)")
 
 
@@ -422,7 +457,7 @@ def simulate(days: int, users: int, seed: int, end: dt.datetime, warmup_days: in
             turn[role] = turn.get(role, 0) + 1
         if scenario in NEEDS_LOW_EXPORTER:
             for d in range(warmup_days):
-                w.exports(sim.warmup_start + dt.timedelta(days=d, hours=11), picked["tech"], 1, 1, "weekly")
+                w.dicom_exports(sim.warmup_start + dt.timedelta(days=d, hours=11), picked["tech"], 1, 1, "weekly")
         if scenario in NEEDS_SE_HISTORY:
             w.login(sim.warmup_start + dt.timedelta(days=1, hours=18), picked["tech"], RETURN_IP)
         scenario(w, slot, picked)
@@ -434,27 +469,44 @@ def simulate(days: int, users: int, seed: int, end: dt.datetime, warmup_days: in
             normal_day(w, user, day, rng, quiet=(user.name, day.date()) in busy)
     sim.generic.sort(key=lambda e: e[0])
     sim.keycloak.sort(key=lambda e: e[0])
+    sim.atna.sort(key=lambda e: e[0])
     sim.generic = [e for e in sim.generic if e[0] <= end]
     sim.keycloak = [e for e in sim.keycloak if e[0] <= end]
+    sim.atna = [e for e in sim.atna if e[0] <= end]
     return sim
+
+
+def directory_csv(sim: Simulation) -> str:
+    """The hospital's accounts as the directory job's CSV export (docs/baselines.md, directory)."""
+    text = io.StringIO()
+    out = csv.writer(text, lineterminator="\n")
+    out.writerow(["username", "email", "roles", "enabled", "created"])
+    for user in sim.users:
+        out.writerow([user.name, f"{user.name}@hospital.example", ";".join(user.roles), "true",
+                      _iso(sim.warmup_start - dt.timedelta(days=90))])
+    return text.getvalue()
 
 
 def write(sim: Simulation, out: Path, seed: int) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    files = {"generic": out / "viewer-audit.jsonl", "keycloak": out / "keycloak.log", "labels": out / "labels.jsonl"}
+    files = {"generic": out / "viewer-audit.jsonl", "keycloak": out / "keycloak.log", "atna": out / "dicom-audit.log",
+             "directory": out / "directory.csv", "labels": out / "labels.jsonl"}
     with files["generic"].open("w") as fh:
         for _, event in sim.generic:
             fh.write(json.dumps(event, separators=(",", ":")) + "\n")
     with files["keycloak"].open("w") as fh:
         for _, record in sim.keycloak:
             fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+    with files["atna"].open("w") as fh:
+        fh.writelines(line + "\n" for _, line in sim.atna)
+    files["directory"].write_text(directory_csv(sim))
     with files["labels"].open("w") as fh:
         for label in sim.labels:
             fh.write(json.dumps(label.as_dict()) + "\n")
     meta = {"seed": seed, "from": _iso(sim.start), "to": _iso(sim.end), "warmup_from": _iso(sim.warmup_start),
             "users": len(sim.users), "days": round((sim.end - sim.start).total_seconds() / 86400, 3),
             "roles": {r: sum(1 for u in sim.users if u.role == r) for r in ROLES},
-            "events": {"generic": len(sim.generic), "keycloak": len(sim.keycloak)},
+            "events": {"generic": len(sim.generic), "keycloak": len(sim.keycloak), "atna": len(sim.atna)},
             "labels": {k: sum(1 for lb in sim.labels if lb.kind == k) for k in ("attack", "near-miss", "benign-unusual")},
             "files": {k: str(v) for k, v in files.items()}}
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -467,10 +519,11 @@ def ship(cluster: Cluster, settings: Settings, out: Path, meta: dict[str, Any], 
     from pacsguard.collector.sender import SenderConfig
     from pacsguard.collector.service import CollectorConfig, CollectorThread
 
-    expected = meta["events"]["generic"] + meta["events"]["keycloak"]
+    expected = sum(meta["events"].values())
     config = CollectorConfig(state_dir=out / "collector-state",
                              files=((Path(meta["files"]["generic"]), "json"),
-                                    (Path(meta["files"]["keycloak"]), "keycloak")),
+                                    (Path(meta["files"]["keycloak"]), "keycloak"),
+                                    (Path(meta["files"]["atna"]), "syslog")),
                              sender=SenderConfig(batch_size=1000, flush_interval=0.2), progress_interval=0,
                              failures_key=failures_key)
     thread = CollectorThread(config, cluster, settings).start()
@@ -488,4 +541,8 @@ def ship(cluster: Cluster, settings: Settings, out: Path, meta: dict[str, Any], 
         final = thread.stop()
     cluster.request("POST", f"/{settings.index('events_data_stream')},{settings.index('failures')}/_refresh",
                     params={"ignore_unavailable": "true"})
-    return final
+    # The hospital's accounts and roles: DICOM exports carry none, the rules read them here.
+    from pacsguard.jobs.directory import read_csv, run_directory
+
+    directory = run_directory(cluster, settings, accounts=read_csv(Path(meta["files"]["directory"])))
+    return {**final, "directory_accounts": directory.written}
