@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -851,6 +851,64 @@ def cluster_logs(port: PortOpt = 9200, lines: Annotated[int, typer.Option("--lin
     from pacsguard.devnode import logs
 
     typer.echo(logs(port=port, lines=lines))
+
+
+pacs_app = typer.Typer(help="A local PACS front for trying the proxy source: Orthanc with DICOMweb behind nginx "
+                            "(Debian packages, loopback).")
+cluster_app.add_typer(pacs_app, name="pacs")
+PacsPortOpt = Annotated[int, typer.Option("--port", envvar="PACSGUARD_PACS_PORT",
+                                          help="nginx port on 127.0.0.1 (Orthanc gets the next free one).")]
+DEFAULT_PACS_PORT = 8042
+
+
+@pacs_app.command("up")
+@handle_errors
+def pacs_up(
+    port: PacsPortOpt = DEFAULT_PACS_PORT,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Restart with a new run directory.")] = False,
+) -> None:
+    """Start Orthanc (DICOMweb plugin) behind nginx writing the documented JSON access log; print where things are."""
+    import os
+
+    from pacsguard.devnode import pacs
+
+    missing = pacs.missing_software()
+    if missing:
+        if os.geteuid() != 0:
+            raise PacsguardError(f"{', '.join(missing)} not installed: as root, apt-get install -y "
+                                 f"{' '.join(pacs.DEBIAN_PACKAGES)}")
+        pacs.install_software(progress)
+    state = pacs.up(port, progress=progress, fresh=fresh)
+    emit({"ok": True, **asdict(state)}, "\n".join([
+        f"PACS front  {state.url} (nginx pid {state.nginx_pid}; Orthanc pid {state.orthanc_pid} on "
+        f"127.0.0.1:{state.orthanc_port})",
+        f"DICOMweb    {state.dicomweb_url} (send the user in the X-Auth-Request-User header, as an auth proxy does)",
+        f"access log  {state.access_log}: pacsguard collect --file {state.access_log}",
+        f"logs        {state.orthanc_log}, {state.nginx_error_log}"]))
+
+
+@pacs_app.command("down")
+@handle_errors
+def pacs_down(port: PacsPortOpt = DEFAULT_PACS_PORT) -> None:
+    """Stop the PACS front this project started on --port (and only that one)."""
+    from pacsguard.devnode import pacs
+
+    stopped = pacs.down(port)
+    emit({"ok": True, "stopped": stopped}, "stopped" if stopped else f"no pacsguard PACS front running on port {port}")
+
+
+@pacs_app.command("status")
+@handle_errors
+def pacs_status(port: PacsPortOpt = DEFAULT_PACS_PORT) -> None:
+    """Whether our PACS front runs on --port, and its access log."""
+    from pacsguard.devnode import pacs
+
+    state = pacs.status(port)
+    if state is None:
+        emit({"ok": False, "port": port, "running": False}, f"no pacsguard PACS front running on port {port}")
+        raise typer.Exit(EXIT_ERROR)
+    emit({"ok": True, "running": True, **asdict(state)},
+         f"PACS front {state.url}, DICOMweb {state.dicomweb_url}, access log {state.access_log}")
 
 
 keycloak_app = typer.Typer(help="A local Keycloak for development and CI (Maven Central, loopback, non-root).")

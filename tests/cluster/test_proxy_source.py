@@ -242,3 +242,17 @@ def test_settings_choose_the_login_path_and_the_trusted_proxies(cluster_url: str
         assert results[2] is None or results[2].get("doc") is None, "the default /login is not this site's login path"
     finally:
         uninstall(cluster, settings, purge=True)
+
+
+def test_cli_status_and_down_name_the_front_it_started(front: pacs.PacsState) -> None:
+    from pacsguard.cli import app
+    from typer.testing import CliRunner
+
+    shown = CliRunner().invoke(app, ["--json", "cluster", "pacs", "status", "--port", str(front.port)])
+    assert shown.exit_code == 0, shown.output
+    info = json.loads(shown.output)
+    assert (info["running"], info["url"], info["access_log"]) == (True, front.url, front.access_log)
+    other = free_port()
+    missing = CliRunner().invoke(app, ["cluster", "pacs", "down", "--port", str(other)])
+    assert missing.exit_code == 0 and f"no pacsguard PACS front running on port {other}" in missing.output
+    assert pacs.status(front.port) is not None  # another port's down leaves this one alone
