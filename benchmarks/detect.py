@@ -39,12 +39,12 @@ from typing import Any
 
 from pacsguard.core.connection import Cluster
 from pacsguard.core.content import content_path
-from pacsguard.rules.compiler import render_monitor
+from pacsguard.core.settings import Settings, load_settings
 from pacsguard.engines import run_monitor
+from pacsguard.jobs import run_job
+from pacsguard.rules.compiler import render_monitor
 from pacsguard.rules.model import load_rules
 from pacsguard.services.install import install, uninstall
-from pacsguard.jobs import run_job
-from pacsguard.core.settings import Settings, load_settings
 
 DAYS = 30
 # (ip, country, region) as the GeoLite2 test databases resolve them

@@ -44,8 +44,8 @@ from pacsguard.collector.events import Event, make_id
 from pacsguard.collector.sender import SenderConfig
 from pacsguard.collector.syslog_input import convert_frame
 from pacsguard.core.connection import Cluster
-from pacsguard.services.install import install, uninstall
 from pacsguard.core.settings import Settings, load_settings
+from pacsguard.services.install import install, uninstall
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT.parent / "shared" / "samples" / "dicom-audit"

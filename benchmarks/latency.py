@@ -47,7 +47,7 @@ class Receiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 alert = body["alert"]
                 key = (alert["rule"]["signal"], alert["entity"]["keys"][0])

@@ -880,8 +880,8 @@ def pacs_up(
         pacs.install_software(progress)
     state = pacs.up(port, progress=progress, fresh=fresh)
     emit({"ok": True, **asdict(state)}, "\n".join([
-        f"PACS front  {state.url} (nginx pid {state.nginx_pid}; Orthanc pid {state.orthanc_pid} on "
-        f"127.0.0.1:{state.orthanc_port})",
+        (f"PACS front  {state.url} (nginx pid {state.nginx_pid}; Orthanc pid {state.orthanc_pid} on "
+         f"127.0.0.1:{state.orthanc_port})"),
         f"DICOMweb    {state.dicomweb_url} (send the user in the X-Auth-Request-User header, as an auth proxy does)",
         f"access log  {state.access_log}: pacsguard collect --file {state.access_log}",
         f"logs        {state.orthanc_log}, {state.nginx_error_log}"]))

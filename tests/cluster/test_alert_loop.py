@@ -147,7 +147,7 @@ def collect(settings: Settings, events: list[dict[str, Any]], tmp: Path) -> None
             time.sleep(0.5)
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     assert got == len(events), f"collector indexed {got} of {len(events)}: {err[-2000:]}"
     assert cluster.request("GET", f"/{settings.index('failures')}/_count")["count"] == 0
 
@@ -217,7 +217,7 @@ def test_alerts_reach_webhook_and_smtp_once_per_rule_and_entity(
 
 def test_ack_stops_reminders(pack_settings: Settings, receivers: tuple[Receiver, Mailbox, int],
                              tmp_path: Path) -> None:
-    hook, box, smtp_port = receivers
+    hook, _, smtp_port = receivers
     settings = loop_settings(pack_settings, hook, smtp_port, renotify_every="1s")
     cluster = Cluster.connect(settings.cluster)
     install(cluster, settings, allow_missing_plugins=True)
@@ -247,7 +247,7 @@ def test_ack_stops_reminders(pack_settings: Settings, receivers: tuple[Receiver,
 def test_an_acknowledgement_survives_the_engine_updating_the_alert(
         pack_settings: Settings, receivers: tuple[Receiver, Mailbox, int], tmp_path: Path) -> None:
     """ack and watch write the same document; neither overwrites the other (optimistic concurrency)."""
-    hook, box, smtp_port = receivers
+    hook, _, smtp_port = receivers
     settings = loop_settings(pack_settings, hook, smtp_port)
     cluster = Cluster.connect(settings.cluster)
     install(cluster, settings, allow_missing_plugins=True)

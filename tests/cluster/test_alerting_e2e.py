@@ -101,6 +101,6 @@ def test_scheduled_monitor_alerts_and_webhook_delivers(
         assert install(alerting_cluster, settings).applied == []
         names = [m["name"] for m in KINDS["monitor"]._all(alerting_cluster)  # type: ignore[attr-defined]
                  if m["name"].startswith(f"{settings.scope}-rule-")]
-        assert len(names) == len(set(n.split(" ", 1)[0] for n in names)) == 10
+        assert len(names) == len({n.split(" ", 1)[0] for n in names}) == 10
     finally:
         uninstall(alerting_cluster, settings, purge=True)

@@ -10,13 +10,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from testnode import make_settings
 from dashboard_scenario import EXPECTED, EXPECTED_FOR_USER, EXPECTED_SERIES, US, Loaded, load, u
 from pacsguard.savedobjects.links import INVESTIGATION_FIELD
 from pacsguard.savedobjects.search import Row, run_visualization
 from pacsguard.savedobjects.spec import Content, load_content
 from pacsguard.services.alerts import acknowledge, list_alerts
 from pacsguard.services.install import uninstall
+from testnode import make_settings
 
 pytestmark = pytest.mark.cluster
 CONTENT: Content = load_content()

@@ -272,7 +272,7 @@ class HookReceiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 want = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
                 signed = hmac.compare_digest(want, self.headers.get("X-Pacsguard-Signature", ""))

@@ -736,8 +736,8 @@ def test_a_bad_byte_after_the_event_is_a_partial_parse_and_names_where() -> None
 @pytest.mark.parametrize(("payload", "message"), [
     (b"not xml at all", "malformed XML: syntax error at line 1, column 0"),
     (b"<AuditMessage><EventIdentification EventDateTime='2026-03-02T10:00:00Z'><EventI",
-     "malformed XML: unclosed token at line 1, column 72, and what came before it is not usable: "
-     "EventIdentification has no EventID"),
+     ("malformed XML: unclosed token at line 1, column 72, and what came before it is not usable: "
+      "EventIdentification has no EventID")),
     (b"<Other><EventIdentification", "root element is <Other>, expected <AuditMessage>"),
 ])
 def test_a_break_before_anything_usable_is_still_refused(payload: bytes, message: str) -> None:

@@ -248,8 +248,8 @@ def test_truncated_octet_frame_at_end_of_stream() -> None:
     framer = OctetCountingFramer(on_framing_error=errors.append)
     assert framer.feed(octet(FRAME)[:-10]) == []
     assert framer.finish() == [FRAME[:-10]]
-    assert [e.detail for e in errors] == [f"stream ended inside an octet-counted frame: got {len(FRAME) - 10} of "
-                                          f"{len(FRAME)} octets"]
+    assert [e.detail for e in errors] == [(f"stream ended inside an octet-counted frame: got {len(FRAME) - 10} of "
+                                           f"{len(FRAME)} octets")]
     assert framer.pending == 0  # reusable after the error
     assert framer.feed(octet(FRAME)) == [FRAME]
 

@@ -22,7 +22,7 @@ def receiver() -> Iterator[dict[str, Any]]:
     state: dict[str, Any] = {"requests": [], "status": 200}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             state["requests"].append((dict(self.headers), body))
             self.send_response(state["status"])

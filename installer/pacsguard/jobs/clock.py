@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from pacsguard.jobs.report import iso_ms
 
-
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
