@@ -241,6 +241,16 @@ def test_redaction_removes_every_own_patient_id_and_name() -> None:
     assert found > 30  # the inputs do name patients
 
 
+@pytest.mark.parametrize("name", ["<![CDATA[DOE^JOHN]]>", "DOE<!-- a comment -->^JOHN", "<![CDATA[DOE^JO"])
+def test_redaction_takes_a_name_whole_with_cdata_and_comments(name: str) -> None:
+    xml = ('<AuditMessage><ParticipantObjectIdentification ParticipantObjectID="P-1234" ParticipantObjectTypeCode="1" '
+           f'ParticipantObjectTypeCodeRole="1"><ParticipantObjectName>{name}')
+    closed = xml + "</ParticipantObjectName></ParticipantObjectIdentification></AuditMessage>"
+    for text in (xml, closed) if not name.endswith("JO") else (xml,):
+        redacted = redact_patients(text)
+        assert "DOE" not in redacted and "JO" not in redacted and "P-1234" not in redacted, redacted
+
+
 def test_redaction_holds_wherever_a_frame_is_cut() -> None:
     """A frame cut anywhere (a partial parse keeps its original) names no patient, not even
     the start of an id or name cut mid-value: an object whose kind the cut hides is redacted."""

@@ -55,10 +55,11 @@ _IDTYPE_PATIENT = re.compile(
     r"""<(?:[\w.-]+:)?ParticipantObjectIDTypeCode\b[^>]*\b(?:csd-)?code\s*=\s*["']2["']""")
 # Each value also up to the end of a frame cut inside it (group 4 / 3 is then empty).
 _OBJECT_ID = re.compile(r"""(\bParticipantObjectID\s*=\s*)(["'])(.*?)(\2|\Z)""", re.DOTALL)
+# (Element content up to its end tag, CDATA sections and comments included.)
 _OBJECT_NAME = re.compile(
-    r"(<(?:[\w.-]+:)?ParticipantObjectName\b[^>]*>)([^<]*)(</(?:[\w.-]+:)?ParticipantObjectName\s*>|(?=<)|\Z)")
+    r"(<(?:[\w.-]+:)?ParticipantObjectName\b[^>]*>)(.*?)(</(?:[\w.-]+:)?ParticipantObjectName\s*>|\Z)", re.DOTALL)
 _QUERY = re.compile(
-    r"(<(?:[\w.-]+:)?ParticipantObjectQuery\b[^>]*>)([^<]*)(</(?:[\w.-]+:)?ParticipantObjectQuery\s*>|(?=<)|\Z)")
+    r"(<(?:[\w.-]+:)?ParticipantObjectQuery\b[^>]*>)(.*?)(</(?:[\w.-]+:)?ParticipantObjectQuery\s*>|\Z)", re.DOTALL)
 _DETAIL_VALUE = re.compile(
     r"""(<(?:[\w.-]+:)?ParticipantObjectDetail\b[^>]*?\bvalue\s*=\s*)(["'])(.*?)(\2|\Z)""", re.DOTALL)
 # REST paths name patients by id: dcm4chee's .../rs/patients/<id> (a new id in an
@@ -69,7 +70,8 @@ _URI_PATIENT = re.compile(r"""(/patients/)([^/"'?#\s<&]+)""", re.IGNORECASE)
 # free text and encoded values that could name them (unknown terms) are redacted whole.
 _MESSAGE_END = re.compile(r"</(?:[\w.-]+:)?AuditMessage\s*>")
 _DESCRIPTION = re.compile(
-    r"(<(?:[\w.-]+:)?EventOutcomeDescription\b[^>]*>)([^<]*)(</(?:[\w.-]+:)?EventOutcomeDescription\s*>|(?=<)|\Z)")
+    r"(<(?:[\w.-]+:)?EventOutcomeDescription\b[^>]*>)(.*?)(</(?:[\w.-]+:)?EventOutcomeDescription\s*>|\Z)",
+    re.DOTALL)
 _HL7_PATIENT_SEGMENT = re.compile(r"(?:^|[\r\n])(?:PID|MRG|QPD|NK1|PD1)\|")
 
 
