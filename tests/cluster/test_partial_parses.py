@@ -94,3 +94,17 @@ def test_a_partly_garbled_event_is_indexed_tagged_and_raises_signal_3(
     signal_3 = next(r for r in load_rules(content_path("detections")) if r.signal == "3")
     fired = run_monitor(cluster, render_monitor(signal_3, pack), period_end=dt.datetime.now(dt.timezone.utc)).fired()
     assert any(entity.startswith(f"{actor},{action}") for entity in fired), fired
+
+
+def test_a_sender_cannot_write_the_pipelines_scratch_fields(pack: Settings) -> None:
+    """A structured document that brings its own _pg (a partial-parse note, related users) loses it."""
+    cluster = Cluster.connect(pack.cluster)
+    stream = pack.index("events_data_stream")
+    doc = {"timestamp": now_iso(), "app": "cloudpacs", "action": "user-login", "user": "ann",
+           "_pg": {"partial": ["forged problem"], "related_user": ["mallory"], "logdata_garbled": True}}
+    res = cluster.request("POST", f"/{stream}/_bulk", body='{"create":{}}\n' + json.dumps(doc) + "\n")
+    assert not res["errors"], res["items"]
+    cluster.request("POST", f"/{stream}/_refresh")
+    (hit,) = cluster.request("POST", f"/{stream}/_search")["hits"]["hits"]
+    got = hit["_source"]
+    assert "tags" not in got and "error" not in got and got["related"]["user"] == ["ann"], got

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import json
 import re
 from pathlib import Path
@@ -249,6 +251,40 @@ def test_redaction_takes_a_name_whole_with_cdata_and_comments(name: str) -> None
     for text in (xml, closed) if not name.endswith("JO") else (xml,):
         redacted = redact_patients(text)
         assert "DOE" not in redacted and "JO" not in redacted and "P-1234" not in redacted, redacted
+
+
+def test_a_name_in_cdata_or_split_by_a_comment_is_found_elsewhere_in_the_frame() -> None:
+    for name in ("<![CDATA[GARCIA^ROSA]]>", "GARCIA<!-- x -->^ROSA"):
+        xml = ('<AuditMessage><EventIdentification><EventOutcomeDescription>Patient ROSA GARCIA not found'
+               '</EventOutcomeDescription></EventIdentification><ParticipantObjectIdentification '
+               'ParticipantObjectID="PAT-4411" ParticipantObjectTypeCodeRole="1"><ParticipantObjectIDTypeCode '
+               f'csd-code="2"/><ParticipantObjectName>{name}</ParticipantObjectName>'
+               '</ParticipantObjectIdentification></AuditMessage>')
+        redacted = redact_patients(xml)
+        assert "GARCIA" not in redacted and "ROSA" not in redacted and "PAT-4411" not in redacted, redacted
+
+
+def test_a_self_closing_object_does_not_shield_the_patient_object_after_it() -> None:
+    xml = ('<AuditMessage><ParticipantObjectIdentification ParticipantObjectID="1.2.3" ParticipantObjectTypeCode="2"/>'
+           '<ParticipantObjectIdentification ParticipantObjectID="PAT-4411" ParticipantObjectTypeCodeRole="1">'
+           '<ParticipantObjectIDTypeCode csd-code="2"/></ParticipantObjectIdentification></AuditMessage>')
+    redacted = redact_patients(xml)
+    assert "PAT-4411" not in redacted and 'ParticipantObjectID="1.2.3"' in redacted, redacted
+
+
+@pytest.mark.parametrize("encode", [
+    lambda b: base64.b64encode(b).decode().rstrip("="),          # padding stripped
+    lambda b: base64.urlsafe_b64encode(b).decode(),               # URL-safe alphabet
+    lambda b: "&#10;".join(base64.b64encode(b).decode()[i:i + 20] for i in range(0, 80, 20)),  # with references
+])
+def test_an_encoded_value_that_does_not_decode_cleanly_is_withheld(encode: Any) -> None:
+    hl7 = b"MSH|^~\\&|ADT|HOSP|||20260302||ADT^A08|1|P|2.5\rPID|1||PAT-4411^^^HOSP||GARCIA^ROSA??>>"
+    value = encode(hl7)
+    xml = ('<AuditMessage><ParticipantObjectIdentification ParticipantObjectID="1.2.3" ParticipantObjectTypeCode="2">'
+           f'<ParticipantObjectDetail type="HL7v2 Message" value="{value}"/></ParticipantObjectIdentification>'
+           '</AuditMessage>')
+    redacted = redact_patients(xml)
+    assert value not in redacted and PATIENT_REDACTED in redacted, redacted
 
 
 def test_redaction_holds_wherever_a_frame_is_cut() -> None:

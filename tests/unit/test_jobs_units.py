@@ -42,14 +42,18 @@ def test_settled_leaves_out_the_units_active_back_to_back_up_to_the_end() -> Non
     def buckets(*units_before_end: int) -> list[dict[str, Any]]:
         return [{"key": {"t": end - n * unit}, "doc_count": 1} for n in units_before_end]
 
-    assert settled(buckets(1, 2, 3), end, unit) == ([], 3)  # all of it still going on
-    before, ongoing = settled(buckets(1, 2, 5, 9), end, unit)
+    assert settled(buckets(1, 2, 3), end, unit, 12) == ([], 3)  # all of it still going on
+    before, ongoing = settled(buckets(1, 2, 5, 9), end, unit, 12)
     assert ongoing == 2 and [b["key"]["t"] for b in before] == [end - 5 * unit, end - 9 * unit]
-    assert settled(buckets(2, 3), end, unit) == (buckets(2, 3), 0)  # an idle unit before the end: settled
+    assert settled(buckets(2, 3), end, unit, 12) == (buckets(2, 3), 0)  # an idle unit before the end: settled
     # several buckets per unit (external recipients: day x recipient) go together
     per_recipient = [{"key": {"t": end - unit, "recipient": r}} for r in "ab"] + [{"key": {"t": end - 4 * unit,
                                                                                           "recipient": "c"}}]
-    assert settled(per_recipient, end, unit) == (per_recipient[2:], 1)
+    assert settled(per_recipient, end, unit, 12) == (per_recipient[2:], 1)
+    # an account active every hour: at most max_units are left out, the rest is its baseline
+    always = buckets(*range(1, 49))
+    before, ongoing = settled(always, end, unit, 12)
+    assert ongoing == 12 and len(before) == 36 and before[0]["key"]["t"] == end - 13 * unit
 
 
 def test_new_values_need_an_earlier_value_and_a_recent_first_seen() -> None:

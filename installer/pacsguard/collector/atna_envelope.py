@@ -43,10 +43,12 @@ ROUTER_MAX_CHARS = 1_048_576
 
 _XML_START = re.compile(rb"^(?:<\?xml|<(?:[\w.-]+:)?AuditMessage\b)")
 # An object up to its end tag, or to the end of a frame cut inside it (even inside its start tag).
+# A self-closing object is a block of its own (else it would run on into the next object).
 _OBJECT_BLOCK = re.compile(
-    r"<(?:[\w.-]+:)?ParticipantObjectIdentification\b(?:[^>]*>.*?(?:</(?:[\w.-]+:)?ParticipantObjectIdentification\s*>|\Z)"
-    r"|[^>]*\Z)",
+    r"<(?:[\w.-]+:)?ParticipantObjectIdentification\b(?:[^>]*/>"
+    r"|[^>]*>.*?(?:</(?:[\w.-]+:)?ParticipantObjectIdentification\s*>|\Z)|[^>]*\Z)",
     re.DOTALL)
+_MARKUP = re.compile(r"<!\[CDATA\[|\]\]>|<!--.*?-->", re.DOTALL)
 _OBJECT_END = re.compile(r"</(?:[\w.-]+:)?ParticipantObjectIdentification\s*>\Z")
 _IDTYPE_ELEMENT = re.compile(r"<(?:[\w.-]+:)?ParticipantObjectIDTypeCode\b[^>]*>")
 _START_TAG = re.compile(r"^<[^>]*>", re.DOTALL)
@@ -87,7 +89,8 @@ def _is_patient_block(block: str) -> bool:
     if (start and _ROLE_PATIENT.search(start.group(0))) or _IDTYPE_PATIENT.search(block):
         return True
     # Cut before its ID type code: it may be a patient, so it is redacted as one.
-    return not _OBJECT_END.search(block) and not _IDTYPE_ELEMENT.search(block)
+    complete = block.endswith("/>") or _OBJECT_END.search(block)
+    return not complete and not _IDTYPE_ELEMENT.search(block)
 
 
 def _name_parts(name: str) -> set[str]:
@@ -115,10 +118,12 @@ def _terms(raw_value: str, is_name: bool) -> set[str]:
 
 
 def _sensitive_base64(value: str, terms: set[str]) -> bool:
+    """Whether an encoded value names a patient; one that does not decode cleanly cannot be
+    checked (unpadded, URL-safe, with character references) and counts as sensitive."""
     try:
         decoded = base64.b64decode("".join(value.split()), validate=True)
     except (binascii.Error, ValueError):
-        return False
+        return True
     text = decoded.decode("utf-8", errors="replace")
     return bool(_HL7_PATIENT_SEGMENT.search(text)) or any(term in text for term in terms)
 
@@ -137,7 +142,8 @@ def redact_patients(text: str) -> str:
             return f"{m.group(1)}{m.group(2)}{PATIENT_REDACTED}{m.group(4)}"
 
         def object_name(m: re.Match[str]) -> str:
-            terms.update(_terms(m.group(2), is_name=True))
+            # the name as a reader sees it: CDATA markers and comments are not part of it
+            terms.update(_terms(_MARKUP.sub("", m.group(2)), is_name=True))
             return f"{m.group(1)}{PATIENT_REDACTED}{m.group(3)}"
 
         content = _OBJECT_ID.sub(object_id, content, count=1)

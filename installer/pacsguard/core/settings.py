@@ -83,6 +83,9 @@ class Thresholds(Frozen):
     baseline_recent_window: str
     baseline_multiplier: float = Field(gt=0)
     baseline_floor: int = Field(ge=1)
+    # 4b: at most this much of the activity still going on at the baseline window's end is left out
+    # of the baseline (an always-active account keeps a baseline from before it)
+    baseline_ongoing_window: str = "12h"
     escalation_window: str
     share_links: int = Field(ge=1)
     share_links_window: str

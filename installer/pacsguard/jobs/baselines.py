@@ -134,7 +134,8 @@ def _document(settings: Settings, clock: RunClock, series: Series, user: str, va
             "job": job_stamp(clock.run_id, clock.now_iso, doc_id)}
 
 
-def settled(buckets: list[dict[str, Any]], end_ms: int, unit_ms: int) -> tuple[list[dict[str, Any]], int]:
+def settled(buckets: list[dict[str, Any]], end_ms: int, unit_ms: int,
+            max_units: int) -> tuple[list[dict[str, Any]], int]:
     """One user's buckets without the activity still going on at the window's end, and how
     many units that activity covered.
 
@@ -142,10 +143,12 @@ def settled(buckets: list[dict[str, Any]], end_ms: int, unit_ms: int) -> tuple[l
     looking at (an export burst that began 70 minutes ago has its first hour in the window):
     counting them would make a burst the baseline it is measured against (a first-ever
     40-study export would be "5 x its own first hour"). The baseline is what the user did
-    before it; a user with nothing before it has no baseline, and 4a watches them."""
+    before it; a user with nothing before it has no baseline, and 4a watches them. At most
+    max_units are left out (thresholds.baseline_ongoing_window): an account active every hour
+    keeps a baseline from before them."""
     starts = {int(b["key"]["t"]) for b in buckets}
     ongoing, unit_start = set(), end_ms - unit_ms
-    while unit_start in starts:
+    while unit_start in starts and len(ongoing) < max_units:
         ongoing.add(unit_start)
         unit_start -= unit_ms
     return [b for b in buckets if int(b["key"]["t"]) not in ongoing], len(ongoing)
@@ -169,13 +172,16 @@ def run_baselines(cluster: Cluster, settings: Settings, *, now: dt.datetime | No
     report = JobReport("baselines", clock.run_id, clock.now_iso)
     counter = PageCounter()
     writer = BulkWriter(cluster, target, flush_every=page_size)
+    max_ongoing = duration_seconds(settings.thresholds.baseline_ongoing_window) // unit_seconds(settings, "hour")
     for series in series_for(settings, end_ms):
         query = {"bool": {"filter": [*series.filters, time_range("@timestamp", start_ms, end_ms)]}}
         sources = [{USER: {"terms": {"field": "user.name"}}}, *series.extra_sources]
         buckets = iter_composite(cluster, events, query, sources, series.aggs, page_size, counter, stop)
         users = 0
         for user, group in by_user(buckets, USER):
-            before, ongoing = settled(list(group), end_ms, series.unit_seconds * 1000)
+            before, ongoing = list(group), 0
+            if series.unit == "hour":  # the unit 4b compares with (a daily series has no ongoing episode)
+                before, ongoing = settled(before, end_ms, series.unit_seconds * 1000, max_ongoing)
             if not before:
                 continue  # all of it is still going on: no baseline yet (and an old one is deleted as stale)
             doc_id = baseline_id(series.metric, user)
