@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import base64
-
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import corpus
 import pytest
