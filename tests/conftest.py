@@ -91,6 +91,16 @@ def cluster(cluster_url: str, pack_settings: Settings) -> Cluster:
     return Cluster.connect(pack_settings.cluster)
 
 
+@pytest.fixture
+def pack(cluster: Cluster, pack_settings: Settings) -> Settings:
+    """The pack installed on pack_settings (without the monitors where Alerting is missing);
+    pack_settings purges it afterwards."""
+    from pacsguard.services.install import install
+
+    install(cluster, pack_settings, allow_missing_plugins=True)
+    return pack_settings
+
+
 @pytest.fixture(scope="session")
 def golden_pack(cluster_url: str) -> Iterator[Settings]:
     """One install shared by the pipeline tests (prefix pggold, namespace golden); purged at the end.

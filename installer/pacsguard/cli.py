@@ -868,16 +868,9 @@ def pacs_up(
     fresh: Annotated[bool, typer.Option("--fresh", help="Restart with a new run directory.")] = False,
 ) -> None:
     """Start Orthanc (DICOMweb plugin) behind nginx writing the documented JSON access log; print where things are."""
-    import os
-
     from pacsguard.devnode import pacs
 
-    missing = pacs.missing_software()
-    if missing:
-        if os.geteuid() != 0:
-            raise PacsguardError(f"{', '.join(missing)} not installed: as root, apt-get install -y "
-                                 f"{' '.join(pacs.DEBIAN_PACKAGES)}")
-        pacs.install_software(progress)
+    pacs.install_software(progress)  # what is missing, as root; a clear error otherwise
     state = pacs.up(port, progress=progress, fresh=fresh)
     emit({"ok": True, **asdict(state)}, "\n".join([
         (f"PACS front  {state.url} (nginx pid {state.nginx_pid}; Orthanc pid {state.orthanc_pid} on "

@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +49,6 @@ HTTP_TOKEN = "test-collector-token-0123456789"
 
 
 # ------------------------------------------------------------------ helpers
-
-
-@pytest.fixture
-def pack(cluster: Cluster, pack_settings: Settings) -> Iterator[Settings]:
-    install(cluster, pack_settings, allow_missing_plugins=True)
-    try:
-        yield pack_settings
-    finally:
-        uninstall(cluster, pack_settings, purge=True)
 
 
 def collector(settings: Settings, state: Path, **options: Any) -> CollectorThread:

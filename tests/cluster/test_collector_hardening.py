@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,6 @@ from pacsguard.core.connection import Cluster
 from pacsguard.core.errors import PacsguardError
 from pacsguard.core.settings import Settings
 from pacsguard.services.failures import decrypt_failure, list_failures, replay_failure
-from pacsguard.services.install import install, uninstall
 from pydantic import SecretStr
 from testnode import make_settings
 
@@ -47,15 +45,6 @@ SALT = "test-salt-0123456789abcdef"  # conftest.make_settings
 
 
 # ------------------------------------------------------------------ helpers
-
-
-@pytest.fixture
-def pack(cluster: Cluster, pack_settings: Settings) -> Iterator[Settings]:
-    install(cluster, pack_settings, allow_missing_plugins=True)
-    try:
-        yield pack_settings
-    finally:
-        uninstall(cluster, pack_settings, purge=True)
 
 
 def collector(settings: Settings, state: Path, **options: Any) -> CollectorThread:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,6 @@ from pacsguard.core.settings import Settings
 from pacsguard.engines import run_monitor
 from pacsguard.rules.compiler import render_monitor
 from pacsguard.rules.model import load_rules
-from pacsguard.services.install import install, uninstall
-from testnode import make_settings
 
 pytestmark = pytest.mark.cluster
 ATNA_INPUTS = Path(__file__).resolve().parents[2] / "pipelines" / "atna" / "_dev" / "test" / "pipeline"
@@ -60,17 +57,6 @@ CASES = [
     pytest.param(generic_grant_with_a_bad_outcome, "gen.admin", "role-grant",
                  "event.outcome [done] is not one of", id="generic"),
 ]
-
-
-@pytest.fixture
-def pack(cluster_url: str, unique: str) -> Iterator[Settings]:
-    settings = make_settings(cluster_url, f"pgp{unique}", f"p{unique}")
-    cluster = Cluster.connect(settings.cluster)
-    install(cluster, settings, allow_missing_plugins=True)
-    try:
-        yield settings
-    finally:
-        uninstall(cluster, settings, purge=True)
 
 
 @pytest.mark.parametrize(("message", "actor", "action", "problem"), CASES)

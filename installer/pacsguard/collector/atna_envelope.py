@@ -67,13 +67,13 @@ _DETAIL_VALUE = re.compile(
 # REST paths name patients by id: dcm4chee's .../rs/patients/<id> (a new id in an
 # "identifier changed" event is not in that message's patient object).
 _URI_PATIENT = re.compile(r"""(/patients/)([^/"'?#\s<&]+)""", re.IGNORECASE)
-# HL7 v2 segments that name a patient (PID, merge, PIX/PDQ query, next of kin).
 # A frame without its end tag was cut: the patient objects it would have named may be lost, so
 # free text and encoded values that could name them (unknown terms) are redacted whole.
 _MESSAGE_END = re.compile(r"</(?:[\w.-]+:)?AuditMessage\s*>")
 _DESCRIPTION = re.compile(
     r"(<(?:[\w.-]+:)?EventOutcomeDescription\b[^>]*>)(.*?)(</(?:[\w.-]+:)?EventOutcomeDescription\s*>|\Z)",
     re.DOTALL)
+# HL7 v2 segments that name a patient (PID, merge, PIX/PDQ query, next of kin).
 _HL7_PATIENT_SEGMENT = re.compile(r"(?:^|[\r\n])(?:PID|MRG|QPD|NK1|PD1)\|")
 
 

@@ -467,12 +467,9 @@ def simulate(days: int, users: int, seed: int, end: dt.datetime, warmup_days: in
         day = midnight - dt.timedelta(days=warmup_days - day_index)
         for user in sim.users:
             normal_day(w, user, day, rng, quiet=(user.name, day.date()) in busy)
-    sim.generic.sort(key=lambda e: e[0])
-    sim.keycloak.sort(key=lambda e: e[0])
-    sim.atna.sort(key=lambda e: e[0])
-    sim.generic = [e for e in sim.generic if e[0] <= end]
-    sim.keycloak = [e for e in sim.keycloak if e[0] <= end]
-    sim.atna = [e for e in sim.atna if e[0] <= end]
+    for events in (sim.generic, sim.keycloak, sim.atna):
+        events.sort(key=lambda e: e[0])
+        events[:] = [e for e in events if e[0] <= end]
     return sim
 
 
