@@ -121,8 +121,36 @@ class BuildReport:
     missing_plugins: dict[str, str]
 
 
-def node_home(recipe: dict[str, Any]) -> Path:
-    return cache_root() / "nodes" / f"opensearch-{recipe['opensearch_version']}-{recipe_hash(recipe)}"
+def plugin_zip_dir(explicit: Path | str | None = None) -> Path | None:
+    """The folder of plugin zips to install (the argument, else PACSGUARD_PLUGIN_ZIPS), or None."""
+    chosen = explicit or os.environ.get("PACSGUARD_PLUGIN_ZIPS")
+    return Path(chosen).resolve() if chosen else None
+
+
+def _local_zips(recipe: dict[str, Any], plugin_dir: Path | None) -> dict[str, Path]:
+    """The recipe's plugin zips found in plugin_dir, by file name."""
+    if plugin_dir is None:
+        return {}
+    found = {}
+    for coord in recipe.get("plugins", []):
+        _, name = _coordinate_path(coord, recipe["opensearch_version"])
+        if (plugin_dir / name).is_file():
+            found[name] = plugin_dir / name
+    return found
+
+
+def node_home(recipe: dict[str, Any], plugin_dir: Path | None = None) -> Path:
+    """The assembled node's folder, keyed by everything that changes the node: the recipe and
+    the bytes of every local plugin zip it takes (a node built without them is never reused
+    for one that needs them, nor one built from other zips)."""
+    key = recipe_hash(recipe)
+    zips = _local_zips(recipe, plugin_dir)
+    if zips:
+        digest = hashlib.sha256()
+        for name in sorted(zips):
+            digest.update(name.encode() + b"\0" + hashlib.sha256(zips[name].read_bytes()).digest())
+        key += "-plugins-" + digest.hexdigest()[:12]
+    return cache_root() / "nodes" / f"opensearch-{recipe['opensearch_version']}-{key}"
 
 
 def _descriptor(name: str, spec: dict[str, Any], version: str, java_release: int) -> str:
@@ -139,17 +167,16 @@ def _descriptor(name: str, spec: dict[str, Any], version: str, java_release: int
     return "\n".join(lines) + "\n"
 
 
-def _install_plugin_zips(home: Path, recipe: dict[str, Any], java_home: Path, progress: Progress) -> tuple[list[str], dict[str, str]]:
+def _install_plugin_zips(home: Path, recipe: dict[str, Any], java_home: Path, progress: Progress,
+                         plugin_dir: Path | None) -> tuple[list[str], dict[str, str]]:
     version, repo = recipe["opensearch_version"], recipe["maven_repository"]
     installed: list[str] = []
     missing: dict[str, str] = {}
-    local_dir = os.environ.get("PACSGUARD_PLUGIN_ZIPS")
+    local = _local_zips(recipe, plugin_dir)
     for coord in recipe.get("plugins", []):
         _, name = _coordinate_path(coord, version)
-        zip_path: Path | None = None
-        if local_dir and (Path(local_dir) / name).exists():
-            zip_path = Path(local_dir) / name
-        else:
+        zip_path: Path | None = local.get(name)
+        if zip_path is None:
             try:
                 zip_path = fetch(coord, version, repo, progress)
             except PacsguardError as exc:
@@ -179,14 +206,15 @@ def _exclusive(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def build(progress: Progress = _quiet, force: bool = False) -> BuildReport:
+def build(progress: Progress = _quiet, force: bool = False, plugin_dir: Path | None = None) -> BuildReport:
     """Assemble the node (or reuse the cached one) and return where it is.
 
     Concurrent runs (two test sessions on a cold cache) build one at a time:
     the second finds the first one's node instead of replacing it under a
     running node."""
     recipe = load_recipe()
-    home = node_home(recipe)
+    plugin_dir = plugin_zip_dir(plugin_dir)
+    home = node_home(recipe, plugin_dir)
     marker = home / ".pacsguard-build.json"
     if marker.exists() and not force:
         info = json.loads(marker.read_text())
@@ -195,10 +223,10 @@ def build(progress: Progress = _quiet, force: bool = False) -> BuildReport:
         if marker.exists() and not force:
             info = json.loads(marker.read_text())
             return BuildReport(home, True, 0.0, info["modules"], info["plugins"], info["missing_plugins"])
-        return _build(recipe, home, progress)
+        return _build(recipe, home, progress, plugin_dir)
 
 
-def _build(recipe: dict[str, Any], home: Path, progress: Progress) -> BuildReport:
+def _build(recipe: dict[str, Any], home: Path, progress: Progress, plugin_dir: Path | None) -> BuildReport:
     started = time.monotonic()
     version, repo = recipe["opensearch_version"], recipe["maven_repository"]
     java_home = ensure_java(recipe, progress)
@@ -230,7 +258,7 @@ def _build(recipe: dict[str, Any], home: Path, progress: Progress) -> BuildRepor
         if spec.get("policy"):
             body = "\n".join(f"  {line}" for line in spec["policy"])
             (mdir / "plugin-security.policy").write_text("grant {\n" + body + "\n};\n")
-    plugins, missing = _install_plugin_zips(root, recipe, java_home, progress)
+    plugins, missing = _install_plugin_zips(root, recipe, java_home, progress, plugin_dir)
     modules = sorted(p.name for p in (root / "modules").iterdir())
     info = {"modules": modules, "plugins": plugins, "missing_plugins": missing, "recipe": recipe_hash(recipe)}
     (root / ".pacsguard-build.json").write_text(json.dumps(info, indent=2))
@@ -371,8 +399,11 @@ def status(port: int) -> NodeState | None:
     return None
 
 
-def up(port: int, progress: Progress = _quiet, fresh: bool = False, timeout: float = 180.0) -> NodeState:
-    """Start the node on 127.0.0.1:<port>; reuse it if it is already ours and running."""
+def up(port: int, progress: Progress = _quiet, fresh: bool = False, timeout: float = 180.0,
+       plugin_dir: Path | None = None) -> NodeState:
+    """Start the node on 127.0.0.1:<port>; reuse it if it is already ours and running.
+
+    plugin_dir (default PACSGUARD_PLUGIN_ZIPS) holds plugin zips to build in, e.g. Alerting."""
     running = status(port)
     if running and not fresh:
         return running
@@ -381,7 +412,7 @@ def up(port: int, progress: Progress = _quiet, fresh: bool = False, timeout: flo
     if port_open(port):
         raise PacsguardError(f"port {port} on 127.0.0.1 is taken by another process; choose --port")
     recipe = load_recipe()
-    report = build(progress)
+    report = build(progress, plugin_dir=plugin_dir)
     java_home = ensure_java(recipe, progress)
     run = run_dir_for(port)
     if fresh and run.exists():
