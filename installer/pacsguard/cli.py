@@ -177,8 +177,10 @@ def plan(all_objects: Annotated[bool, typer.Option("--all", help="Also list unch
     body = table(["action", "kind", "id", "reason"], rows) if rows else "nothing to change"
     blocked = f", {counts['blocked']} blocked (plugin missing)" if counts["blocked"] else ""
     blocked += f", {counts['skipped']} skipped (optional plugin not running)" if counts["skipped"] else ""
+    data["warnings"] = result.plan.warnings
+    warnings = "".join(f"\nWARNING {w}" for w in result.plan.warnings)
     emit(data, f"{body}\n\nplan: {counts['create']} to create, {counts['update']} to update, "
-               f"{counts['delete']} to delete, {counts['unchanged']} unchanged{blocked}")
+               f"{counts['delete']} to delete, {counts['unchanged']} unchanged{blocked}{warnings}")
 
 
 @app.command()
@@ -251,6 +253,8 @@ def install(
     text = (f"pacsguard {__version__} at {cluster.url}: {verb} {changed} object(s) "
             f"({counts['create']} created, {counts['update']} updated, {counts['delete']} deleted, "
             f"{counts['unchanged']} unchanged)")
+    data["warnings"] = result.plan.warnings
+    text += "".join(f"\nWARNING {w}" for w in result.plan.warnings)
     if dashboards is not None:
         data["dashboards"] = install_dashboards(dashboards, dry_run)
         dash = data["dashboards"]["summary"]
@@ -268,7 +272,8 @@ def upgrade() -> None:
 
 @app.command()
 @handle_errors
-def status(strict: Annotated[bool, typer.Option("--strict", help="Exit 4 on drift or missing plugins.")] = False) -> None:
+def status(strict: Annotated[bool, typer.Option(
+        "--strict", help="Exit 4 on drift, missing plugins, or a rule that does not run.")] = False) -> None:
     """Installed version, drift (objects changed by hand) and the plugins the pack needs."""
     from pacsguard.services.install import status as do_status
 
@@ -285,16 +290,26 @@ def status(strict: Annotated[bool, typer.Option("--strict", help="Exit 4 on drif
         lines.append(f"data      {name}: {count} events")
     lines.append("")
     lines.append(table(["state", "kind", "id", "detail"], [[o.state, o.kind, o.id, o.detail] for o in st.objects]))
+    healthy = st.healthy
     if st.installed_version:
-        from pacsguard.services.watch import rule_status
+        from pacsguard.services.rulestatus import rule_runs
 
-        rules = rule_status(cluster, settings)
-        data["rules"] = rules
-        lines += ["", table(["signal", "engine", "last run", "last error", "open alerts", "rule"],
-                            [[r["signal"], r["engine"], r["last_run"] or "never", r["last_error"] or "-",
-                              r["open_alerts"], r["rule"]] for r in rules])]
+        rules = rule_runs(cluster, settings)
+        data["rules"] = [r.as_dict() for r in rules]
+        lines += ["", table(["signal", "engine", "running", "last run", "last error", "in queue", "rule"],
+                            [[r.signal, r.engine, "yes" if r.running else ("disabled" if not r.enabled else "NO"),
+                              r.last_run or "never", r.last_error or "-", r.open_alerts, r.rule] for r in rules])]
+        idle = [r.signal for r in rules if not r.healthy]
+        if idle:
+            healthy = False
+            lines.append(f"NOT RUNNING {', '.join(idle)}: no recent run or a failed run on its engine"
+                         + (" (is `pacsguard watch` up?)" if any(r.engine == "pacsguard" for r in rules
+                                                                 if r.signal in idle) else ""))
+    for warning in st.warnings:
+        lines.append(f"WARNING   {warning}")
+    data["ok"], data["warnings"] = healthy, st.warnings
     emit(data, "\n".join(lines))
-    if strict and not st.healthy:
+    if strict and not healthy:
         raise typer.Exit(EXIT_UNHEALTHY)
 
 
@@ -1035,23 +1050,32 @@ WhoOpt = Annotated[str, typer.Option("--by", envvar="USER", help="Who acts (reco
 
 
 def _alert_rows(views: list[Any]) -> str:
-    return table(["id", "engine", "state", "severity", "signal", "entity", "owner", "start"],
-                 [[v.id, v.engine, v.state, v.severity, v.signal, v.entity, v.owner, v.start_time] for v in views])
+    return table(["id", "engine", "status", "condition", "severity", "signal", "entity", "count", "owner", "start"],
+                 [[v.id, v.engine, v.status, v.condition, v.severity, v.signal, v.entity,
+                   "-" if v.count is None else v.count, v.owner, v.start_time] for v in views])
 
 
 @alerts_app.command("list")
 @handle_errors
 def alerts_list(
-    state: Annotated[list[str] | None, typer.Option("--state", help="ACTIVE, ACKNOWLEDGED, COMPLETED, ERROR.")] = None,
+    state: Annotated[list[str] | None, typer.Option(
+        "--state", help="Condition as Alerting names it: ACTIVE, ACKNOWLEDGED, COMPLETED, ERROR, DELETED.")] = None,
+    status: Annotated[list[str] | None, typer.Option("--status", help="open, acknowledged, closed.")] = None,
+    all_alerts: Annotated[bool, typer.Option("--all", help="Every alert, closed ones included.")] = False,
     signal: Annotated[str | None, typer.Option("--signal", help="Only this signal, e.g. 4a.")] = None,
 ) -> None:
-    """Alerts of this installation, newest first (both engines)."""
-    from pacsguard.services.alerts import list_alerts
+    """The alert queue of this installation, newest first (both engines).
+
+    By default every alert nobody has closed: open or acknowledged, whether its condition is
+    still active or has cleared. --all, --status or --state choose otherwise."""
+    from pacsguard.services.alerts import QUEUE, list_alerts
 
     cluster, settings = connect()
-    views = list_alerts(cluster, settings, [s.upper() for s in state] if state else None, signal)
+    statuses = [s.lower() for s in status] if status else (None if all_alerts or state else list(QUEUE))
+    views = list_alerts(cluster, settings, [s.upper() for s in state] if state else None, signal, statuses)
+    what = "in the queue (open or acknowledged)" if statuses == list(QUEUE) else ""
     emit({"ok": True, "alerts": [v.as_dict() for v in views]},
-         (_alert_rows(views) if views else "no alerts") + f"\n\n{len(views)} alert(s)")
+         (_alert_rows(views) if views else "no alerts") + f"\n\n{len(views)} alert(s) {what}".rstrip())
 
 
 @alerts_app.command("show")
@@ -1063,13 +1087,16 @@ def alerts_show(alert_id: Annotated[str, typer.Argument(help="Alert id.")]) -> N
     cluster, settings = connect()
     view = show_alert(cluster, settings, alert_id)
     d = view.detail or {}
-    lines = [f"{view.id}  {view.state}  {view.severity}  signal {view.signal}  entity {view.entity}",
-             f"owner {view.owner or '-'}; opened {view.start_time}", "", (d.get("message") or {}).get("text", "")]
+    count = "" if view.count is None else f"; count {view.count}"
+    lines = [(f"{view.id}  {view.status} (condition {view.condition}, {view.state})  {view.severity}  "
+              f"signal {view.signal}  entity {view.entity}"),
+             f"engine {view.engine}; owner {view.owner or '-'}; opened {view.start_time}{count}", "",
+             (d.get("message") or {}).get("text", "")]
     for item in d.get("deliveries", []):
         lines.append(f"delivery {item['channel']} ({item['kind']}): {'ok' if item['ok'] else 'FAILED'} "
                      f"after {item['attempts']} attempt(s), {item.get('status')}")
     for h in d.get("history", []):
-        lines.append(f"{h['at']}  {h['state']:<13} {h['by']}  {h.get('note', '')}")
+        lines.append(f"{h['at']}  {h.get('status') or h['state']:<13} {h['by']}  {h.get('note', '')}")
     from pacsguard.services.response.routine import actions_not_in_history
 
     extra = actions_not_in_history(cluster, settings, view.id, d.get("history", []))
@@ -1082,24 +1109,28 @@ def alerts_show(alert_id: Annotated[str, typer.Argument(help="Alert id.")]) -> N
 @handle_errors
 def alerts_ack(alert_id: Annotated[str, typer.Argument(help="Alert id.")], by: WhoOpt = "analyst",
                note: Annotated[str, typer.Option("--note", help="Why.")] = "") -> None:
-    """Acknowledge: a person has the alert; no further reminders."""
+    """Acknowledge: a person has the alert; no further reminders. It stays in the queue until closed.
+
+    Who (--by) and why (--note) are kept with the alert, on both engines."""
     from pacsguard.services.alerts import acknowledge
 
     cluster, settings = connect()
     view = acknowledge(cluster, settings, alert_id, by, note)
-    emit({"ok": True, "alert": view.as_dict()}, f"{view.id} {view.state}")
+    emit({"ok": True, "alert": view.as_dict()}, f"{view.id} {view.status} (condition {view.condition})")
 
 
 @alerts_app.command("close")
 @handle_errors
 def alerts_close(alert_id: Annotated[str, typer.Argument(help="Alert id.")], by: WhoOpt = "analyst",
                  note: Annotated[str, typer.Option("--note", help="Outcome, e.g. 'travel confirmed'.")] = "") -> None:
-    """Close (COMPLETED) with a note; the alert keeps its whole history."""
+    """Close with the outcome: out of the queue; the alert keeps its whole history (both engines).
+
+    An alert whose condition still holds is acknowledged (nobody is reminded) and completes when it clears."""
     from pacsguard.services.alerts import close
 
     cluster, settings = connect()
     view = close(cluster, settings, alert_id, by, note)
-    emit({"ok": True, "alert": view.as_dict()}, f"{view.id} {view.state}")
+    emit({"ok": True, "alert": view.as_dict()}, f"{view.id} {view.status} (condition {view.condition})")
 
 
 @app.command()

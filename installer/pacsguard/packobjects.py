@@ -336,14 +336,40 @@ class Monitor(Kind):
         if existing is None:
             cluster.request("POST", "/_plugins/_alerting/monitors", body=body, params={"refresh": "true"})
         else:
-            cluster.request("PUT", f"/_plugins/_alerting/monitors/{existing['_monitor_id']}", body=body,
-                            params={"refresh": "true"})
+            cluster.request("PUT", f"/_plugins/_alerting/monitors/{existing['_monitor_id']}",
+                            body=keep_ids(body, existing), params={"refresh": "true"})
 
     def delete(self, cluster: Cluster, obj_id: str) -> None:
         existing = self._find(cluster, obj_id)
         if existing is not None:
             cluster.request("DELETE", f"/_plugins/_alerting/monitors/{existing['_monitor_id']}", ok_missing=True,
                             params={"refresh": "true"})
+
+
+def keep_ids(body: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
+    """The new monitor body with the live monitor's trigger and action ids, matched by name.
+
+    Alerting keys an alert by its trigger id and an action's throttle and acknowledgement by
+    the action id: a trigger without its id is a new trigger, and Alerting marks the old
+    trigger's alerts DELETED, opens new ones and pages their owners again. Keeping the ids
+    makes an upgrade or a settings change (an owner, a channel, a threshold) keep every
+    alert, its acknowledgement and its history, and page nobody."""
+    out = copy.deepcopy(body)
+    live_triggers = {}
+    for trig in live.get("triggers") or []:
+        (kind, spec), = trig.items()
+        live_triggers[(kind, spec.get("name"))] = spec
+    for trig in out.get("triggers") or []:
+        (kind, spec), = trig.items()
+        old = live_triggers.get((kind, spec.get("name")))
+        if not old or not old.get("id"):
+            continue
+        spec["id"] = old["id"]
+        old_actions = {a.get("name"): a.get("id") for a in old.get("actions") or [] if a.get("id")}
+        for action in spec.get("actions") or []:
+            if action.get("name") in old_actions:
+                action["id"] = old_actions[action["name"]]
+    return out
 
 
 class NotificationChannel(DescriptionStamped):

@@ -145,19 +145,20 @@ def test_console_in_a_real_browser(loaded: Loaded, console: str, browser: Any, t
     shot = README_SCREENSHOT if os.environ.get("PACSGUARD_UPDATE_SCREENSHOT") else tmp_path / "console.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
 
-    # acknowledge the first ACTIVE alert by clicking its button: the cluster holds the new state
+    # acknowledge the first open alert by clicking its button: the cluster holds the new status
     button = browser.find_element(By.CSS_SELECTOR, "#alerts tbody tr button[data-action='ack']")
     alert_id = button.get_attribute("data-id")
     button.click()
-    wait_for(browser, f"const r = document.querySelector(\"#alerts tr[data-alert-id='{alert_id}'] .state\");"
-                      f" return r && r.textContent === '{ACKNOWLEDGED}';")
+    wait_for(browser, f"const r = document.querySelector(\"#alerts tr[data-alert-id='{alert_id}'] .status\");"
+                      " return r && r.textContent === 'acknowledged';")
     stored = AlertStore(loaded.cluster, loaded.settings.index("alerts")).get(alert_id)
-    assert stored.state == ACKNOWLEDGED
+    assert stored.state == ACKNOWLEDGED and stored.source["status"] == "acknowledged"
     assert stored.source["history"][-1]["by"] == "console"
 
     # the alert's page: evidence query, the entity's timeline, the rule's response steps
     browser.get(f"{console}alerts/{alert_id}")
-    assert browser.find_element(By.ID, "alert-state").text == ACKNOWLEDGED
+    assert browser.find_element(By.ID, "alert-status").text == "acknowledged"
+    assert browser.find_element(By.ID, "alert-condition").text == "active"
     assert browser.find_element(By.ID, "evidence").text.strip()
     timeline = browser.find_elements(By.CSS_SELECTOR, "#timeline tbody tr")
     assert timeline and "no events" not in timeline[0].text

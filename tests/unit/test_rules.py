@@ -16,6 +16,7 @@ from pacsguard.cli import app
 from pacsguard.core.content import content_path, content_root
 from pacsguard.core.settings import load_settings
 from pacsguard.engines.alerting import parse_execute_response
+from pacsguard.engines.result import join_keys, split_keys
 from pacsguard.rules.compiler import monitor_objects, render_monitor
 from pacsguard.rules.model import RuleError, load_rule, load_rules
 from typer.testing import CliRunner
@@ -105,21 +106,37 @@ def test_content_root_has_the_rules() -> None:
 
 def test_alerting_dry_run_buckets_are_read_as_entities() -> None:
     """An _execute response as Alerting 2.19 returns it (common-utils AggregationResultBucket in
-    agg_result_buckets, doc-level triggeredDocs as "<docId>|<index>") read by the production parser."""
+    agg_result_buckets, doc-level triggeredDocs as "<docId>|<index>") read by the production parser.
+    Keys are read by name from the bucket's key map, never by the position in bucket_keys, which
+    Alerting fills from a hash map (seen on 2.19.6: [event.action, user.target.name, user.name])."""
     monitor = {"triggers": [{"bucket_level_trigger": {"id": "t1", "name": "burst", "severity": "2"}},
                             {"document_level_trigger": {"id": "t2", "name": "docs", "severity": "1"}}]}
     response = {"monitor_name": "x", "input_results": {"results": [{}], "error": None}, "trigger_results": {
         "t1": {"name": "burst", "error": None, "agg_result_buckets": {
             "alice": {"agg_alert_content": {"parent_bucket_path": "by_entity", "bucket_keys": ["alice"],
                                             "bucket": {"doc_count": 9, "key": {"entity": "alice"}}}},
-            "bob,GB": {"agg_alert_content": {"parent_bucket_path": "by_entity", "bucket_keys": ["bob", "GB"],
-                                             "bucket": {"doc_count": 3}}}}},
+            "kim|role-grant|lee": {"agg_alert_content": {
+                "parent_bucket_path": "by_entity", "bucket_keys": ["kim|role-grant|lee"],
+                "bucket": {"doc_count": 1, "key": {"entity_keys": "kim|role-grant|lee"}}}},
+            "odd": {"agg_alert_content": {
+                "parent_bucket_path": "by_entity", "bucket_keys": ["x", "y"],
+                "bucket": {"doc_count": 1, "key": {"event_action": "x", "entity": "o\\|dd"}}}}}},
         "t2": {"name": "docs", "error": None, "triggeredDocs": ["doc-1|logs-pacs.audit-default"]}}}
     run = parse_execute_response(monitor, response, 1.0)
     by_name = {t.name: t for t in run.triggers}
-    assert by_name["burst"].entities == ["alice", "bob,GB"] and by_name["burst"].severity == "2"
-    assert by_name["burst"].buckets[0].values == {"doc_count": 9}
+    burst = by_name["burst"]
+    assert burst.entities == ["alice", "kim|role-grant|lee", "o\\|dd"] and burst.severity == "2"
+    assert [b.keys for b in burst.buckets] == [("alice",), ("kim", "role-grant", "lee"), ("o\\|dd",)]
+    assert burst.buckets[0].values == {"doc_count": 9}
     assert by_name["docs"].entities == ["doc-1"] and run.fired("1") == {"doc-1"}
+
+
+def test_a_joined_entity_key_cannot_be_forged_with_the_separator() -> None:
+    """A user name holding '|' must not pass for an actor, an action and a target."""
+    forged = ("alice|role-grant", "bob", "")
+    joined = join_keys(forged)
+    assert split_keys(joined) == forged and joined != "alice|role-grant|bob|"
+    assert split_keys(join_keys(("a\\", "|", ""))) == ("a\\", "|", "")
 
 
 @pytest.mark.parametrize(("file", "mutation", "expected"), [

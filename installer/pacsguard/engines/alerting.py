@@ -29,8 +29,10 @@ def parse_execute_response(monitor: dict[str, Any], res: dict[str, Any], took_ms
             result.name = f"{result.name} (error: {out['error']})"
         for item in (out.get("agg_result_buckets") or {}).values():
             content = item.get("agg_alert_content", item)
-            result.buckets.append(Bucket(key_values(content.get("bucket_keys")),
-                                         {"doc_count": (content.get("bucket") or {}).get("doc_count")}))
+            bucket = content.get("bucket") or {}
+            # the key map names each source; bucket_keys is in Alerting's hash-map order
+            result.buckets.append(Bucket(key_values(bucket.get("key") or content.get("bucket_keys")),
+                                         {"doc_count": bucket.get("doc_count")}))
         for doc in out.get("triggeredDocs") or []:
             doc_id, _, _index = str(doc).partition("|")
             result.buckets.append(Bucket((doc_id,)))
@@ -43,3 +45,16 @@ def dry_run(cluster: Cluster, monitor: dict[str, Any]) -> MonitorRun:
     started = time.monotonic()
     res = cluster.request("POST", "/_plugins/_alerting/monitors/_execute", params={"dryrun": "true"}, body=monitor)
     return parse_execute_response(monitor, res, (time.monotonic() - started) * 1000)
+
+
+def monitor_runs(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    """When Alerting last ran each monitor, from its stats: {monitor id: {"last_run": epoch ms,
+    "on_time": bool}} (the scheduler's own record; a monitor that never ran is absent)."""
+    res = cluster.request("GET", "/_plugins/_alerting/stats", ok_missing=True) or {}
+    out: dict[str, dict[str, Any]] = {}
+    for node in (res.get("nodes") or {}).values():
+        for monitor_id, info in (node.get("jobs_info") or {}).items():
+            last = info.get("last_execution_time")
+            if isinstance(last, (int, float)) and last > out.get(monitor_id, {}).get("last_run", -1):
+                out[monitor_id] = {"last_run": int(last), "on_time": bool(info.get("running_on_time"))}
+    return out

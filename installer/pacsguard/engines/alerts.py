@@ -1,11 +1,16 @@
-"""Alert state of the pacsguard engine, in an index the pack owns, with Alerting's lifecycle.
+"""Alert state of the pacsguard engine, in an index the pack owns.
 
-ACTIVE while a rule fires for an entity, ACKNOWLEDGED when a person has it,
-COMPLETED when the condition clears or a person closes it, ERROR when the rule
-could not run. One document per (rule, entity) episode; its id is derived from
-the rule, the entity and the time it opened, so a restarted `watch` finds the
-open alert again instead of opening a second one. Every change appends to the
-alert's history (who, when, what, note).
+Two things are kept apart. The condition follows Alerting's lifecycle in
+`state`: ACTIVE while a rule fires for an entity (ACKNOWLEDGED once a person
+has it: no reminders), COMPLETED when the condition clears, ERROR when the
+rule could not run. The workflow is the analysts' queue in `status`: open
+until a person acknowledges it, acknowledged until a person closes it,
+closed. An alert whose condition cleared stays in the queue until somebody
+closes it: a security alert nobody looked at is never over by itself.
+One document per (rule, entity) episode; its id is derived from the rule, the
+entity and the time it opened, so a restarted `watch` finds the open alert
+again instead of opening a second one. Every change appends to the alert's
+history (who, when, what, note).
 """
 
 from __future__ import annotations
@@ -19,10 +24,59 @@ from typing import Any
 from pacsguard.core.connection import ApiError, Cluster
 from pacsguard.core.errors import PacsguardError
 
-ACTIVE, ACKNOWLEDGED, COMPLETED, ERROR = "ACTIVE", "ACKNOWLEDGED", "COMPLETED", "ERROR"
+ACTIVE, ACKNOWLEDGED, COMPLETED, ERROR, DELETED = "ACTIVE", "ACKNOWLEDGED", "COMPLETED", "ERROR", "DELETED"
+# Condition states in which the engine still tracks the episode (one alert per rule and entity).
 OPEN_STATES = (ACTIVE, ACKNOWLEDGED, ERROR)
+# The workflow: what a person has done with the alert.
+OPEN, ACKED, CLOSED = "open", "acknowledged", "closed"
+STATUSES = (OPEN, ACKED, CLOSED)
+QUEUE = (OPEN, ACKED)  # the work queue: not closed, whatever the condition
 SEVERITY_NAMES = {"1": "critical", "2": "high", "3": "medium", "4": "low", "5": "info"}
 SEVERITY_RANK = {name: int(number) for number, name in SEVERITY_NAMES.items()}
+# A person's verbs and the status each leads to.
+ACK, CLOSE = "ack", "close"
+
+
+def condition_of(state: str) -> str:
+    """active | cleared | error | deleted (Alerting's DELETED: its monitor or trigger went away)."""
+    return {ACTIVE: "active", ACKNOWLEDGED: "active", COMPLETED: "cleared", ERROR: "error",
+            DELETED: "deleted"}.get(state, state.lower())
+
+
+def status_of(src: dict[str, Any]) -> str:
+    """The workflow status of a stored alert (documents older than the field: from the state)."""
+    status = src.get("status")
+    if status in STATUSES:
+        return str(status)
+    return {ACKNOWLEDGED: ACKED, COMPLETED: CLOSED}.get(str(src.get("state")), OPEN)
+
+
+def workflow_change(src: dict[str, Any], verb: str, by: str, note: str, at: str) -> bool:
+    """Apply a person's ack or close to a workflow record (a pack alert, or the pack's record of an
+    Alerting alert). False when it changes nothing (acknowledging twice, closing a closed alert)."""
+    status = status_of(src)
+    if verb == ACK and status == CLOSED:
+        raise PacsguardError(f"the alert is closed (at {src.get('closed_time')}): nothing to acknowledge")
+    target = ACKED if verb == ACK else CLOSED
+    if status == target:
+        return False
+    src["status"] = target
+    if src.get("state") == ACTIVE:
+        src["state"] = ACKNOWLEDGED  # a person has it: no reminders
+    if not src.get("acknowledged_time"):
+        # closing without an ack first is also when someone had it
+        src["acknowledged_time"] = at
+        opened = src.get("start_time")
+        if opened:
+            # stored as a number so dashboards can average it (Alerts: time to acknowledge)
+            src["acknowledge_seconds"] = round(
+                (dt.datetime.fromisoformat(at) - dt.datetime.fromisoformat(str(opened).replace("Z", "+00:00")))
+                .total_seconds(), 3)
+    if target == CLOSED:
+        src["closed_time"] = at
+    src.setdefault("history", []).append({"at": at, "state": src.get("state"), "status": target, "by": by,
+                                          "note": note})
+    return True
 
 
 class AlertNotFound(PacsguardError):
@@ -95,10 +149,17 @@ class AlertStore:
             raise AlertNotFound(f"no pacsguard alert {alert_id_!r} in {self.index}")
         return Alert(res["_id"], res["_source"], res.get("_seq_no"), res.get("_primary_term"))
 
-    def search(self, states: list[str] | None = None, signal: str | None = None, size: int = 100) -> list[Alert]:
+    def search(self, states: list[str] | None = None, signal: str | None = None, size: int = 100,
+               statuses: list[str] | None = None) -> list[Alert]:
         filters: list[dict[str, Any]] = []
         if states:
             filters.append({"terms": {"state": states}})
+        if statuses:
+            legacy = [st for st, status in ((ACTIVE, OPEN), (ERROR, OPEN), (ACKNOWLEDGED, ACKED), (COMPLETED, CLOSED))
+                      if status in statuses]
+            filters.append({"bool": {"minimum_should_match": 1, "should": [
+                {"terms": {"status": statuses}},
+                {"bool": {"must_not": [{"exists": {"field": "status"}}], "filter": [{"terms": {"state": legacy}}]}}]}})
         if signal:
             filters.append({"term": {"rule.signal": signal}})
         return self._hits({"bool": {"filter": filters}}, size=size)
@@ -129,45 +190,9 @@ class AlertStore:
             src.setdefault("history", []).append({"state": src.get("state"), **entry})
         return self.update(alert_id_, add, refresh="wait_for", attempts=attempts)
 
-    def transition(self, alert_id_: str, state: str, by: str, note: str = "",
+    def transition(self, alert_id_: str, verb: str, by: str, note: str = "",
                    now: dt.datetime | None = None) -> Alert:
-        """A person's ack or close; appended to the history. Closing a closed alert changes nothing."""
+        """A person's ack or close (ACK, CLOSE), appended to the history; the condition is the engine's.
+        Acknowledging twice or closing a closed alert changes nothing."""
         at = now_iso(now)
-
-        def change(src: dict[str, Any]) -> bool:
-            if src.get("state") == COMPLETED:
-                raise PacsguardError(f"alert {alert_id_} is already COMPLETED (at {src.get('end_time')})")
-            if src.get("state") == state:
-                return False
-            src["state"] = state
-            src.setdefault("history", []).append({"at": at, "state": state, "by": by, "note": note})
-            if state == ACKNOWLEDGED:
-                src["acknowledged_time"] = at
-                # stored as a number so dashboards can average it (Alerts: time to acknowledge)
-                opened = src.get("start_time")
-                if opened:
-                    src["acknowledge_seconds"] = round(
-                        (dt.datetime.fromisoformat(at) - dt.datetime.fromisoformat(str(opened).replace("Z", "+00:00")))
-                        .total_seconds(), 3)
-            if state == COMPLETED:
-                src["end_time"] = at
-            return True
-
-        alert = self.update(alert_id_, change, refresh="true")
-        return alert
-        at = now_iso(now)
-        alert.source["state"] = state
-        alert.source.setdefault("history", []).append({"at": at, "state": state, "by": by, "note": note})
-        if state == ACKNOWLEDGED:
-            alert.source["acknowledged_time"] = at
-            # stored as a number so dashboards can average it (Alerts: time to acknowledge)
-            opened = alert.source.get("start_time")
-            if opened:
-                alert.source["acknowledge_seconds"] = round(
-                    (dt.datetime.fromisoformat(at) - dt.datetime.fromisoformat(str(opened).replace("Z", "+00:00")))
-                    .total_seconds(), 3)
-        if state == COMPLETED:
-            alert.source["end_time"] = at
-        self.cluster.request("PUT", f"/{self.index}/_doc/{alert.id}", body=alert.source, params={
-            "refresh": "true", "if_seq_no": alert.seq_no, "if_primary_term": alert.primary_term})
-        return alert
+        return self.update(alert_id_, lambda src: workflow_change(src, verb, by, note, at), refresh="true")

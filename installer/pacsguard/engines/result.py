@@ -7,6 +7,14 @@ from typing import Any
 
 ALERTING = "alerting-dryrun"
 CORE = "core-search"
+# The composite source names of a rule's entity (rules/compiler.py builds them): one field is
+# keyed as ENTITY_SOURCE; an entity of several fields (signal 3: actor, action, target) as ONE
+# joined key, JOINED_SOURCE. Alerting builds `bucket_keys` from a hash map, so with several
+# sources their order is not the rule's; one key keeps the order in the alert, its message and
+# every reader, on both engines.
+ENTITY_SOURCE = "entity"
+JOINED_SOURCE = "entity_keys"
+KEY_SEPARATOR = "|"
 
 
 @dataclass(frozen=True)
@@ -18,8 +26,8 @@ class Bucket:
 
     @property
     def entity(self) -> str:
-        """The bucket keys comma-joined, as Alerting's `bucket_keys`."""
-        return ",".join(self.keys)
+        """The entity as one string, exactly as both engines key it (Alerting's `bucket_keys`)."""
+        return join_keys(self.keys)
 
     @property
     def count(self) -> Any:
@@ -53,12 +61,45 @@ class MonitorRun:
         return {e for t in self.triggers if severity is None or t.severity == severity for e in t.entities}
 
 
+def join_keys(keys: tuple[str, ...] | list[str]) -> str:
+    """One field's value as is; several fields joined by '|' with '\\' and '|' escaped (what the
+    joined composite source's script returns), so a value holding '|' cannot pass for two."""
+    if len(keys) == 1:
+        return str(keys[0])
+    return KEY_SEPARATOR.join(str(k).replace("\\", "\\\\").replace(KEY_SEPARATOR, "\\" + KEY_SEPARATOR)
+                              for k in keys)
+
+
+def split_keys(joined: str) -> tuple[str, ...]:
+    """The inverse of join_keys for a joined key."""
+    parts, current, escaped = [], [], False
+    for ch in joined:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == KEY_SEPARATOR:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return tuple(parts)
+
+
 def key_values(key: Any) -> tuple[str, ...]:
-    """Composite key values (core search: a dict) or Alerting's bucket_keys (a list or comma-joined string)."""
+    """The entity's field values, in the rule's order, from a composite bucket's key map (core
+    search, Alerting's dry run and its alerts: `agg_alert_content.bucket.key`): read by name,
+    never by position."""
     if isinstance(key, dict):
+        if JOINED_SOURCE in key:
+            return split_keys(str(key[JOINED_SOURCE] or ""))
+        if ENTITY_SOURCE in key:
+            return ("" if key[ENTITY_SOURCE] is None else str(key[ENTITY_SOURCE]),)
         values = list(key.values())
     elif isinstance(key, list):
         values = key
     else:
-        values = str(key).split(",")
+        values = [key]
     return tuple("" if v is None else str(v) for v in values)

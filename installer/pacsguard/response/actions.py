@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 from pacsguard.core.connection import Cluster
 
-Step = Literal["contain", "preserve", "scope", "reset"]
+# workflow: a person's ack or close of an Alerting alert (services/alerts.py), which Alerting cannot record
+Step = Literal["contain", "preserve", "scope", "reset", "workflow"]
 # planned: a dry run said what it would do; done: executed and changed something;
 # unchanged: nothing to change (already done); failed: the connector could not act.
 Outcome = Literal["planned", "done", "unchanged", "failed"]

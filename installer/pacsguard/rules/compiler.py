@@ -17,8 +17,9 @@ from typing import Any
 
 from pacsguard.core.content import content_path
 from pacsguard.core.errors import PacsguardError
-from pacsguard.core.settings import Channel, Settings, duration_seconds
+from pacsguard.core.settings import Channel, Settings, duration_seconds, secret_from
 from pacsguard.core.vocabulary import vocabulary
+from pacsguard.engines.result import ENTITY_SOURCE, JOINED_SOURCE, KEY_SEPARATOR
 from pacsguard.packobjects import PackObject
 from pacsguard.rules.model import SEVERITIES, Filter, Rule, load_rules
 from pacsguard.savedobjects.links import discover_url, investigation_url
@@ -87,11 +88,29 @@ def new_login_clause(window: str, settings: Settings) -> dict[str, Any]:
     ]}}
 
 
+# The joined entity key of a rule with group_by (engines/result.py join_keys does the same in
+# Python): each field's first value ('' when missing), '\\' and '|' escaped, joined by '|'.
+JOIN_SCRIPT = (
+    "String out = ''; "
+    "for (int i = 0; i < params.fields.size(); ++i) { "
+    "String f = params.fields.get(i); "
+    "String v = doc.containsKey(f) && doc[f].size() > 0 ? doc[f].value.toString() : ''; "
+    "if (i > 0) { out += '|'; } "
+    "out += v.replace('\\\\', '\\\\\\\\').replace('|', '\\\\|'); "
+    "} return out;"
+)
+
+
 def composite(rule: Rule, settings: Settings, aggs: dict[str, Any]) -> dict[str, Any]:
+    """The entity buckets. One field is one terms source; an entity of several fields (group_by)
+    is one source whose script joins them, so the alert's bucket_keys hold the entity in the
+    rule's order on Alerting too (its bucket_keys come from a hash map of the sources)."""
     d = rule.detection
-    sources: list[dict[str, Any]] = [{"entity": {"terms": {"field": d.entity}}}]
-    sources += [{field.replace(".", "_"): {"terms": {"field": field, "missing_bucket": True}}}
-                for field in d.group_by]
+    if d.group_by:
+        sources: list[dict[str, Any]] = [{JOINED_SOURCE: {"terms": {"script": {
+            "source": JOIN_SCRIPT, "lang": "painless", "params": {"fields": [d.entity, *d.group_by]}}}}}]
+    else:
+        sources = [{ENTITY_SOURCE: {"terms": {"field": d.entity}}}]
     return {ENTITY_AGG: {"composite": {"size": settings.detection.composite_page_size, "sources": sources},
                          "aggs": aggs}}
 
@@ -138,7 +157,7 @@ def message_template(rule: Rule, settings: Settings, escalated: bool = False) ->
     severity = "critical" if escalated else rule.severity
     route = settings.routing.route(rule.signal, severity)
     window = rule_window(rule, settings)
-    keys = ", ".join([d.entity, *d.group_by])
+    keys = KEY_SEPARATOR.join([d.entity, *d.group_by])
     threshold = f", threshold {getattr(settings.thresholds, d.threshold)}" if d.threshold else ""
     lines = [
         f"[pacsguard] {severity.upper()}: {rule.name}" + (ESCALATED_SUFFIX if escalated else ""),
@@ -343,6 +362,8 @@ def _channel_config(channel: Channel, scope: str) -> dict[str, Any]:
         if not url:
             raise PacsguardError(f"notifications channel {channel.name}: {channel.type} needs url, url_env or url_file")
         config[channel.type] = {"url": url}
+        if channel.type == "webhook":
+            config["webhook"]["header_params"] = webhook_headers(channel)
     elif channel.type == "smtp":
         if not (channel.smtp_account and channel.recipients):
             raise PacsguardError(f"notifications channel {channel.name}: smtp needs smtp_account and recipients")
@@ -353,6 +374,42 @@ def _channel_config(channel: Channel, scope: str) -> dict[str, Any]:
         config["email"] = {"email_account_id": channel.smtp_account,
                            "recipient_list": [{"recipient": r} for r in channel.recipients]}
     return config
+
+
+def webhook_headers(channel: Channel) -> dict[str, str]:
+    """The headers a Notifications webhook sends: the channel's static headers and those whose
+    values come from the environment (resolved here: Notifications keeps them in the cluster, as
+    it keeps the URL), and the true type of the body, which Notifications sends as the message text."""
+    headers = {"Content-Type": "text/plain; charset=utf-8", **channel.headers}
+    for name, env_name in channel.headers_from_env.items():
+        secret = secret_from(env_name, None, f"channel {channel.name} header {name}")
+        if secret is None:
+            raise PacsguardError(f"notifications channel {channel.name}: headers_from_env.{name} names "
+                                 f"{env_name}, which is not set")
+        headers[name] = secret.get_secret_value()
+    return headers
+
+
+def notifications_gaps(channel: Channel) -> list[str]:
+    """What the pack's own delivery does for this channel that a Notifications config cannot."""
+    gaps = []
+    if channel.type == "webhook" and (channel.secret_env or channel.secret_file):
+        gaps.append("an HMAC signature of the body (secret_env/secret_file)")
+    if channel.type == "smtp" and not channel.smtp_account:
+        gaps.append("mail without a Notifications smtp_account")
+    return gaps
+
+
+def rule_channels(rule: Rule, settings: Settings) -> list[str]:
+    """Every channel a rule's alerts can be routed to (its severity, and critical when it escalates)."""
+    severities = [rule.severity] + (["critical"] if rule.detection.escalate_after_new_login else [])
+    names: list[str] = []
+    for severity in severities:
+        route = settings.routing.route(rule.signal, severity)
+        for name in route.channels if route.channels is not None else [c.name for c in settings.notifications.channels]:
+            if name not in names:
+                names.append(name)
+    return names
 
 
 def channel_objects(settings: Settings) -> list[PackObject]:

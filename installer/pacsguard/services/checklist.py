@@ -16,12 +16,10 @@ from typing import Any, Literal
 from pacsguard.core.connection import Cluster
 from pacsguard.core.errors import PacsguardError
 from pacsguard.core.settings import Settings, duration_seconds
-from pacsguard.rules.compiler import compile_rules, monitor_object_id
 from pacsguard.services.alerts import list_alerts
-from pacsguard.services.install import alerting_signals
 from pacsguard.services.response.context import parse_time
 from pacsguard.services.response.scope import composite_buckets
-from pacsguard.services.watch import watch_status
+from pacsguard.services.rulestatus import rule_runs
 
 Status = Literal["PASS", "FAIL", "UNKNOWN"]
 PASS: Status = "PASS"
@@ -360,50 +358,10 @@ def _directory_facts(settings: Settings, admins: set[str]) -> DirectoryFacts:
 
 
 def _rule_facts(cluster: Cluster, settings: Settings, now: dt.datetime) -> tuple[dict[str, RuleFacts], bool]:
-    plugins, _ = cluster.installed_components()
-    on_alerting = alerting_signals(settings, plugins)
-    # the pack is installed when its alerts index is (every install creates it)
-    installed = cluster.exists(f"/{settings.index('alerts')}")
-    # `watch` writes its status without waiting for a refresh: make the last runs visible first
-    cluster.request("POST", f"/{settings.index('state')}/_refresh", ok_missing=True)
-    status = {d.get("signal"): d for d in watch_status(cluster, settings)}
-    monitors: dict[str, dict[str, Any]] = {}
-    if on_alerting and "opensearch-alerting" in plugins:
-        res = cluster.request("POST", "/_plugins/_alerting/monitors/_search", ok_missing=True,
-                              body={"size": 1000, "query": {"match_all": {}}}) or {}
-        for h in res.get("hits", {}).get("hits", []):
-            src: dict[str, Any] = h.get("_source") or {}
-            # answered unwrapped on 2.19; older versions wrap the stored document in "monitor"
-            wrapped = src.get("monitor")
-            monitor: dict[str, Any] = wrapped if isinstance(wrapped, dict) else src
-            if str(monitor.get("name", "")).startswith(f"{settings.scope}-rule-"):
-                monitors[str(monitor["name"])] = monitor
-    # Alerting records a monitor that could not run as an alert in state ERROR
-    alerting_errors = {v.signal: str((v.detail or {}).get("error_message") or "monitor run failed")
-                       for v in list_alerts(cluster, settings, states=["ERROR"]) if v.engine == "alerting"} \
-        if monitors else {}
-    out: dict[str, RuleFacts] = {}
-    for c in compile_rules(settings):
-        rule = c.rule
-        route = settings.routing.route(rule.signal, rule.severity)
-        channels = route.channels if route.channels is not None else [ch.name for ch in settings.notifications.channels]
-        engine = "alerting" if rule.signal in on_alerting else "pacsguard"
-        last_run = error = None
-        if engine == "pacsguard":
-            st = status.get(rule.signal) or {}
-            last_run, error = st.get("last_run"), st.get("last_error")
-            # a rule "runs" when watch ran it within a few of its periods (event rules: seconds)
-            stale = max(3 * duration_seconds(rule.schedule), 600)
-            written = st.get("written_at")
-            running: bool | None = bool(written) and (now - parse_time(written)).total_seconds() <= stale
-            is_installed = installed
-        else:
-            found = monitors.get(monitor_object_id(settings, rule))
-            is_installed = found is not None
-            running = bool(found and found.get("enabled"))
-            error = alerting_errors.get(rule.signal)
-        out[rule.signal] = RuleFacts(rule.signal, rule.name, rule.enabled, engine, is_installed and rule.enabled,
-                                     running, last_run, error, list(channels), route.owner)
+    installed = cluster.exists(f"/{settings.index('alerts')}")  # every install creates it
+    out = {r.signal: RuleFacts(r.signal, r.rule, r.enabled, r.engine, r.installed and r.enabled, r.running,
+                               r.last_run, r.last_error, r.channels, r.owner)
+           for r in rule_runs(cluster, settings, now)}
     return out, installed
 
 
@@ -426,8 +384,10 @@ def _alert_facts(cluster: Cluster, settings: Settings, since: dt.datetime) -> li
             else:  # closed by a person without an ack first: that is when someone had it
                 people = [h for h in src.get("history", []) if h.get("by") != "pacsguard" and not h.get("action")]
                 ack = parse_time(people[0]["at"]) if people else None
-        elif (v.detail or {}).get("acknowledged_time"):
-            ack = parse_time((v.detail or {})["acknowledged_time"])
+        else:  # who acknowledged or closed it through the pack, else through Alerting (Dashboards)
+            detail = v.detail or {}
+            when = (detail.get("workflow") or {}).get("acknowledged_time") or detail.get("acknowledged_time")
+            ack = parse_time(when) if when else None
         out.append(AlertFacts(v.id, v.signal, v.state, start, ack))
     return out
 

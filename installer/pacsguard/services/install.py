@@ -34,8 +34,8 @@ from pacsguard.packobjects import (
     delete_index_template,
     live_fingerprint,
 )
-from pacsguard.rules.compiler import channel_objects, monitor_objects
-from pacsguard.rules.model import load_rules
+from pacsguard.rules.compiler import channel_objects, monitor_objects, notifications_gaps, rule_channels
+from pacsguard.rules.model import Rule, load_rules
 
 # Where each kind's content lives (relative to the content root).
 CONTENT_GLOBS = (("pack/index", "*.yaml"), ("pack/security", "*.yaml"), ("pack/scripts", "*.yaml"),
@@ -56,6 +56,7 @@ class Change:
 @dataclass
 class Plan:
     changes: list[Change] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def pending(self) -> list[Change]:
@@ -98,11 +99,53 @@ def load_objects(settings: Settings, salt: str | None = None,
     return objects
 
 
+def _channel_gaps(settings: Settings, rule: Rule) -> dict[str, list[str]]:
+    """The rule's channels that Notifications cannot serve as the pack's engine does, with what is missing."""
+    by_name = {c.name: c for c in settings.notifications.channels}
+    return {name: gaps for name in rule_channels(rule, settings)
+            if name in by_name and (gaps := notifications_gaps(by_name[name]))}
+
+
 def alerting_signals(settings: Settings, plugins: set[str]) -> set[str]:
-    """The signals whose rules run on OpenSearch Alerting in this cluster (the others run on `watch`)."""
+    """The signals whose rules run on OpenSearch Alerting in this cluster (the others run on `watch`).
+
+    In auto mode a rule routed to a channel that Notifications cannot serve faithfully (a signed
+    webhook) runs on the pack's engine, which can: its alerts are never delivered unsigned."""
     present = "opensearch-alerting" in plugins
-    return {r.signal for r in load_rules(content_path("detections"))
-            if settings.engine.engine_for(r.signal, present) == "alerting"}
+    out = set()
+    for rule in load_rules(content_path("detections")):
+        if settings.engine.engine_for(rule.signal, present) != "alerting":
+            continue
+        if settings.engine.rules.get(rule.signal, settings.engine.mode) == "auto" and _channel_gaps(settings, rule):
+            continue
+        out.add(rule.signal)
+    return out
+
+
+def delivery_warnings(settings: Settings, plugins: set[str]) -> list[str]:
+    """What a person must know about delivery on this cluster, said by plan, install and status."""
+    if "opensearch-alerting" not in plugins:
+        return []
+    on_alerting = alerting_signals(settings, plugins)
+    warnings: list[str] = []
+    moved: dict[str, list[str]] = {}
+    for rule in load_rules(content_path("detections")):
+        gaps = _channel_gaps(settings, rule)
+        for name, missing in gaps.items():
+            if rule.signal in on_alerting:
+                warnings.append(f"rule {rule.signal} runs on Alerting (engine setting) but channel {name} asks for "
+                                f"{'; '.join(missing)}, which Notifications cannot do: its deliveries of this rule "
+                                "arrive without it (set the rule's engine to auto or pacsguard to keep it)")
+            else:
+                moved.setdefault(name, []).append(rule.signal)
+    for name, signals in moved.items():
+        gaps = notifications_gaps(next(c for c in settings.notifications.channels if c.name == name))
+        warnings.append(f"rules {', '.join(signals)} run on the pacsguard engine (`pacsguard watch`), not on "
+                        f"Alerting: channel {name} asks for {'; '.join(gaps)}, which Notifications cannot do")
+    if on_alerting and not settings.notifications.channels:
+        warnings.append(f"no channel (notifications.channels): the {len(on_alerting)} monitor(s) on Alerting have no "
+                        "actions and page nobody; their alerts are seen only in `pacsguard alerts list` and the console")
+    return warnings
 
 
 def desired_objects(cluster: Cluster, settings: Settings) -> list[PackObject]:
@@ -171,6 +214,7 @@ def make_plan(cluster: Cluster, settings: Settings, objects: list[PackObject]) -
     wanted = {o.key for o in objects}
     for kind_name, obj_id in orphans(cluster, settings, wanted):
         plan.changes.append(Change("delete", kind_name, obj_id, "no longer in the pack"))
+    plan.warnings = delivery_warnings(settings, cluster.installed_components()[0])
     return plan
 
 
@@ -344,6 +388,7 @@ class Status:
     objects: list[ObjectStatus]
     missing_plugins: dict[str, str]
     data_streams: dict[str, int]
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
@@ -392,7 +437,8 @@ def status(cluster: Cluster, settings: Settings) -> Status:
         cnt = cluster.request("GET", f"/{ds['name']}/_count")
         counts[ds["name"]] = int(cnt["count"])
     installed = ", ".join(sorted(versions)) if versions else None
-    return Status(cluster.url, info["version"]["number"], installed, rows, missing, counts)
+    return Status(cluster.url, info["version"]["number"], installed, rows, missing, counts,
+                  delivery_warnings(settings, plugins))
 
 
 # -------------------------------------------------------------- uninstall

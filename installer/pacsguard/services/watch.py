@@ -31,6 +31,7 @@ from pacsguard.engines.alerts import (
     ACTIVE,
     COMPLETED,
     ERROR,
+    OPEN,
     SEVERITY_NAMES,
     SEVERITY_RANK,
     Alert,
@@ -227,7 +228,7 @@ class Watcher:
             "monitor": {"name": compiled.monitor["name"]}, "trigger": {"name": trigger, "severity": severity},
             "periodEnd": now_iso(at).replace("+00:00", "Z"), "newAlerts": [{"bucket_keys": entity, "count": _number(bucket.count)}]}})
         return {
-            "@timestamp": now_iso(at), "engine": ENGINE, "state": ACTIVE, "severity": severity,
+            "@timestamp": now_iso(at), "engine": ENGINE, "state": ACTIVE, "status": OPEN, "severity": severity,
             "escalated": escalated, "owner": route.owner,
             "rule": {"id": str(rule.id), "signal": rule.signal, "name": rule.name, "version": rule.version,
                      "object_id": compiled.object_id},
@@ -402,23 +403,3 @@ def watch_status(cluster: Cluster, settings: Settings) -> list[dict[str, Any]]:
     res = cluster.request("POST", f"/{settings.index('state')}/_search", ok_missing=True,
                           body={"size": 100, "query": {"term": {"kind": "watch"}}}) or {}
     return [h["_source"] for h in res.get("hits", {}).get("hits", [])]
-
-
-def rule_status(cluster: Cluster, settings: Settings) -> list[dict[str, Any]]:
-    """Per rule: which engine runs it, its last run and error, and its open alerts (both engines)."""
-    from pacsguard.services.alerts import list_alerts
-
-    plugins, _ = cluster.installed_components()
-    on_alerting = alerting_signals(settings, plugins)
-    recorded = {s["signal"]: s for s in watch_status(cluster, settings)}
-    open_by_signal: dict[str, int] = {}
-    for view in list_alerts(cluster, settings, states=["ACTIVE", "ACKNOWLEDGED", "ERROR"]):
-        open_by_signal[view.signal] = open_by_signal.get(view.signal, 0) + 1
-    rows = []
-    for c in compile_rules(settings):
-        seen = recorded.get(c.signal, {})
-        rows.append({"signal": c.signal, "rule": c.rule.name, "enabled": c.rule.enabled,
-                     "engine": "alerting" if c.signal in on_alerting else ENGINE,
-                     "last_run": seen.get("last_run"), "last_error": seen.get("last_error"),
-                     "open_alerts": open_by_signal.get(c.signal, 0)})
-    return rows

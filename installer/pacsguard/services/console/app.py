@@ -43,7 +43,7 @@ from pacsguard.core.connection import Cluster
 from pacsguard.core.content import content_path
 from pacsguard.core.errors import PacsguardError
 from pacsguard.core.settings import Settings, duration_seconds
-from pacsguard.engines.alerts import OPEN_STATES, AlertNotFound
+from pacsguard.engines.alerts import QUEUE, AlertNotFound
 from pacsguard.rules.compiler import evidence_query
 from pacsguard.rules.model import load_rules
 from pacsguard.savedobjects.spec import load_content
@@ -229,7 +229,7 @@ def create_app(cluster: Cluster, settings: Settings, config: ConsoleConfig) -> S
         start = opened - dt.timedelta(seconds=max(window, 3600))
         end = max(_parse_time(detail.get("last_seen_time")) or opened, opened) + dt.timedelta(minutes=30)
         field = (detail.get("entity") or {}).get("field") or (rule.detection.entity if rule else "user.name")
-        entity = ((detail.get("entity") or {}).get("keys") or [view.entity.split(",")[0]])[0]
+        entity = (view.keys or [view.entity])[0]
         return page(request, "alert.html", alert=view, detail=detail, rule=rule,
                     evidence=detail.get("evidence_query") or (evidence_query(rule, entity) if rule else ""),
                     timeline=timeline(
@@ -238,8 +238,10 @@ def create_app(cluster: Cluster, settings: Settings, config: ConsoleConfig) -> S
                     message=(detail.get("message") or {}).get("text", ""))
 
     def api_alerts(request: Request) -> Response:
-        states = request.query_params.getlist("state") or list(OPEN_STATES)
-        views = alert_service.list_alerts(cluster, settings, states=states)
+        # the work queue (open and acknowledged, active or cleared) unless states/statuses are asked for
+        states = request.query_params.getlist("state") or None
+        statuses = request.query_params.getlist("status") or (None if states else list(QUEUE))
+        views = alert_service.list_alerts(cluster, settings, states=states, statuses=statuses)
         return JSONResponse({"ok": True, "alerts": [v.as_dict() for v in views]})
 
     async def api_transition(request: Request) -> Response:

@@ -81,13 +81,11 @@ def load_alert(cluster: Cluster, settings: Settings, alert_id: str) -> AlertCont
         rule_doc = detail.get("rule") or {}
         entity = detail.get("entity") or {}
         rule = rule_for(view.signal, str(rule_doc.get("id") or ""))
-        keys = [str(k) for k in entity.get("keys") or [view.entity]]
         field = str(entity.get("field") or rule.detection.entity)
     else:
         rule = rule_for(view.signal)
-        bucket_keys = (detail.get("agg_alert_content") or {}).get("bucket_keys") or [view.entity]
-        keys = [str(k) for k in bucket_keys]
         field = rule.detection.entity
+    keys = view.keys or [view.entity]
     document = {"id": view.id, "engine": view.engine, **detail}
     return AlertContext(view.id, view.engine, view.state, view.signal, rule, keys[0] if keys else view.entity,
                         field, keys, view.start_time, view.owner, document)

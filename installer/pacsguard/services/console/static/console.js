@@ -51,7 +51,8 @@ async function loadAlerts() {
     const row = document.createElement("tr");
     row.dataset.alertId = a.id;
     cell(row, a.start_time);
-    cell(row, a.state, `state state-${a.state}`);
+    cell(row, a.status, `status status-${a.status}`);
+    cell(row, a.condition, `condition condition-${a.condition}`);
     cell(row, a.severity, `sev-${a.severity}`);
     cell(row, a.signal);
     const ruleCell = cell(row, "");
@@ -62,11 +63,11 @@ async function loadAlerts() {
     cell(row, a.entity);
     cell(row, a.owner);
     const actions = cell(row, "");
-    if (a.state === "ACTIVE") actions.appendChild(actionButton(a, "Acknowledge", "ack"));
-    if (a.engine === "pacsguard") actions.appendChild(actionButton(a, "Close", "close"));
+    if (a.status === "open") actions.appendChild(actionButton(a, "Acknowledge", "ack"));
+    actions.appendChild(actionButton(a, "Close", "close"));
     tbody.appendChild(row);
   }
-  status.textContent = `${body.alerts.length} open alert(s)`;
+  status.textContent = `${body.alerts.length} alert(s) in the queue (open or acknowledged, active or cleared)`;
 }
 
 async function loadCharts() {
@@ -96,7 +97,10 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const b of document.querySelectorAll("button.act[data-id]")) {
     b.addEventListener("click", async () => {
       const done = await transition(b.dataset.id, b.dataset.action);
-      if (done) document.getElementById("alert-state").textContent = done.state;
+      if (done) {
+        document.getElementById("alert-status").textContent = done.status;
+        document.getElementById("alert-condition").textContent = done.condition;
+      }
     });
   }
   const hours = document.getElementById("hours");
