@@ -23,7 +23,14 @@ from typing import Any
 import pytest
 from pacsguard.core.connection import Cluster
 from pacsguard.core.settings import Settings
-from testnode import SessionNode, first_test_port, make_settings, session_node
+from testnode import (
+    ALERTING_PORT_OFFSET,
+    PLUGIN_ZIPS,
+    SessionNode,
+    first_test_port,
+    make_settings,
+    session_node,
+)
 
 TESTS = Path(__file__).resolve().parent
 _counter = itertools.count()
@@ -51,7 +58,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     for node in _started:
-        where = f"port {node.port}" if node.port is not None else "PACSGUARD_TEST_URL"
+        where = f"port {node.port}" if node.port is not None else "a cluster given by URL"
         terminalreporter.write_line(f"pacsguard test node: {node.url} ({where})")
 
 
@@ -65,6 +72,26 @@ def test_node() -> Iterator[SessionNode]:
 @pytest.fixture(scope="session")
 def cluster_url(test_node: SessionNode) -> str:
     return test_node.url
+
+
+@pytest.fixture(scope="session")
+def alerting_url() -> Iterator[str]:
+    """A second node with the real Alerting and Notifications plugins, for the Alerting path.
+
+    PACSGUARD_TEST_ALERTING_URL names a cluster that has them; otherwise a local node is built
+    with the zips in ../shared/opensearch-plugins/2.19.6 (PACSGUARD_TEST_PLUGIN_ZIPS: another
+    folder) under a cache key of its own. Without them (a user's clone) the tests skip."""
+    zips = Path(os.environ.get("PACSGUARD_TEST_PLUGIN_ZIPS") or PLUGIN_ZIPS)
+    if not os.environ.get("PACSGUARD_TEST_ALERTING_URL") and not zips.is_dir():
+        pytest.skip(f"Alerting/Notifications plugin zips not present at {zips} (they are not on Maven Central "
+                    "and not part of the repository; CI has them beside the clone). Set "
+                    "PACSGUARD_TEST_ALERTING_URL to a cluster that runs Alerting to run these tests.")
+    with session_node("PACSGUARD_TEST_ALERTING_URL", first_test_port() + ALERTING_PORT_OFFSET, zips) as node:
+        plugins, _ = Cluster.connect(make_settings(node.url, "pgcheck", "check").cluster).installed_components()
+        missing = {"opensearch-alerting", "opensearch-notifications"} - plugins
+        assert not missing, f"the Alerting node at {node.url} lacks {', '.join(sorted(missing))}"
+        _started.append(node)
+        yield node.url
 
 
 @pytest.fixture

@@ -13,11 +13,17 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pacsguard.core.settings import Settings, load_settings
 
 DEFAULT_FIRST_PORT = 9260
+# The Alerting node's ports start this far above the first node's.
+ALERTING_PORT_OFFSET = 40
+# The Alerting and Notifications plugin zips (built from their public sources) beside a CI clone;
+# a user's clone has no ../shared, and the tests that need them skip, saying so.
+PLUGIN_ZIPS = Path(__file__).resolve().parents[2] / "shared" / "opensearch-plugins" / "2.19.6"
 TEST_SALT = "test-salt-0123456789abcdef"
 
 
@@ -34,16 +40,19 @@ def first_test_port() -> int:
 
 
 @contextmanager
-def session_node() -> Iterator[SessionNode]:
-    url = os.environ.get("PACSGUARD_TEST_URL")
+def session_node(url_env: str = "PACSGUARD_TEST_URL", first_port: int | None = None,
+                 plugin_dir: Path | None = None) -> Iterator[SessionNode]:
+    """The cluster named by url_env, else a local node of this session (built with the plugin
+    zips of plugin_dir, if given: its own cache key, never the node built without them)."""
+    url = os.environ.get(url_env)
     if url:
         yield SessionNode(url, None)
         return
     from pacsguard.devnode import local
 
-    claim = local.claim_port(first_test_port())
+    claim = local.claim_port(first_port or first_test_port())
     try:
-        state = local.up(claim.port, fresh=True)
+        state = local.up(claim.port, fresh=True, plugin_dir=plugin_dir)
         try:
             yield SessionNode(state.url, claim.port)
         finally:

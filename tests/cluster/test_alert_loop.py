@@ -27,10 +27,10 @@ import pytest
 from aiosmtpd.controller import Controller
 from pacsguard.core.connection import Cluster
 from pacsguard.core.content import content_path
-from pacsguard.core.settings import Settings
+from pacsguard.core.settings import Settings, duration_seconds
 from pacsguard.engines.alerts import ACKNOWLEDGED, COMPLETED
 from pacsguard.jobs import run_job
-from pacsguard.services.alerts import acknowledge, list_alerts
+from pacsguard.services.alerts import acknowledge, close, list_alerts, queue, show_alert
 from pacsguard.services.install import install, uninstall
 from pacsguard.services.scenarios import _case_key, expand, load_scenarios
 from pacsguard.services.watch import Watcher
@@ -278,4 +278,49 @@ def test_an_acknowledgement_survives_the_engine_updating_the_alert(
     watcher.tick(now + dt.timedelta(seconds=5))
     watcher.close()
     assert store.get(alert_id).source["state"] == ACKNOWLEDGED
+    uninstall(cluster, settings, purge=True)
+
+
+def test_alerts_stay_in_the_queue_until_a_person_closes_them(
+        pack_settings: Settings, receivers: tuple[Receiver, Mailbox, int], tmp_path: Path) -> None:
+    """The condition is the engine's, the queue the analysts': an alert nobody acknowledged stays in
+    `alerts list` (and the console) after its condition cleared; closing an alert whose condition
+    holds takes it out of the queue without a new alert for the same episode, and it completes
+    when the condition clears."""
+    hook, _, smtp_port = receivers
+    settings = loop_settings(pack_settings, hook, smtp_port)
+    cluster = Cluster.connect(settings.cluster)
+    install(cluster, settings, allow_missing_plugins=True)
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    events = [{"timestamp": now.isoformat(), "app": "loop-test", "action": "role-grant", "user": actor,
+               "target_user": f"{actor}-target", "roles_changed": ["pacs-admin"], "id": f"grant-{actor}"}
+              for actor in ("quinn", "rosa")]
+    collect(settings, events, tmp_path)
+    start = dt.datetime.now(dt.timezone.utc)
+
+    def run_rules(at: dt.datetime) -> None:  # a watch run at that time (each Watcher runs every rule once)
+        watcher = Watcher(cluster, settings, run_jobs=False)
+        watcher.tick(at)
+        watcher.close()
+
+    run_rules(start)
+    opened = {v.keys[0]: v for v in queue(cluster, settings)}
+    assert set(opened) == {"quinn", "rosa"}
+    assert all((v.status, v.condition) == ("open", "active") for v in opened.values())
+    close(cluster, settings, opened["rosa"].id, by="analyst-3", note="planned, ticket 17")
+    run_rules(start + dt.timedelta(seconds=30))  # both grants still in the window
+    assert {v.keys[0] for v in queue(cluster, settings)} == {"quinn"}
+    rosa = show_alert(cluster, settings, opened["rosa"].id)
+    assert (rosa.status, rosa.condition) == ("closed", "active")
+    assert len(list_alerts(cluster, settings, signal="3")) == 2  # no second alert for rosa's episode
+
+    cleared_at = start + dt.timedelta(seconds=duration_seconds(settings.detection.event_rule_window) + 60)
+    run_rules(cleared_at)
+    quinn = next(v for v in queue(cluster, settings) if v.keys[0] == "quinn")
+    assert (quinn.state, quinn.status, quinn.condition) == (COMPLETED, "open", "cleared")
+    assert show_alert(cluster, settings, opened["rosa"].id).state == COMPLETED
+    close(cluster, settings, quinn.id, by="analyst-3", note="confirmed with the owner")
+    assert queue(cluster, settings) == []
+    assert {v.status for v in list_alerts(cluster, settings)} == {"closed"}
+    assert len(hook.requests) == 2  # one message per alert, none for closing or clearing
     uninstall(cluster, settings, purge=True)

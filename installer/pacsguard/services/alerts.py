@@ -28,6 +28,7 @@ from pacsguard.engines.alerts import (
     ACTIVE,
     CLOSE,
     CLOSED,
+    COMPLETED,
     DELETED,
     OPEN,
     QUEUE,
@@ -41,7 +42,7 @@ from pacsguard.engines.alerts import (
 )
 from pacsguard.engines.core import bucket_value
 from pacsguard.engines.result import Bucket, join_keys, key_values
-from pacsguard.packobjects import Monitor
+from pacsguard.packobjects import KINDS, Monitor
 from pacsguard.response.actions import ActionLog, ActionRecord
 from pacsguard.rules.compiler import compile_rules
 
@@ -91,21 +92,32 @@ def _pack_view(alert_id: str, src: dict[str, Any], detail: bool = False) -> Aler
 
 
 def _alerting_alerts(cluster: Cluster, settings: Settings) -> list[dict[str, Any]]:
-    """This installation's Alerting alerts, active and in history (paged to the end)."""
+    """This installation's Alerting alerts, active and in history (paged to the end): those of the
+    monitors it owns now. Alerting keeps the history of a removed monitor (COMPLETED or DELETED);
+    after an uninstall those alerts are nobody's, and a later install of the same scope starts clean."""
     plugins, _ = cluster.installed_components()
     if "opensearch-alerting" not in plugins:
         return []
-    mine = f"{settings.scope}-rule-"
-    out: list[dict[str, Any]] = []
+    monitors = {str(live["_monitor_id"]) for live in KINDS["monitor"].candidates(cluster, settings.id_prefix).values()
+                if (stamp := KINDS["monitor"].stamp_of(live)) is not None and stamp.owner == settings.owner}
+    if not monitors:
+        return []
+    out: dict[str, dict[str, Any]] = {}
     start = 0
     while True:
         res = cluster.request("GET", "/_plugins/_alerting/monitors/alerts", params={
             "size": ALERTING_PAGE, "startIndex": start, "sortString": "start_time", "sortOrder": "desc"}) or {}
         page = res.get("alerts", [])
-        out += [a for a in page if str(a.get("monitor_name", "")).startswith(mine)]
+        for a in page:
+            if str(a.get("monitor_id")) in monitors:
+                # an alert being moved to history can show in both indices for a moment: the
+                # history copy (completed, deleted) is the newer one
+                seen = out.get(str(a.get("id")))
+                if seen is None or a.get("state") in (COMPLETED, DELETED):
+                    out[str(a.get("id"))] = a
         start += len(page)
         if len(page) < ALERTING_PAGE or start >= int(res.get("totalAlerts") or 0):
-            return out
+            return list(out.values())
 
 
 def _epoch_iso(value: Any) -> str:
