@@ -2,9 +2,9 @@
 2 minutes of the events being indexed, the webhook channel delivers it to a local
 HTTP receiver, and acknowledging it works.
 
-Needs a cluster with the Alerting and Notifications plugins (e.g. the official
-Docker image, via PACSGUARD_TEST_URL). The Maven-built local node cannot have
-them: their zips are not published on Maven Central.
+Runs on the Alerting node of the test session (tests/conftest.py `alerting_url`: a local node
+built with the plugin zips of ../shared/opensearch-plugins/2.19.6, or the cluster named by
+PACSGUARD_TEST_ALERTING_URL); skipped with the reason where neither exists.
 """
 
 from __future__ import annotations
@@ -25,14 +25,8 @@ from pacsguard.services.install import install, uninstall
 
 
 @pytest.fixture(scope="module")
-def alerting_cluster(cluster_url: str) -> Cluster:
-    cluster = Cluster.connect(ClusterSettings(url=cluster_url))
-    plugins, _ = cluster.installed_components()
-    missing = {"opensearch-alerting", "opensearch-notifications"} - plugins
-    if missing:
-        pytest.skip(f"cluster lacks {', '.join(sorted(missing))} (not obtainable from Maven Central for the "
-                    "local node); run with PACSGUARD_TEST_URL pointing at a cluster that has them")
-    return cluster
+def alerting_cluster(alerting_url: str) -> Cluster:
+    return Cluster.connect(ClusterSettings(url=alerting_url))
 
 
 @pytest.fixture
@@ -56,12 +50,12 @@ def receiver() -> Iterator[tuple[str, list[str]]]:
 
 
 def test_scheduled_monitor_alerts_and_webhook_delivers(
-    alerting_cluster: Cluster, cluster_url: str, receiver: tuple[str, list[str]], unique: str
+    alerting_cluster: Cluster, alerting_url: str, receiver: tuple[str, list[str]], unique: str
 ) -> None:
     from testnode import make_settings
 
     url, received = receiver
-    settings: Settings = make_settings(cluster_url, f"pge2e{unique}", f"e2e{unique}",
+    settings: Settings = make_settings(alerting_url, f"pge2e{unique}", f"e2e{unique}",
                                        notifications={"channels": [{"name": "hook", "type": "webhook", "url": url}]},
                                        engine={"mode": "alerting"})
     try:

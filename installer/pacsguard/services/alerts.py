@@ -138,7 +138,7 @@ def _workflow_records(cluster: Cluster, settings: Settings, alert_ids: list[str]
                 {"term": {"step": WORKFLOW_STEP}}, {"terms": {"alert_id": alert_ids[i:i + 1000]}}]}}}) or {}
         for hit in res.get("hits", {}).get("hits", []):
             rec = ActionRecord.from_doc(hit["_id"], hit["_source"])
-            src = out.setdefault(rec.alert_id, {})
+            src = out.setdefault(rec.alert_id, {"status": OPEN})
             workflow_change(src, ACK if rec.action == "acknowledge" else CLOSE, rec.by, rec.detail, rec.at)
     return out
 
@@ -228,7 +228,8 @@ def _alerting_workflow(cluster: Cluster, settings: Settings, alert_id: str, verb
     view = show_alert(cluster, settings, alert_id)
     if view.state == DELETED:
         raise PacsguardError(f"{alert_id} is DELETED in Alerting (its monitor was updated or removed)")
-    record = dict((view.detail or {}).get("workflow") or {}, state=view.state, start_time=view.start_time)
+    record = dict((view.detail or {}).get("workflow") or {"status": view.status}, state=view.state,
+                  start_time=view.start_time)
     if not workflow_change(record, verb, by, note, now_iso()):
         return view
     if view.state == ACTIVE:
