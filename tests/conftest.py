@@ -23,11 +23,16 @@ from typing import Any
 import pytest
 from pacsguard.core.connection import Cluster
 from pacsguard.core.settings import Settings
-from testnode import SessionNode, first_test_port, make_settings, session_node
+from pacsguard.collector.atna_envelope import set_envelope_key
+from testnode import TEST_ENVELOPE_KEY, SessionNode, first_test_port, make_settings, session_node
 
 TESTS = Path(__file__).resolve().parent
 _counter = itertools.count()
 _started: list[SessionNode] = []
+# Every ATNA envelope a test makes, in this process or in a CLI process it starts, is signed with
+# the key the test installs carry (testnode.make_settings).
+os.environ["PACSGUARD_ENVELOPE_KEY"] = TEST_ENVELOPE_KEY
+set_envelope_key(TEST_ENVELOPE_KEY)
 
 Simulate = Callable[[Any], dict[str, Any]]
 

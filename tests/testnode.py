@@ -19,6 +19,10 @@ from pacsguard.core.settings import Settings, load_settings
 
 DEFAULT_FIRST_PORT = 9260
 TEST_SALT = "test-salt-0123456789abcdef"
+# The collector's envelope key in every test (tests/conftest.py gives it to in-process conversions
+# and, through PACSGUARD_ENVELOPE_KEY, to the CLI processes tests start): fixed, so a failure
+# envelope's fingerprint in a golden file does not depend on the machine's key file.
+TEST_ENVELOPE_KEY = "0123456789abcdef" * 4
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ def make_settings(url: str, prefix: str, namespace: str, **extra: Any) -> Settin
         "cluster": {"url": url},
         "id_prefix": prefix,
         "namespace": namespace,
-        "pseudonymization": {"salt": TEST_SALT},
+        "pseudonymization": {"salt": TEST_SALT, "envelope_key": TEST_ENVELOPE_KEY},
     }
     overrides.update(extra)
     return load_settings(overrides=overrides, environ={})
