@@ -331,6 +331,7 @@ class CollectorThread:
     """A collector on its own loop in a background thread (tests, benchmark)."""
 
     def __init__(self, config: CollectorConfig, cluster: Cluster, settings: Settings) -> None:
+        set_envelope_key(resolve_envelope_key(settings))
         self.collector = Collector(config, cluster, settings.index("events_data_stream"), settings.index("failures"))
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="pacsguard-collector", daemon=True)
