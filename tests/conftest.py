@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pacsguard.collector.atna_envelope import set_envelope_key
 from pacsguard.core.connection import Cluster
 from pacsguard.core.settings import Settings
-from pacsguard.collector.atna_envelope import set_envelope_key
 from testnode import TEST_ENVELOPE_KEY, SessionNode, first_test_port, make_settings, session_node
 
 TESTS = Path(__file__).resolve().parent

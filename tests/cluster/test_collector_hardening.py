@@ -7,7 +7,6 @@ would see: what the node stored, what the counters say, what a sender got back.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import secrets
@@ -484,15 +483,12 @@ def test_item7_senders_cannot_pick_pipelines_or_set_pack_owned_fields(
     assert got["events"] == []
     # (the collector's sealed originals sit beside the failures: those carry no error)
     reasons = sorted(h["_source"]["error"]["message"] for h in got["failures"] if "error" in h["_source"])
-    assert reasons == [
-        "event claims pacsguard_format [generic] but reads as [fhir]: refused",
-        "pacsguard_format envelope refused: it carries no collector MAC, so it was not produced by the "
-        "pacsguard collector",
-        "pacsguard_format envelope refused: it carries no collector MAC, so it was not produced by the "
-        "pacsguard collector",
-        "pacsguard_format envelope refused: its MAC does not verify, so it was not produced by this "
-        "installation's pacsguard collector",
-    ], reasons
+    no_mac = ("pacsguard_format envelope refused: it carries no collector MAC, so it was not produced by the "
+              "pacsguard collector")
+    bad_mac = ("pacsguard_format envelope refused: its MAC does not verify, so it was not produced by this "
+               "installation's pacsguard collector")
+    assert reasons == ["event claims pacsguard_format [generic] but reads as [fhir]: refused", no_mac, no_mac,
+                       bad_mac], reasons
     assert patient not in json.dumps(got["failures"])
 
 

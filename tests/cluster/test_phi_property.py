@@ -34,6 +34,7 @@ from pacsguard.services.watch import Watcher
 
 CASES = 30  # per format; each case is 3 messages (whole, cut, garbled) or 2
 SHIPPED: list[str] = []  # every message of every case, for the end-to-end test
+PLANTED: set[str] = set()  # ... and what it must never find
 ALERT_USER = "phi.mallory"
 
 Run = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
@@ -77,7 +78,7 @@ def variants(text: str, keep_from: int, draw: Any) -> list[str]:
 @st.composite
 def atna(draw: Any) -> tuple[str, str, list[str]]:
     pid, name = draw(patient_ids), draw(patient_names)
-    v = lambda: plant(draw, pid, name)  # noqa: E731
+    v = lambda: plant(draw, pid, name)
     typed = draw(st.sampled_from([
         '<ParticipantObjectIDTypeCode csd-code="2" codeSystemName="RFC-3881" originalText="Patient Number"/>',
         '<ParticipantObjectIDTypeCode code="2" displayName="Patient Number"/>', ""]))  # "" untyped
@@ -117,7 +118,7 @@ def atna(draw: Any) -> tuple[str, str, list[str]]:
 @st.composite
 def fhir(draw: Any) -> tuple[str, str, list[str]]:
     pid, name = draw(patient_ids), draw(patient_names)
-    v = lambda: plant(draw, pid, name)  # noqa: E731
+    v = lambda: plant(draw, pid, name)
     how = draw(st.sampled_from(["reference", "identifier"]))
     what: dict[str, Any] = ({"reference": f"Patient/{pid}", "display": name} if how == "reference" else
                             {"identifier": {"value": pid}, "display": name})
@@ -147,7 +148,7 @@ GENERIC_ACTIONS = ["user-login", "share-create", "study-export", "role-grant", "
 @st.composite
 def generic(draw: Any) -> tuple[str, str, list[str]]:
     pid, name = draw(patient_ids), draw(patient_names)
-    v = lambda: plant(draw, pid, name)  # noqa: E731
+    v = lambda: plant(draw, pid, name)
     event = {"timestamp": now(), "app": v(), "action": draw(st.sampled_from(GENERIC_ACTIONS)),
              "outcome": draw(st.sampled_from(["success", "failure", v()])),
              "patient_id": pid, "patient_name": name,
@@ -169,7 +170,7 @@ def generic(draw: Any) -> tuple[str, str, list[str]]:
 @st.composite
 def keycloak(draw: Any) -> tuple[str, str, list[str]]:
     pid, name = draw(patient_ids), draw(patient_names)
-    v = lambda: plant(draw, pid, name)  # noqa: E731
+    v = lambda: plant(draw, pid, name)
     redirect = draw(st.sampled_from([f"https://viewer.example/patients/{pid}?name={name}",
                                      f"https://viewer.example/app?PatientID={pid}&PatientName={name}"]))
     details = {"username": v(), "redirect_uri": redirect, "auth_method": "openid-connect", "code_id": v(),
@@ -188,7 +189,7 @@ def keycloak(draw: Any) -> tuple[str, str, list[str]]:
 @st.composite
 def orthanc(draw: Any) -> tuple[str, str, list[str]]:
     pid, name = draw(patient_ids), draw(patient_names)
-    v = lambda: plant(draw, pid, name)  # noqa: E731
+    v = lambda: plant(draw, pid, name)
     log = {"TagsBeforeModification": {"PatientID": pid, "PatientName": name, "StudyDescription": v()},
            "Payload": {"Replace": {"PatientName": name}, "Note": v()}}
     row = {"SourcePlugin": "authorization", "Timestamp": now(), "UserId": v(), "UserName": v(),
@@ -202,7 +203,7 @@ def orthanc(draw: Any) -> tuple[str, str, list[str]]:
 @st.composite
 def proxy(draw: Any) -> tuple[str, str, list[str]]:
     pid, name = draw(patient_ids), draw(patient_names)
-    v = lambda: plant(draw, pid, name)  # noqa: E731
+    v = lambda: plant(draw, pid, name)
     uri = draw(st.sampled_from([f"/dicom-web/studies?PatientID={pid}&PatientName={name}&limit=5",
                                 f"/api/patients/{pid}/studies?name={name}",
                                 f"/dicom-web/studies?00100020={pid}&00100010={name}"]))
@@ -230,6 +231,7 @@ def test_planted_patient_data_never_stored(fmt: str, simulate_many: Run) -> None
         found = leaks([r["doc"] for r in out], pid, name)
         assert not found, f"{fmt}: {found} stored from {messages!r}: {json.dumps([r['doc'] for r in out])[:3000]}"
         SHIPPED.extend(messages)
+        PLANTED.update(forbidden(pid, name))
         counted.append(len(messages))
 
     check()
@@ -269,14 +271,7 @@ def test_no_index_alert_or_bundle_holds_planted_patient_data(cluster: Cluster, p
     indices = {h["_index"] for h in res["hits"]["hits"]}
     assert any(i.startswith(".ds-") for i in indices) and pack_settings.index("alerts") in indices
     stored_text = json.dumps(stored, ensure_ascii=False)
-    planted = {m for m in SHIPPED}
-    assert planted
     # Every planted id and name of every case, whole or by its first 6 characters.
-    terms = set()
-    for message in SHIPPED:
-        for token in message.replace('"', " ").replace("/", " ").replace("=", " ").replace("&", " ").split():
-            if token.startswith("PX") or token.startswith("Zq"):
-                terms.add(token.split("^^^")[0].rstrip(",;)<>}").split("\\")[0][:6])
-    assert terms
+    terms = PLANTED
     assert not sorted(t for t in terms if t in stored_text), "planted patient data in an index"
     assert not sorted(t for t in terms if t in bundle_text), "planted patient data in the evidence bundle"
