@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pacsguard.collector.atna_envelope import set_envelope_key
 from pacsguard.core.connection import Cluster
 from pacsguard.core.settings import Settings
 from testnode import (
     ALERTING_PORT_OFFSET,
     PLUGIN_ZIPS,
+    TEST_ENVELOPE_KEY,
     SessionNode,
     first_test_port,
     make_settings,
@@ -35,6 +37,10 @@ from testnode import (
 TESTS = Path(__file__).resolve().parent
 _counter = itertools.count()
 _started: list[SessionNode] = []
+# Every ATNA envelope a test makes, in this process or in a CLI process it starts, is signed with
+# the key the test installs carry (testnode.make_settings).
+os.environ["PACSGUARD_ENVELOPE_KEY"] = TEST_ENVELOPE_KEY
+set_envelope_key(TEST_ENVELOPE_KEY)
 
 Simulate = Callable[[Any], dict[str, Any]]
 

@@ -25,6 +25,10 @@ ALERTING_PORT_OFFSET = 40
 # a user's clone has no ../shared, and the tests that need them skip, saying so.
 PLUGIN_ZIPS = Path(__file__).resolve().parents[2] / "shared" / "opensearch-plugins" / "2.19.6"
 TEST_SALT = "test-salt-0123456789abcdef"
+# The collector's envelope key in every test (tests/conftest.py gives it to in-process conversions
+# and, through PACSGUARD_ENVELOPE_KEY, to the CLI processes tests start): fixed, so a failure
+# envelope's fingerprint in a golden file does not depend on the machine's key file.
+TEST_ENVELOPE_KEY = "0123456789abcdef" * 4
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ def make_settings(url: str, prefix: str, namespace: str, **extra: Any) -> Settin
         "cluster": {"url": url},
         "id_prefix": prefix,
         "namespace": namespace,
-        "pseudonymization": {"salt": TEST_SALT},
+        "pseudonymization": {"salt": TEST_SALT, "envelope_key": TEST_ENVELOPE_KEY},
     }
     overrides.update(extra)
     return load_settings(overrides=overrides, environ={})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +20,10 @@ from pacsguard.core.settings import load_settings
 def main() -> None:
     spec = json.loads(sys.argv[1])
     settings = load_settings(overrides={"cluster": {"url": spec["url"], "timeout_seconds": 5},
-                                        "id_prefix": spec["prefix"], "namespace": spec["namespace"]}, environ={})
+                                        "id_prefix": spec["prefix"], "namespace": spec["namespace"],
+                                        # the tests' key (tests/conftest.py)
+                                        "pseudonymization": {"envelope_key": os.environ["PACSGUARD_ENVELOPE_KEY"]}},
+                            environ={})
     config = CollectorConfig(state_dir=Path(spec["state"]), tcp=(Listen("127.0.0.1", spec["tcp_port"]),),
                              sender=SenderConfig(batch_size=500, retry_budget=1.0), progress_interval=0,
                              shutdown_timeout=5, failures_key=base64.b64decode(spec["key_b64"]))

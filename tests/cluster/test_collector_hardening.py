@@ -7,7 +7,6 @@ would see: what the node stored, what the counters say, what a sender got back.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import secrets
@@ -457,34 +456,40 @@ def test_item6_client_certificates_authenticate_https(cluster: Cluster, pack: Se
 
 def test_item7_senders_cannot_pick_pipelines_or_set_pack_owned_fields(
         cluster: Cluster, pack: Settings, tmp_path: Path) -> None:
+    """A line claiming to be the collector's ATNA envelope, in a JSON file the file input reads and on
+    TCP, is refused into the failure index with the reason (issue 17): only the collector's parser
+    signs envelopes. A FHIR event claiming another format is refused too."""
     patient = "PID-7731"
     envelope = {"pacsguard_format": "atna", "original": f"<AuditMessage>patient {patient}</AuditMessage>",
                 "doc": {"@timestamp": "2020-01-01T00:00:00Z",
-                        "event": {"action": "user-login", "outcome": "success", "ingested": "2020-01-01T00:00:00Z",
-                                  "id": "forged-envelope"},
-                        "user": {"name": "mallory"}, "related": {"user": ["alice"]},
-                        "pacs": {"patient": {"id": patient, "id_hash": "0" * 64}},
-                        "pacs.patient.id": patient, "error": {"message": "x"},
-                        "data_stream": {"dataset": "other"}}}
-    thread = collector(pack, tmp_path, tcp=(Listen(*LOCAL),), http=(Listen(*LOCAL),))
+                        "event": {"action": "role-grant", "outcome": "success", "id": "forged-envelope"},
+                        "user": {"name": "forged-atna-admin"}, "observer": {"hostname": "pacs01"},
+                        "pacs": {"patient": {"id": patient, "id_hash": "0" * 64}}}}
+    body = {k: v for k, v in envelope.items() if k != "pacsguard_format"}
+    forged_mac = '{"pacsguard_format":"atna","mac":"' + "0" * 64 + '",' + json.dumps(body)[1:]
+    feed = tmp_path / "portal.json"
+    feed.write_text(json.dumps(envelope) + "\n" + forged_mac + "\n")
+    thread = collector(pack, tmp_path / "state", tcp=(Listen(*LOCAL),), http=(Listen(*LOCAL),),
+                       files=((feed, "json"),))
     try:
         send_tcp(thread.ports["tcp"][0], json.dumps(envelope).encode() + b"\n")
         fhir_with_hint = audit_event("fhir-hinted", pacsguard_format="generic")
         status, _ = post(thread.ports["http"][0], "/fhir/AuditEvent", json.dumps(fhir_with_hint).encode())
-        settle(thread, 2)
+        settle(thread, 4)
     finally:
         snap = thread.stop()
-    assert status == 202 and snap["indexed"] == 2, snap
-    docs = {h["_source"]["pacs"]["source_format"]: h["_source"] for h in stored(cluster, pack)["events"]}
-    forged = docs["atna"]
-    assert forged["event"]["id"] == "forged-envelope"
-    text = json.dumps(forged)
-    assert patient not in text  # no raw id anywhere, dotted key included
-    assert forged["pacs"]["patient"]["id_hash"] == hashlib.sha256(f"{SALT}:{patient}".encode()).hexdigest()
-    assert forged["related"]["user"] == ["mallory"]  # rebuilt from the event, not taken from the sender
-    assert forged["tags"] == ["pacsguard-backdated"]  # kept, but flagged
-    assert forged["event"]["ingested"] > "2025" and "error" not in forged and "data_stream" not in forged
-    assert set(docs) == {"atna", "fhir"}  # the FHIR event's pacsguard_format "generic" picked nothing
+    assert status == 202 and snap["indexed"] == 0 and snap["failed"] == 4, snap
+    got = stored(cluster, pack)
+    assert got["events"] == []
+    # (the collector's sealed originals sit beside the failures: those carry no error)
+    reasons = sorted(h["_source"]["error"]["message"] for h in got["failures"] if "error" in h["_source"])
+    no_mac = ("pacsguard_format envelope refused: it carries no collector MAC, so it was not produced by the "
+              "pacsguard collector")
+    bad_mac = ("pacsguard_format envelope refused: its MAC does not verify, so it was not produced by this "
+               "installation's pacsguard collector")
+    assert reasons == ["event claims pacsguard_format [generic] but reads as [fhir]: refused", no_mac, no_mac,
+                       bad_mac], reasons
+    assert patient not in json.dumps(got["failures"])
 
 
 # ------------------------------------------------------------------ item 8: field explosion

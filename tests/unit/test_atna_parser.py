@@ -774,3 +774,25 @@ def test_a_partial_parse_names_no_patient_outside_the_id_the_pipeline_hashes() -
                 assert not any(term[:end] in flat for end in range(4, len(term) + 1)), (path.name, cut, term)
             partial += bool(problems)
     assert partial > 3000
+
+
+def test_untyped_participant_object_is_taken_as_the_patient_and_leaves_every_field() -> None:
+    """Issue 17: an object without a patient type code or role (several archives send patients so)
+    is a patient unless its id is a DICOM UID; its id and name leave every field of the envelope."""
+    from pacsguard.collector.atna_envelope import atna_message
+
+    xml = ('<AuditMessage><EventIdentification EventActionCode="E" EventDateTime="2026-03-02T13:00:00Z" '
+           'EventOutcomeIndicator="4"><EventID csd-code="110112" codeSystemName="DCM" originalText="Query"/>'
+           '<EventOutcomeDescription>no match for MRN-99812 DOE^JOHNATHAN</EventOutcomeDescription>'
+           '</EventIdentification><ActiveParticipant UserID="MRN-99812" UserName="DOE^JOHNATHAN" '
+           'UserIsRequestor="true"/><ParticipantObjectIdentification ParticipantObjectID="MRN-99812">'
+           '<ParticipantObjectName>DOE^JOHNATHAN</ParticipantObjectName></ParticipantObjectIdentification>'
+           '<ParticipantObjectIdentification ParticipantObjectID="1.2.840.1"/></AuditMessage>')
+    message, error = atna_message(xml, xml, "pacs01", None, 1 << 20)
+    assert error is None
+    envelope = json.loads(message)
+    assert envelope["doc"]["pacs"]["patient"]["id"] == "MRN-99812"  # hashed by the pipeline
+    del envelope["doc"]["pacs"]["patient"]
+    text = json.dumps(envelope)
+    for term in ("MRN-99812", "MRN-99", "DOE^JOHNATHAN", "DOE^JO", "JOHNATHAN"):
+        assert term not in text, term

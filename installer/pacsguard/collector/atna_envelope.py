@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import html
 import json
 import logging
@@ -53,8 +54,14 @@ _OBJECT_END = re.compile(r"</(?:[\w.-]+:)?ParticipantObjectIdentification\s*>\Z"
 _IDTYPE_ELEMENT = re.compile(r"<(?:[\w.-]+:)?ParticipantObjectIDTypeCode\b[^>]*>")
 _START_TAG = re.compile(r"^<[^>]*>", re.DOTALL)
 _ROLE_PATIENT = re.compile(r"""\bParticipantObjectTypeCodeRole\s*=\s*["']1["']""")
+# The parser's rule (parsers/atna.py _Object.is_patient): ID type 1, 2 or 5, or named so ...
 _IDTYPE_PATIENT = re.compile(
-    r"""<(?:[\w.-]+:)?ParticipantObjectIDTypeCode\b[^>]*\b(?:csd-)?code\s*=\s*["']2["']""")
+    r"""<(?:[\w.-]+:)?ParticipantObjectIDTypeCode\b[^>]*\b(?:(?:csd-)?code\s*=\s*["'][125]["']"""
+    r"""|(?:originalText|displayName)\s*=\s*["'](?:patient number|patient id|medical record number)["'])""",
+    re.IGNORECASE)
+# ... or no ID type code at all and an id that is not a DICOM UID.
+_IDTYPE_CODED = re.compile(r"""<(?:[\w.-]+:)?ParticipantObjectIDTypeCode\b[^>]*\b(?:csd-)?code\s*=""")
+_UID_ID = re.compile(r"""\bParticipantObjectID\s*=\s*["'][0-9]+(?:\.[0-9]+)+["']""")
 # Each value also up to the end of a frame cut inside it (group 4 / 3 is then empty).
 _OBJECT_ID = re.compile(r"""(\bParticipantObjectID\s*=\s*)(["'])(.*?)(\2|\Z)""", re.DOTALL)
 # (Element content up to its end tag, CDATA sections and comments included.)
@@ -90,7 +97,10 @@ def _is_patient_block(block: str) -> bool:
         return True
     # Cut before its ID type code: it may be a patient, so it is redacted as one.
     complete = block.endswith("/>") or _OBJECT_END.search(block)
-    return not complete and not _IDTYPE_ELEMENT.search(block)
+    if not complete and not _IDTYPE_ELEMENT.search(block):
+        return True
+    # Not typed (no coded ID type): a patient unless its id is a DICOM UID.
+    return not _IDTYPE_CODED.search(block) and not (start and _UID_ID.search(start.group(0)))
 
 
 def _name_parts(name: str) -> set[str]:
@@ -130,6 +140,11 @@ def _sensitive_base64(value: str, terms: set[str]) -> bool:
 
 def redact_patients(text: str) -> str:
     """The raw frame with patient ids and names (and blobs that carry them) replaced."""
+    return _redact(text)[0]
+
+
+def _redact(text: str) -> tuple[str, set[str]]:
+    """(the redacted frame, the patient ids and names found in it, with their forms)."""
     terms: set[str] = set()
 
     def block(match: re.Match[str]) -> str:
@@ -169,26 +184,109 @@ def redact_patients(text: str) -> str:
     text = _DETAIL_VALUE.sub(detail, text)
     text = _URI_PATIENT.sub(lambda m: f"{m.group(1)}{PATIENT_REDACTED}", text)
     if terms:
-        # Longest first, so "DOE^JOHN" is replaced whole before "JOHN" alone.
-        pattern = re.compile("|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True)))
-        text = pattern.sub(PATIENT_REDACTED, text)
-    return text
+        text = _terms_pattern(_with_prefixes(terms)).sub(PATIENT_REDACTED, text)
+    return text, terms
+
+
+def _terms_pattern(terms: set[str]) -> re.Pattern[str]:
+    # Longest first, so "DOE^JOHN" is replaced whole before "JOHN" alone.
+    return re.compile("|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True)))
+
+
+def _with_prefixes(terms: set[str]) -> set[str]:
+    """The terms and the first 6 characters of each longer one: a value cut elsewhere (a field
+    capped, a frame cut) still names the patient by its start."""
+    return terms | {t[:6] for t in terms if len(t) > 6}
+
+
+def scrub_document(doc: Any, terms: set[str]) -> Any:
+    """Every string of a normalized event (keys too) with the patient terms replaced; the raw
+    patient id (pacs.patient.id, which the pipeline hashes) is left to the caller."""
+    if not terms:
+        return doc
+    pattern = _terms_pattern(_with_prefixes(terms))
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return pattern.sub(PATIENT_REDACTED, value)
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, dict):
+            return {walk(k): walk(v) for k, v in value.items()}
+        return value
+
+    return walk(doc)
 
 
 # ------------------------------------------------------------------ envelope
+#
+# Only this parser may produce the envelope (the router believes what it says: format, actor,
+# time), so it is signed with a key only the collector and the pipeline hold (the envelope key,
+# core/secrets.py; in the cluster it sits in a stored script only the installer role can read):
+#
+#     {"pacsguard_format":"atna","mac":"<64 hex>",<body>
+#
+# The MAC covers <body>, the exact text after the MAC (the rest of the JSON object), so there is
+# no canonical form to disagree on: the pipeline checks the bytes it then parses. The body is
+# ASCII (JSON escapes), so both sides hash the same bytes whatever the text holds.
+#
+# The MAC is HMAC-SHA256 (RFC 2104) with one change the pipeline needs: painless has SHA-256 only
+# as String.sha256() (UTF-8 bytes in, hex out), so the inner digest enters the outer hash as its
+# 64 hex characters instead of 32 raw bytes. The key is 64 hex characters, exactly one SHA-256
+# block, and key XOR ipad / XOR opad stay ASCII, so both keyed blocks are what RFC 2104 hashes.
+# Soundness is HMAC's (NMAC over a keyed compression function): the outer hash sees a fixed
+# 64-character value under its own secret block, so a length extension of the inner hash gains
+# nothing, and hex is a fixed-length injective encoding of the inner digest.
+
+ENVELOPE_PREFIX = '{"pacsguard_format":"atna","mac":"'
+_envelope_key: str | None = None
+
+
+def set_envelope_key(key: str) -> None:
+    """The key the collector signs with (run_collector sets it from the settings)."""
+    global _envelope_key
+    _envelope_key = key
+
+
+def _key() -> str:
+    if _envelope_key is None:
+        # Not set by the collector service (a test, a library use): the environment's settings.
+        from pacsguard.core.secrets import resolve_envelope_key
+        from pacsguard.core.settings import load_settings
+
+        set_envelope_key(resolve_envelope_key(load_settings()))
+    assert _envelope_key is not None
+    return _envelope_key
+
+
+def envelope_mac(key: str, body: str) -> str:
+    block = key.encode("ascii")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in block) + body.encode("utf-8")).hexdigest()
+    return hashlib.sha256(bytes(b ^ 0x5C for b in block) + inner.encode("ascii")).hexdigest()
+
+
+def signed_envelope(fields: dict[str, Any]) -> str:
+    """The envelope text: the prefix, the MAC, then the fields as the rest of the JSON object."""
+    body = json.dumps(fields, ensure_ascii=True)[1:]  # '"original": ..., "doc": {...}}'
+    return f'{ENVELOPE_PREFIX}{envelope_mac(_key(), body)}",{body}'
 
 
 def failure_envelope(original: str, error: str) -> str:
     """An ATNA event the collector could not normalize: the pipeline sends it to the failure index."""
-    limit = ROUTER_MAX_CHARS - len(error) - 200
-    return json.dumps({"pacsguard_format": "atna", "original": original[:max(limit, 0)],
-                       "error": f"collector: {error}"}, ensure_ascii=False)
+    limit = ROUTER_MAX_CHARS - len(error) - 400
+    original = original[:max(limit, 0)]
+    message = signed_envelope({"original": original, "error": f"collector: {error}"})
+    # JSON escapes may have grown it past the router's limit: cut the original further.
+    while len(message) > ROUTER_MAX_CHARS and original:
+        original = original[:len(original) - (len(message) - ROUTER_MAX_CHARS) - 16]
+        message = signed_envelope({"original": original, "error": f"collector: {error}"})
+    return message
 
 
 def atna_message(frame_text: str, xml_text: str, hostname: str | None, timestamp: str | None,
                  max_bytes: int) -> tuple[str, str | None]:
     """(the ``message`` to send, the parse error or None)."""
-    original = redact_patients(frame_text)
+    original, terms = _redact(frame_text)
     try:
         doc, partial = read_audit_message(xml_text, max_bytes=max_bytes, fallback_timestamp=timestamp)
     except AtnaParseError as exc:
@@ -201,13 +299,27 @@ def atna_message(frame_text: str, xml_text: str, hostname: str | None, timestamp
         observer = doc.setdefault("observer", {})
         if isinstance(observer, dict) and not observer.get("hostname"):
             observer["hostname"] = hostname
-    envelope: dict[str, Any] = {"pacsguard_format": "atna", "original": original, "doc": doc}
+    doc = _pseudonymized(doc, terms)
+    envelope: dict[str, Any] = {"original": original, "doc": doc}
     if partial:
         envelope["partial"] = partial  # indexed with what was read, tagged pacsguard-partial
-    message = json.dumps(envelope, ensure_ascii=False)
+    message = signed_envelope(envelope)
     if len(message) > ROUTER_MAX_CHARS:
         # The router would refuse it with the whole envelope (raw patient id in
         # doc) as event.original; send the redacted frame alone instead.
         error = f"ATNA envelope is {len(message)} characters, above the router's {ROUTER_MAX_CHARS}"
         return failure_envelope(original, error), error
     return message, None
+
+
+def _pseudonymized(doc: dict[str, Any], terms: set[str]) -> dict[str, Any]:
+    """Once a value is known to be the patient's, it leaves every field (issue 17), not only the
+    original: the patient id stays only in pacs.patient.id, which the pipeline hashes."""
+    patient = doc.get("pacs", {}).get("patient", {})
+    patient_id = patient.pop("id", None) if isinstance(patient, dict) else None
+    if isinstance(patient_id, str):
+        terms = terms | _terms(patient_id, is_name=False)
+    doc = scrub_document(doc, terms)
+    if patient_id is not None:
+        doc.setdefault("pacs", {}).setdefault("patient", {})["id"] = patient_id
+    return doc

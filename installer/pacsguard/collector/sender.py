@@ -30,6 +30,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from pacsguard.collector.atna_envelope import ENVELOPE_PREFIX
 from pacsguard.collector.counters import Counters
 from pacsguard.collector.events import Event
 from pacsguard.collector.failures import SEALED_SUFFIX, FailureProtector, fingerprint
@@ -103,7 +104,7 @@ def safe_original(message: str) -> str:
     The envelope's doc still holds the raw patient id (the pipeline hashes it);
     only the redacted ``original`` may be stored.
     """
-    if message.startswith('{"pacsguard_format": "atna"'):
+    if message.startswith(ENVELOPE_PREFIX):
         try:
             envelope = json.loads(message)
             return str(envelope.get("original") or "")

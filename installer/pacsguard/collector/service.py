@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from pacsguard.collector.atna_envelope import set_envelope_key
 from pacsguard.collector.counters import Counters, Throughput, progress_line
 from pacsguard.collector.events import NetworkIds
 from pacsguard.collector.failures import FailureProtector
@@ -37,6 +38,7 @@ from pacsguard.collector.syslog_input import StreamServer, SyslogIntake, UdpInpu
 from pacsguard.core.connection import Cluster
 from pacsguard.core.errors import ConnectionProblem, PacsguardError
 from pacsguard.core.models import Progress
+from pacsguard.core.secrets import resolve_envelope_key
 from pacsguard.core.settings import Settings
 
 log = logging.getLogger("pacsguard.collector")
@@ -297,6 +299,7 @@ def preflight(cluster: Cluster, settings: Settings) -> str | None:
 def run_collector(config: CollectorConfig, cluster: Cluster, settings: Settings,
                   progress: Progress) -> dict[str, Any]:
     """Run until SIGTERM or SIGINT; return the final counters."""
+    set_envelope_key(resolve_envelope_key(settings))  # the key the router checks ATNA envelopes with
     warning = preflight(cluster, settings)
     if warning:
         progress(f"warning: {warning}")
@@ -328,6 +331,7 @@ class CollectorThread:
     """A collector on its own loop in a background thread (tests, benchmark)."""
 
     def __init__(self, config: CollectorConfig, cluster: Cluster, settings: Settings) -> None:
+        set_envelope_key(resolve_envelope_key(settings))
         self.collector = Collector(config, cluster, settings.index("events_data_stream"), settings.index("failures"))
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="pacsguard-collector", daemon=True)

@@ -39,7 +39,7 @@ class ContentError(PacsguardError):
 
 
 def render_context(settings: Settings, salt: str | None = None,
-                   capabilities: Iterable[str] = ()) -> dict[str, Any]:
+                   capabilities: Iterable[str] = (), envelope_key: str | None = None) -> dict[str, Any]:
     """What content templates may use. capabilities: modules/plugins the target cluster has."""
     caps = set(capabilities)
     return {
@@ -53,7 +53,12 @@ def render_context(settings: Settings, salt: str | None = None,
         "thresholds": settings.thresholds.model_dump(),
         "internal_domains": list(settings.internal_domains),
         "sources": settings.sources.model_dump(),
+        # per format, where its patient data hides (sources.<format>.patient; enrich reads it)
+        "patient_data": {name: source.patient.model_dump() for name, source in settings.sources
+                         if hasattr(source, "patient")},
         "salt": salt or "",
+        # without a key (a render for checks, not an install) the router refuses every envelope
+        "envelope_key": envelope_key or "",
     }
 
 

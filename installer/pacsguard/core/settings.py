@@ -66,6 +66,9 @@ class Indices(Frozen):
 class Pseudonymization(Frozen):
     salt: SecretStr | None = None
     salt_file: Path | None = None
+    # The MAC key of the collector's ATNA envelope (core/secrets.py): PACSGUARD_ENVELOPE_KEY or a file.
+    envelope_key: SecretStr | None = None
+    envelope_key_file: Path | None = None
 
 
 class Thresholds(Frozen):
@@ -300,9 +303,40 @@ class Routing(Frozen):
         return Route(owner=self.default_owner)
 
 
+class PatientData(Frozen):
+    """Where a source's patient data hides (docs/schema.md, "Patient data"): enrich hashes the ids
+    and drops the rest in every field of the event. Keys and route names match case-insensitively."""
+
+    # A URL path segment naming a patient route: the segment after it is a patient id, and every
+    # query value of that URL is dropped (it may name the patient).
+    path_routes: list[str] = Field(default=["patients", "patient"], validate_default=True)
+    # Query parameters (and, for generic JSON, keys anywhere in the document) whose value is a
+    # patient id (hashed) ...
+    id_keys: list[str] = Field(default=["PatientID", "00100020", "patient_id", "patientId", "OtherPatientIDs",
+                                        "00101000", "mrn"], validate_default=True)
+    # ... or a name or other demographics (dropped).
+    drop_keys: list[str] = Field(default=["PatientName", "00100010", "patient_name", "patientName",
+                                          "PatientBirthDate", "00100030", "OtherPatientNames", "00101001",
+                                          "PatientMotherBirthName", "00101060"], validate_default=True)
+
+    @field_validator("path_routes", "id_keys", "drop_keys")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        for key in value:
+            if not key.strip() or any(c in key for c in "/?&=#"):
+                raise ValueError(f"[{key}] is not a key or path segment name")
+        return list(dict.fromkeys(key.strip().lower() for key in value))
+
+
+class GenericSourceSettings(Frozen):
+    patient: PatientData = PatientData()
+
+
 class KeycloakSourceSettings(Frozen):
     # The zone of the server's clock for text lines that carry no offset (IANA name or +hh:mm).
     timezone: str = "UTC"
+    # Patient routes and keys in redirect URIs (and any other URL of an event).
+    patient: PatientData = PatientData()
 
     @field_validator("timezone")
     @classmethod
@@ -420,6 +454,7 @@ class ProxySourceSettings(Frozen):
     # Addresses of proxies/load balancers in front of this one: when remote_addr is one of them,
     # the client is the right-most X-Forwarded-For address that is not (never the sender's own claim).
     trusted_proxies: list[str] = []
+    patient: PatientData = PatientData()
 
     @field_validator("login_paths", "logout_paths")
     @classmethod
@@ -433,6 +468,7 @@ class ProxySourceSettings(Frozen):
 class SourcesSettings(Frozen):
     proxy: ProxySourceSettings = ProxySourceSettings()
     keycloak: KeycloakSourceSettings = KeycloakSourceSettings()
+    generic: GenericSourceSettings = GenericSourceSettings()
     directory: DirectorySourceSettings = DirectorySourceSettings()
 
 
@@ -501,13 +537,16 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX) or ("__" not in key and key != "NAMESPACE"):
             continue
         path = name[len(ENV_PREFIX):].lower().split("__")
-        value = raw if path[-1] in ("password", "username", "salt", "url", "client_secret") else yaml.safe_load(raw)
+        value = raw if path[-1] in ("password", "username", "salt", "envelope_key", "url", "client_secret") \
+            else yaml.safe_load(raw)
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})
         node[path[-1]] = value
     if "PACSGUARD_SALT" in environ:
         tree.setdefault("pseudonymization", {})["salt"] = environ["PACSGUARD_SALT"]
+    if "PACSGUARD_ENVELOPE_KEY" in environ:
+        tree.setdefault("pseudonymization", {})["envelope_key"] = environ["PACSGUARD_ENVELOPE_KEY"]
     return tree
 
 

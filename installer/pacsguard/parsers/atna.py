@@ -254,6 +254,7 @@ class _Participant:
 class _Object:
     object_id: str | None
     id_type: _Coded | None
+    role: str | None
     name: str | None  # read only so that it can be scrubbed from free text; never output
     query: str | None
     details: tuple[tuple[str, str], ...]
@@ -266,7 +267,13 @@ class _Object:
 
     @property
     def is_patient(self) -> bool:
-        return self.id_type is not None and self.id_type.code == _PATIENT_NUMBER
+        """Typed as a patient (ID type 1/2/5, or object role 1 "Patient"), or, conservatively, not
+        typed at all (several archives send patients so) unless its id is a DICOM UID."""
+        if self.role == _ROLE_PATIENT or (self.id_type is not None and self.id_type.code in _PATIENT_ID_TYPES):
+            return True
+        if self.id_type is None:
+            return not _DICOM_UID.match(self.object_id or "")
+        return (self.id_type.text or "").strip().lower() in _PATIENT_ID_TYPE_NAMES
 
 
 @dataclass(frozen=True)
@@ -344,6 +351,7 @@ def _read_object(element: Element) -> _Object:
     return _Object(
         object_id=_attr(element, "ParticipantObjectID"),
         id_type=_coded(_child(element, "ParticipantObjectIDTypeCode")),
+        role=_attr(element, "ParticipantObjectTypeCodeRole"),
         name=_text(_child(element, "ParticipantObjectName")),
         query=_text(_child(element, "ParticipantObjectQuery")),
         details=tuple(
@@ -382,7 +390,11 @@ _USER_ID_URI = "12"
 _ROLE_APPLICATION = "110150"
 _ROLE_DESTINATION = "110152"
 _STUDY_INSTANCE_UID = "110180"
-_PATIENT_NUMBER = "2"
+# RFC 3881 ParticipantObjectIDTypeCode 1 Medical Record Number, 2 Patient Number, 5 Social Security Number.
+_PATIENT_ID_TYPES = frozenset({"1", "2", "5"})
+_PATIENT_ID_TYPE_NAMES = frozenset({"patient number", "patient id", "medical record number"})
+_ROLE_PATIENT = "1"
+_DICOM_UID = re.compile(r"^[0-9]+(?:\.[0-9]+)+$")
 
 # category/type per action: mirrors pack/schema.yaml (a test keeps them equal;
 # this module is standard-library only, so it cannot read the YAML itself).

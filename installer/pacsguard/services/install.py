@@ -22,7 +22,7 @@ from pacsguard.core.content import content_path, content_root
 from pacsguard.core.errors import MissingPlugin, PacsguardError
 from pacsguard.core.models import Progress, quiet
 from pacsguard.core.render import ContentError, render_context, render_yaml
-from pacsguard.core.secrets import resolve_salt
+from pacsguard.core.secrets import resolve_envelope_key, resolve_salt
 from pacsguard.core.settings import Settings
 from pacsguard.packobjects import (
     AFTER_DATA_STREAM,
@@ -74,9 +74,9 @@ class Plan:
 
 
 def load_objects(settings: Settings, salt: str | None = None,
-                 capabilities: Iterable[str] = ()) -> list[PackObject]:
+                 capabilities: Iterable[str] = (), envelope_key: str | None = None) -> list[PackObject]:
     """Render every content file into a PackObject. Errors name the file (and line)."""
-    context = render_context(settings, salt, capabilities)
+    context = render_context(settings, salt, capabilities, envelope_key)
     objects: list[PackObject] = []
     seen: dict[str, Path] = {}
     for folder, pattern in CONTENT_GLOBS:
@@ -150,7 +150,7 @@ def delivery_warnings(settings: Settings, plugins: set[str]) -> list[str]:
 
 def desired_objects(cluster: Cluster, settings: Settings) -> list[PackObject]:
     plugins, modules = cluster.installed_components()
-    objects = load_objects(settings, resolve_salt(settings), plugins | modules)
+    objects = load_objects(settings, resolve_salt(settings), plugins | modules, resolve_envelope_key(settings))
     signals = alerting_signals(settings, plugins)
     if signals:
         objects += channel_objects(settings) + monitor_objects(settings, signals=signals)
