@@ -51,7 +51,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     for node in _started:
-        where = f"port {node.port}" if node.port is not None else "PACSGUARD_TEST_URL"
+        where = f"port {node.port}, OpenSearch {node.version}" if node.port is not None else "PACSGUARD_TEST_URL"
         terminalreporter.write_line(f"pacsguard test node: {node.url} ({where})")
 
 

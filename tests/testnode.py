@@ -4,7 +4,10 @@ PACSGUARD_TEST_URL names any cluster to use as is. Otherwise the session starts
 its own local node with empty data and stops it at the end. Each session
 claims its own port (PACSGUARD_TEST_PORT is the first one tried, 9260 by
 default): two runs at once on one machine get two nodes, two run directories,
-and neither stops the other's node.
+and neither stops the other's node. PACSGUARD_TEST_VERSION picks the node's
+OpenSearch version (a 2.19.x or 3.x the recipe builds; default the recipe's,
+2.19.6): `make test` runs the whole suite on the default and the `both_lines`
+subset again on 3.8.0.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ class SessionNode:
     url: str
     # The local node's port; None for a cluster given by PACSGUARD_TEST_URL (not ours to stop).
     port: int | None
+    # The OpenSearch version of the local node; None for a cluster given by PACSGUARD_TEST_URL.
+    version: str | None = None
 
 
 def first_test_port() -> int:
@@ -33,8 +38,15 @@ def first_test_port() -> int:
     return int(os.environ.get("PACSGUARD_TEST_PORT") or DEFAULT_FIRST_PORT)
 
 
+def node_version() -> str | None:
+    """The OpenSearch version the session's local node runs (PACSGUARD_TEST_VERSION), None: the default."""
+    return os.environ.get("PACSGUARD_TEST_VERSION") or None
+
+
 @contextmanager
-def session_node() -> Iterator[SessionNode]:
+def session_node(version: str | None = None) -> Iterator[SessionNode]:
+    """The session's node: PACSGUARD_TEST_URL as is, else a local node of `version` (default
+    node_version(), else the recipe's default) on a port of its own, stopped at the end."""
     url = os.environ.get("PACSGUARD_TEST_URL")
     if url:
         yield SessionNode(url, None)
@@ -43,9 +55,9 @@ def session_node() -> Iterator[SessionNode]:
 
     claim = local.claim_port(first_test_port())
     try:
-        state = local.up(claim.port, fresh=True)
+        state = local.up(claim.port, fresh=True, version=version or node_version())
         try:
-            yield SessionNode(state.url, claim.port)
+            yield SessionNode(state.url, claim.port, state.version)
         finally:
             if not os.environ.get("PACSGUARD_KEEP_NODE"):
                 local.down(claim.port)
