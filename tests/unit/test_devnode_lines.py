@@ -135,3 +135,15 @@ def test_a_jvm_option_naming_a_module_the_jdk_lacks_is_left_out() -> None:
     assert "21-:-javaagent:agent/opensearch-agent.jar" in fitted.splitlines()
     assert not any(line.startswith("20-:--add-modules") for line in fitted.splitlines())
     assert local.fit_jvm_options(options, {"java.base", "jdk.incubator.vector"}) == options
+
+
+def test_a_port_holding_another_versions_data_is_refused_without_fresh(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """2.19 cannot read what 3.x wrote: switching a port's version needs empty data (nothing is started)."""
+    monkeypatch.setenv("PACSGUARD_CACHE", str(tmp_path))
+    run = local.run_dir_for(9999)
+    run.mkdir(parents=True)
+    (run / "data-version").write_text("3.8.0\n")
+    with pytest.raises(PacsguardError, match=r"port 9999 holds the data of OpenSearch 3\.8\.0; to run 2\.19\.6 "
+                                             r"there start with empty data \(--fresh\)"):
+        local.up(9999, version="2.19.6")
