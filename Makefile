@@ -16,8 +16,14 @@ deps:
 up: deps
 	pacsguard up
 
+# The whole suite on the default node (2.19.6), then the `both_lines` cluster tests
+# (tests/cluster/conftest.py) again on the 3.x line; each run prints its own summary,
+# and the target fails if either failed.
+LINE3_VERSION := 3.8.0
 test: deps
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest; whole=$$?; \
+	PACSGUARD_TEST_VERSION=$(LINE3_VERSION) $(PYTHON) -m pytest -m both_lines; line3=$$?; \
+	exit $$(( whole != 0 ? whole : line3 ))
 
 down:
 	pacsguard down

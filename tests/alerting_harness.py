@@ -168,7 +168,7 @@ def prepare(progress: local.Progress | None = None) -> Harness:
     if not javac.exists():
         raise HarnessError(f"{java_home} has no javac (a JRE only); the Alerting model harness needs a JDK: "
                            f"install {recipe['jdk_package']} or point OPENSEARCH_JAVA_HOME at a JDK "
-                           f"{recipe['java_release']}")
+                           f"{recipe['java']['min']}")
     timings["java"] = time.monotonic() - started
     started = time.monotonic()
     jars = opensearch_lib(recipe, progress)

@@ -26,6 +26,7 @@ from pacsguard.core.connection import Cluster
 from pacsguard.core.settings import Settings
 from testnode import (
     ALERTING_PORT_OFFSET,
+    ALERTING_VERSION,
     PLUGIN_ZIPS,
     TEST_ENVELOPE_KEY,
     SessionNode,
@@ -64,7 +65,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     for node in _started:
-        where = f"port {node.port}" if node.port is not None else "a cluster given by URL"
+        where = f"port {node.port}, OpenSearch {node.version}" if node.port is not None else "a cluster given by URL"
         terminalreporter.write_line(f"pacsguard test node: {node.url} ({where})")
 
 
@@ -92,7 +93,9 @@ def alerting_url() -> Iterator[str]:
         pytest.skip(f"Alerting/Notifications plugin zips not present at {zips} (they are not on Maven Central "
                     "and not part of the repository; CI has them beside the clone). Set "
                     "PACSGUARD_TEST_ALERTING_URL to a cluster that runs Alerting to run these tests.")
-    with session_node("PACSGUARD_TEST_ALERTING_URL", first_test_port() + ALERTING_PORT_OFFSET, zips) as node:
+    # the zips are plugins of 2.19.6: the Alerting node stays on that line whatever the session's line
+    with session_node(ALERTING_VERSION, "PACSGUARD_TEST_ALERTING_URL", first_test_port() + ALERTING_PORT_OFFSET,
+                      zips) as node:
         plugins, _ = Cluster.connect(make_settings(node.url, "pgcheck", "check").cluster).installed_components()
         missing = {"opensearch-alerting", "opensearch-notifications"} - plugins
         assert not missing, f"the Alerting node at {node.url} lacks {', '.join(sorted(missing))}"

@@ -280,9 +280,10 @@ def status(strict: Annotated[bool, typer.Option(
     cluster, settings = connect()
     st = do_status(cluster, settings)
     data = {"ok": st.healthy, "url": st.url, "cluster_version": st.cluster_version,
+            "cluster_supported": st.cluster_supported, "cluster_support": st.cluster_support,
             "installed_version": st.installed_version, "missing_plugins": st.missing_plugins,
             "objects": [o.__dict__ for o in st.objects], "data_streams": st.data_streams}
-    lines = [f"cluster   {st.url} (OpenSearch {st.cluster_version})",
+    lines = [f"cluster   {st.url} (OpenSearch {st.cluster_version}: {st.cluster_support})",
              f"installed {st.installed_version or 'not installed'} (this CLI: {__version__})"]
     for name, why in st.missing_plugins.items():
         lines.append(f"MISSING   {name}: needed for {why}")
@@ -815,6 +816,9 @@ def failures_replay(
 
 
 PortOpt = Annotated[int, typer.Option("--port", envvar="PACSGUARD_NODE_PORT", help="HTTP port on 127.0.0.1.")]
+NodeVersionOpt = Annotated[str | None, typer.Option(
+    "--version", envvar="PACSGUARD_OPENSEARCH_VERSION",
+    help="OpenSearch version of the node: 2.19.x or 3.x (default 2.19.6; CI also tests 3.8.0).")]
 
 
 @cluster_app.command("up")
@@ -823,12 +827,13 @@ def cluster_up(
     port: PortOpt = 9200,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start with empty data.")] = False,
     mode: Annotated[str, typer.Option("--mode", help="local | docker | auto (docker if an engine answers).")] = "auto",
+    version: NodeVersionOpt = None,
 ) -> None:
-    """Build (first time, cached) and start an OpenSearch 2.19 node; print its URL."""
+    """Build (first time, cached) and start an OpenSearch node (2.19 or 3.x, --version); print its URL."""
     from pacsguard.devnode import start
 
-    node = start(port=port, mode=mode, fresh=fresh, progress=progress)
-    emit({"ok": True, **node}, f"OpenSearch is up at {node['url']} ({node['mode']} mode)")
+    node = start(port=port, mode=mode, fresh=fresh, progress=progress, version=version)
+    emit({"ok": True, **node}, f"OpenSearch {node['version']} is up at {node['url']} ({node['mode']} mode)")
 
 
 @cluster_app.command("down")
@@ -852,6 +857,7 @@ def cluster_status(port: PortOpt = 9200) -> None:
         emit({"ok": False, **info}, f"no pacsguard node running on port {port}")
         raise typer.Exit(EXIT_ERROR)
     lines = [f"url       {info['url']} ({info['mode']} mode, OpenSearch {info['version']}, {info['health']})",
+             f"version   OpenSearch {info['version']}: {info['support']}",
              f"modules   {', '.join(info['modules'])}",
              f"plugins   {', '.join(info['plugins']) or '(none)'}"]
     for name, why in info["missing"].items():
@@ -991,6 +997,7 @@ def keycloak_status(port: KcPortOpt = None) -> None:
 @app.command()
 @handle_errors
 def up(port: PortOpt = 9200,
+       version: NodeVersionOpt = None,
        no_watch: Annotated[bool, typer.Option("--no-watch", help="Do not start `watch` in the background.")] = False,
        no_console: Annotated[bool, typer.Option("--no-console", help="Do not start the web console.")] = False,
        console_port: Annotated[int, typer.Option("--console-port", envvar="PACSGUARD_CONSOLE_PORT",
@@ -1002,7 +1009,7 @@ def up(port: PortOpt = 9200,
     from pacsguard.services.install import alerting_signals
     from pacsguard.services.install import install as do_install
 
-    node = start(port=port, mode="auto", fresh=False, progress=progress)
+    node = start(port=port, mode="auto", fresh=False, progress=progress, version=version)
     cluster, settings = connect(node["url"])
     result = do_install(cluster, settings, progress=progress, allow_missing_plugins=True)
     counts = result.plan.summary()
@@ -1014,7 +1021,7 @@ def up(port: PortOpt = 9200,
     channels = [f"{c.name} ({c.type})" for c in settings.notifications.channels]
     data = {"ok": True, "url": node["url"], "summary": counts, "rules_on_alerting": on_alerting, "watch": watch,
             "channels": channels, "owner": settings.routing.default_owner, "console": console}
-    text = (f"OpenSearch {node['url']} ({node['mode']}); pack installed: {counts['create']} created, "
+    text = (f"OpenSearch {node['version']} {node['url']} ({node['mode']}); pack installed: {counts['create']} created, "
             f"{counts['update']} updated, {counts['unchanged']} unchanged.\n"
             f"Send events to the data stream {settings.index('events_data_stream')} (op_type=create).")
     if watch:

@@ -165,3 +165,14 @@ def test_content_error_names_file_and_line(
 
     with pytest.raises(ContentError, match=r"generic/pipeline\.yaml.*no_such_variable"):
         desired_objects(cluster, pack_settings)
+
+
+def test_status_names_the_cluster_version_and_that_the_pack_supports_it(cluster: Cluster,
+                                                                        pack_settings: Settings) -> None:
+    from testnode import node_version
+
+    st = status(cluster, pack_settings)
+    assert st.cluster_version == cluster.info()["version"]["number"]
+    assert st.cluster_version == (node_version() or st.cluster_version)
+    line = "3" if st.cluster_version.startswith("3.") else "2.19"
+    assert st.cluster_supported and st.cluster_support.startswith(f"supported ({line} line, tested on ")

@@ -9,7 +9,8 @@ import pytest
 from pacsguard.cli import app
 from pacsguard.core.connection import Cluster
 from pacsguard.core.settings import ClusterSettings
-from pacsguard.devnode import local
+from pacsguard.devnode import lines, local
+from testnode import node_version
 from typer.testing import CliRunner
 
 NEEDED_MODULES = {"lang-painless", "lang-mustache", "ingest-common", "ingest-user-agent", "ingest-geoip"}
@@ -48,13 +49,15 @@ def _port_free() -> int:
 @pytest.mark.skipif(bool(os.environ.get("PACSGUARD_TEST_URL")), reason="uses the local node builder")
 def test_cluster_up_status_down_on_its_own_port() -> None:
     port = _port_free()
+    version = node_version() or lines.raw_recipe()["default_version"]  # the line this session tests
     runner = CliRunner()
-    up = runner.invoke(app, ["cluster", "up", "--mode", "local", "--port", str(port), "--fresh"])
+    up = runner.invoke(app, ["cluster", "up", "--mode", "local", "--port", str(port), "--fresh", "--version", version])
     try:
         assert up.exit_code == 0, up.stderr
-        assert f"OpenSearch is up at http://127.0.0.1:{port} (local mode)" in up.stdout
+        assert f"OpenSearch {version} is up at http://127.0.0.1:{port} (local mode)" in up.stdout
         status = runner.invoke(app, ["cluster", "status", "--port", str(port)])
         assert status.exit_code == 0
+        assert f"version   OpenSearch {version}: supported (" in status.stdout
         for module in NEEDED_MODULES:
             assert module in status.stdout
     finally:

@@ -155,3 +155,13 @@ def test_bad_content_names_the_file_and_object(tmp_path: Any) -> None:
     (tmp_path / "visualizations.yaml").write_text(text)
     with pytest.raises(SavedObjectsError, match=r"visualizations.yaml: visualizations.0.aggs.1: .*needs a field"):
         load_content(tmp_path)
+
+
+def test_dashboard_panels_carry_the_version_of_the_chosen_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Panels are stamped with the Dashboards version of the chosen line (PACSGUARD_OPENSEARCH_VERSION,
+    default the dev node's 2.19.6), the way that Dashboards saves them."""
+    for version in ("3.8.0", "2.19.6"):
+        monkeypatch.setenv("PACSGUARD_OPENSEARCH_VERSION", version)
+        dashboards = [o for o in render_objects(settings(), load_content()) if o["type"] == "dashboard"]
+        assert dashboards
+        assert {p["version"] for d in dashboards for p in json.loads(d["attributes"]["panelsJSON"])} == {version}

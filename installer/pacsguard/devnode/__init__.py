@@ -1,7 +1,9 @@
 """Dev/test OpenSearch: a local node built from Maven Central, or a Docker container.
 
 `auto` picks Docker when an engine answers (through the docker SDK), else the
-local node. Both listen on 127.0.0.1:<port> with the same settings.
+local node. Both listen on 127.0.0.1:<port> with the same settings, and run the
+chosen OpenSearch version (`version`, else PACSGUARD_OPENSEARCH_VERSION, else the
+recipe's default; pack/local-node.yaml lists the lines).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from pacsguard.core.connection import REQUIRED_MODULES, REQUIRED_PLUGINS
 from pacsguard.core.errors import PacsguardError
 from pacsguard.core.models import Progress
-from pacsguard.devnode import local
+from pacsguard.devnode import lines, local
 
 CONTAINER_PREFIX = "pacsguard-opensearch"
 
@@ -33,11 +35,6 @@ def _docker_client() -> Any | None:
         return None
 
 
-def _docker_image() -> str:
-    image: str = local.load_recipe()["docker_image"]
-    return image
-
-
 def _wait_healthy(url: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -51,7 +48,7 @@ def _wait_healthy(url: str, timeout: float) -> None:
     raise PacsguardError(f"OpenSearch at {url} did not become healthy within {timeout:.0f}s")
 
 
-def _docker_up(client: Any, port: int, fresh: bool, progress: Progress) -> dict[str, Any]:
+def _docker_up(client: Any, port: int, fresh: bool, progress: Progress, recipe: dict[str, Any]) -> dict[str, Any]:
     name = f"{CONTAINER_PREFIX}-{port}"
     existing = client.containers.list(all=True, filters={"name": name})
     if existing and fresh:
@@ -62,7 +59,7 @@ def _docker_up(client: Any, port: int, fresh: bool, progress: Progress) -> dict[
         if container.status != "running":
             container.start()
     else:
-        image = _docker_image()
+        image = recipe["docker_image"]
         progress(f"starting {image} as {name}")
         container = client.containers.run(
             image, name=name, detach=True,
@@ -71,7 +68,7 @@ def _docker_up(client: Any, port: int, fresh: bool, progress: Progress) -> dict[
                 "discovery.type": "single-node",
                 "DISABLE_SECURITY_PLUGIN": "true",
                 "DISABLE_INSTALL_DEMO_CONFIG": "true",
-                "OPENSEARCH_JAVA_OPTS": f"-Xms{local.load_recipe()['heap']} -Xmx{local.load_recipe()['heap']}",
+                "OPENSEARCH_JAVA_OPTS": f"-Xms{recipe['heap']} -Xmx{recipe['heap']}",
                 "cluster.routing.allocation.disk.threshold_enabled": "false",
             },
             labels={"managed-by": "pacsguard"},
@@ -81,17 +78,19 @@ def _docker_up(client: Any, port: int, fresh: bool, progress: Progress) -> dict[
     return {"url": url, "mode": "docker", "container": container.name, "port": port}
 
 
-def start(port: int, mode: str = "auto", fresh: bool = False, progress: Progress = lambda _: None) -> dict[str, Any]:
+def start(port: int, mode: str = "auto", fresh: bool = False, progress: Progress = lambda _: None,
+          version: str | None = None) -> dict[str, Any]:
     if mode not in ("auto", "local", "docker"):
         raise PacsguardError(f"--mode must be auto, local or docker, not {mode!r}")
+    recipe = local.load_recipe(version)  # refuses a version outside the lines before anything starts
     client = _docker_client() if mode in ("auto", "docker") else None
     if mode == "docker" and client is None:
         raise PacsguardError("--mode docker: no Docker engine answers here (install the `docker` extra and start one)")
     if client is not None:
-        return _docker_up(client, port, fresh, progress)
-    state = local.up(port, progress=progress, fresh=fresh)
+        return {**_docker_up(client, port, fresh, progress, recipe), "version": recipe["opensearch_version"]}
+    state = local.up(port, progress=progress, fresh=fresh, version=recipe["opensearch_version"])
     return {"url": state.url, "mode": "local", "pid": state.pid, "port": port, "home": state.home,
-            "log": state.log}
+            "log": state.log, "version": state.version}
 
 
 def stop(port: int) -> bool:
@@ -121,7 +120,8 @@ def describe(port: int) -> dict[str, Any]:
     modules = sorted(m["name"] for m in node.get("modules", []))
     needed = {**REQUIRED_PLUGINS, **REQUIRED_MODULES}
     missing = {n: why for n, why in needed.items() if n not in set(plugins) | set(modules)}
-    return {"running": True, "url": url, "mode": mode, "version": node["version"], "health": health,
+    return {"running": True, "url": url, "mode": mode, "version": node["version"],
+            "support": lines.support(node["version"]), "health": health,
             "plugins": plugins, "modules": modules, "missing": missing}
 
 

@@ -1,10 +1,12 @@
 """A local OpenSearch node assembled from Maven Central, for development and CI.
 
-The integ-test distribution only carries transport-netty4; the modules the pack
-needs (painless, mustache, ingest-common, user-agent, geoip, ...) are published
-as plain jars, so we lay them out as modules/<name>/ with a descriptor and a
-security policy. The result is cached per recipe hash outside the work tree.
-OpenSearch refuses to run as root, so as root the node runs as a system user.
+One recipe (pack/local-node.yaml) for both lines: the 2.19 integ-test distribution
+only carries transport-netty4, so the modules the pack needs (painless, mustache,
+ingest-common, user-agent, geoip, ...), published as plain jars, are laid out as
+modules/<name>/ with a descriptor and a security policy; 3.6+ zips bundle them with
+their jars and the GeoLite2 databases, and those are used as they are. The result
+is cached per resolved-recipe hash outside the work tree. OpenSearch refuses to run
+as root, so as root the node runs as a system user.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from typing import Any
 
 import yaml
 
-from pacsguard.core.content import content_path
 from pacsguard.core.errors import PacsguardError
 from pacsguard.core.models import Progress
+from pacsguard.devnode import lines
 
 NODE_USER = "pacsguard"
 # The node's transport port sits this far above its HTTP port.
@@ -59,9 +61,24 @@ def cache_root() -> Path:
     return Path(base) / "pacsguard"
 
 
-def load_recipe() -> dict[str, Any]:
-    with content_path("pack", "local-node.yaml").open() as fh:
-        recipe: dict[str, Any] = yaml.safe_load(fh)
+def load_recipe(version: str | None = None) -> dict[str, Any]:
+    """The recipe for one node version (lines.chosen_version: the argument, else
+    PACSGUARD_OPENSEARCH_VERSION, else the default), with its line's values resolved in:
+    opensearch_version, line, java, jdk_package/jdk_pypi, the modules' class names and jars."""
+    raw = lines.raw_recipe()
+    chosen = lines.chosen_version(version, raw)
+    name = lines.line_of(chosen, raw)
+    line = raw["lines"][name]
+    names = {"version": chosen, "plugin": line["plugin"], **line["deps"]}
+    modules = {}
+    for module, spec in raw["modules"].items():
+        modules[module] = {**spec, "artifact": spec["artifact"].format(**names),
+                           "classname": spec["classname"].format(**names),
+                           "deps": [dep.format(**names) for dep in spec.get("deps", [])]}
+    recipe = {key: value for key, value in raw.items() if key not in ("lines", "default_version")}
+    recipe.update(opensearch_version=chosen, line=name, java=line["java"], modules=modules,
+                  docker_image=raw["docker_image"].format(version=chosen),
+                  jdk_package=line.get("jdk_package"), jdk_hint=line.get("jdk_hint"))
     return recipe
 
 
@@ -206,13 +223,15 @@ def _exclusive(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def build(progress: Progress = _quiet, force: bool = False, plugin_dir: Path | None = None) -> BuildReport:
-    """Assemble the node (or reuse the cached one) and return where it is.
+def build(progress: Progress = _quiet, force: bool = False, plugin_dir: Path | None = None,
+          version: str | None = None) -> BuildReport:
+    """Assemble the node of `version` (load_recipe: default 2.19.6), or reuse the cached one, and
+    return where it is.
 
     Concurrent runs (two test sessions on a cold cache) build one at a time:
     the second finds the first one's node instead of replacing it under a
     running node."""
-    recipe = load_recipe()
+    recipe = load_recipe(version)
     plugin_dir = plugin_zip_dir(plugin_dir)
     home = node_home(recipe, plugin_dir)
     marker = home / ".pacsguard-build.json"
@@ -242,7 +261,10 @@ def _build(recipe: dict[str, Any], home: Path, progress: Progress, plugin_dir: P
     lib_jars = {p.name for p in (root / "lib").glob("*.jar")}
     for name, spec in recipe["modules"].items():
         mdir = root / "modules" / name
-        mdir.mkdir(parents=True, exist_ok=True)
+        if mdir.is_dir():  # bundled by the zip (3.6+) with its own jars: adding ours beside them breaks it
+            _check_bundled(mdir, spec)
+            continue
+        mdir.mkdir(parents=True)
         for coord in [spec["artifact"], *spec.get("deps", [])]:
             jar = fetch(coord, version, repo, progress)
             if jar.name not in lib_jars:
@@ -253,7 +275,7 @@ def _build(recipe: dict[str, Any], home: Path, progress: Progress, plugin_dir: P
                     if member.endswith(".mmdb"):
                         (mdir / Path(member).name).write_bytes(zf.read(member))
         (mdir / "plugin-descriptor.properties").write_text(
-            _descriptor(name, spec, version, recipe["java_release"])
+            _descriptor(name, spec, version, recipe["java"]["min"])
         )
         if spec.get("policy"):
             body = "\n".join(f"  {line}" for line in spec["policy"])
@@ -269,7 +291,20 @@ def _build(recipe: dict[str, Any], home: Path, progress: Progress, plugin_dir: P
     return BuildReport(home, False, time.monotonic() - started, modules, plugins, missing)
 
 
+def _check_bundled(mdir: Path, spec: dict[str, Any]) -> None:
+    """A module the zip bundles must be the one the recipe expects (its class name)."""
+    descriptor = mdir / "plugin-descriptor.properties"
+    props = dict(line.split("=", 1) for line in descriptor.read_text().splitlines()
+                 if "=" in line and not line.startswith("#")) if descriptor.is_file() else {}
+    if props.get("classname") != spec["classname"]:
+        raise PacsguardError(f"{descriptor}: the distribution's module has classname {props.get('classname')!r}, "
+                             f"the recipe (pack/local-node.yaml) expects {spec['classname']!r}")
+
+
 # -------------------------------------------------------------------- java
+
+# Where installed JDKs are looked for, after OPENSEARCH_JAVA_HOME and JAVA_HOME.
+JVM_DIRS = (Path("/usr/lib/jvm"),)
 
 
 def _java_release(java: Path) -> int | None:
@@ -283,43 +318,94 @@ def _java_release(java: Path) -> int | None:
     return None
 
 
-def find_java(release: int) -> Path | None:
-    candidates: list[Path] = []
-    for var in ("OPENSEARCH_JAVA_HOME", "JAVA_HOME"):
-        if os.environ.get(var):
-            candidates.append(Path(os.environ[var]))
-    jvm = Path("/usr/lib/jvm")
-    if jvm.is_dir():
-        candidates += sorted(p for p in jvm.iterdir() if str(release) in p.name)
+def java_modules(home: Path) -> set[str]:
+    """The modules a Java runtime has (its `release` file, else `java --list-modules`)."""
+    release = home / "release"
+    if release.is_file():
+        for line in release.read_text(errors="replace").splitlines():
+            if line.startswith("MODULES="):
+                return set(line.split("=", 1)[1].strip('"').split())
+    proc = subprocess.run([str(home / "bin" / "java"), "--list-modules"], capture_output=True, text=True,
+                          check=False)
+    return {line.split("@")[0] for line in proc.stdout.split()}
+
+
+def _fits(home: Path, java: dict[str, Any]) -> bool:
+    binary = home / "bin" / "java"
+    release = _java_release(binary) if binary.exists() else None
+    if release is None or release < java["min"] or (java["max"] is not None and release > java["max"]):
+        return False
+    return set(java["modules"]) <= java_modules(home)
+
+
+def find_java(java: dict[str, Any]) -> Path | None:
+    """The first Java home that runs a line (`java` of a resolved recipe: min/max release, modules):
+    OPENSEARCH_JAVA_HOME, JAVA_HOME, then the JDKs under JVM_DIRS, whatever their folders are named."""
+    candidates = [Path(os.environ[var]) for var in ("OPENSEARCH_JAVA_HOME", "JAVA_HOME") if os.environ.get(var)]
+    for folder in JVM_DIRS:
+        if folder.is_dir():
+            candidates += sorted(p for p in folder.iterdir() if p.is_dir())
     for home in candidates:
-        java = home / "bin" / "java"
-        if java.exists() and _java_release(java) == release:
+        if _fits(home, java):
             return home.resolve()
     return None
 
 
+def _wanted(java: dict[str, Any]) -> str:
+    span = f"{java['min']} or newer" if java["max"] is None else (
+        str(java["min"]) if java["min"] == java["max"] else f"{java['min']} to {java['max']}")
+    return f"Java {span}" + (f" (with {', '.join(java['modules'])})" if java["modules"] else "")
+
+
+def java_missing(recipe: dict[str, Any], needed_by: str | None = None) -> str:
+    """What to say when no Java fits: which one is needed, and how to get one."""
+    how = [f"apt-get install {recipe['jdk_package']}"] if recipe.get("jdk_package") else []
+    how.append(recipe.get("jdk_hint") or "any JDK of that release")
+    where = ", ".join(["OPENSEARCH_JAVA_HOME", "JAVA_HOME", *map(str, JVM_DIRS)])
+    return (f"{needed_by or 'OpenSearch ' + recipe['opensearch_version']} needs {_wanted(recipe['java'])}; "
+            f"none found (looked at {where}). Install one: {'; or '.join(how)}; and point "
+            f"OPENSEARCH_JAVA_HOME at it if it lies elsewhere.")
+
+
+def _run_quietly(cmd: list[str], env: dict[str, str] | None = None) -> None:
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise PacsguardError(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-1000:]}")
+
+
 def ensure_java(recipe: dict[str, Any], progress: Progress = _quiet, needed_by: str | None = None) -> Path:
-    """The recipe's JDK (found, or installed from Debian's packages as root). The local Keycloak
-    uses the same one (`needed_by` names it in the error)."""
-    release = recipe["java_release"]
-    found = find_java(release)
+    """A Java the recipe's line runs on: found, else (as root, where the line has a Debian package)
+    installed from Debian's packages; else an error saying which JDK to install. The local
+    Keycloak uses the default line's (`needed_by` names it in the error)."""
+    found = find_java(recipe["java"])
     if found:
         return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise PacsguardError(
-            f"{needed_by or 'OpenSearch ' + recipe['opensearch_version']} needs Java {release}; none found. "
-            f"Install one (e.g. apt-get install {recipe['jdk_package']}) or set OPENSEARCH_JAVA_HOME."
-        )
-    progress(f"installing {recipe['jdk_package']} (no Java {release} found)")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", recipe["jdk_package"]]):
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise PacsguardError(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-1000:]}")
-    found = find_java(release)
+    if recipe.get("jdk_package") and os.geteuid() == 0 and shutil.which("apt-get"):
+        progress(f"installing {recipe['jdk_package']} (no {_wanted(recipe['java'])} found)")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        _run_quietly(["apt-get", "update", "-q"], env)
+        _run_quietly(["apt-get", "install", "-y", "-q", recipe["jdk_package"]], env)
+    else:
+        raise PacsguardError(java_missing(recipe, needed_by))
+    found = find_java(recipe["java"])
     if not found:
-        raise PacsguardError(f"installed {recipe['jdk_package']} but still no Java {release} under /usr/lib/jvm")
+        raise PacsguardError("installed a JDK but it does not fit: " + java_missing(recipe, needed_by))
     return found
+
+
+def fit_jvm_options(text: str, modules: set[str]) -> str:
+    """jvm.options without the `--add-modules=` lines naming a module this Java lacks (a JDK wheel has
+    no jdk.incubator.vector; Lucene then runs its scalar code), each left as a comment saying why."""
+    out = []
+    for line in text.splitlines(keepends=True):
+        option = line.strip().split(":", 1)[-1]
+        if option.startswith("--add-modules="):
+            absent = sorted(set(option.split("=", 1)[1].split(",")) - modules)
+            if absent:
+                out.append(f"# left out by pacsguard, this Java has no {', '.join(absent)}: {line.lstrip('# ')}")
+                continue
+        out.append(line)
+    return "".join(out)
 
 
 # ------------------------------------------------------------------ run/stop
@@ -333,6 +419,7 @@ class NodeState:
     home: str
     run_dir: str
     log: str
+    version: str = ""  # "" in the state of a node started before versions were recorded
 
     @classmethod
     def load(cls, path: Path) -> NodeState | None:
@@ -400,10 +487,20 @@ def status(port: int) -> NodeState | None:
 
 
 def up(port: int, progress: Progress = _quiet, fresh: bool = False, timeout: float = 180.0,
-       plugin_dir: Path | None = None) -> NodeState:
-    """Start the node on 127.0.0.1:<port>; reuse it if it is already ours and running.
+       plugin_dir: Path | None = None, version: str | None = None) -> NodeState:
+    """Start the node of `version` (default PACSGUARD_OPENSEARCH_VERSION, else 2.19.6) on
+    127.0.0.1:<port>; reuse it if it is already ours, running that version.
 
-    plugin_dir (default PACSGUARD_PLUGIN_ZIPS) holds plugin zips to build in, e.g. Alerting."""
+    plugin_dir (default PACSGUARD_PLUGIN_ZIPS) holds plugin zips to build in, e.g. Alerting.
+    A port's data belongs to one version: another needs `fresh` (2.19 cannot read 3.x data)."""
+    recipe = load_recipe(version)
+    version = recipe["opensearch_version"]
+    run = run_dir_for(port)
+    data_version = run / "data-version"
+    had = data_version.read_text().strip() if data_version.exists() else version
+    if had != version and not fresh:
+        raise PacsguardError(f"port {port} holds the data of OpenSearch {had}; to run {version} there "
+                             f"start with empty data (--fresh) or choose another --port")
     running = status(port)
     if running and not fresh:
         return running
@@ -411,18 +508,19 @@ def up(port: int, progress: Progress = _quiet, fresh: bool = False, timeout: flo
         down(port)
     if port_open(port):
         raise PacsguardError(f"port {port} on 127.0.0.1 is taken by another process; choose --port")
-    recipe = load_recipe()
-    report = build(progress, plugin_dir=plugin_dir)
+    report = build(progress, plugin_dir=plugin_dir, version=version)
     java_home = ensure_java(recipe, progress)
-    run = run_dir_for(port)
     if fresh and run.exists():
         shutil.rmtree(run)
     conf, data, logs = run / "config", run / "data", run / "logs"
     for d in (data, logs):
         d.mkdir(parents=True, exist_ok=True)
+    data_version.write_text(version + "\n")
     if conf.exists():
         shutil.rmtree(conf)
     shutil.copytree(report.home / "config", conf)
+    options = conf / "jvm.options"
+    options.write_text(fit_jvm_options(options.read_text(), java_modules(java_home)))
     settings = {
         "cluster.name": "pacsguard-dev",
         "node.name": f"pacsguard-{port}",
@@ -459,7 +557,7 @@ def up(port: int, progress: Progress = _quiet, fresh: bool = False, timeout: flo
             start_new_session=True, cwd=str(run), **kwargs,
         )
     url = f"http://127.0.0.1:{port}"
-    state = NodeState(proc.pid, port, url, str(report.home), str(run), str(log_path))
+    state = NodeState(proc.pid, port, url, str(report.home), str(run), str(log_path), version)
     _state_file(port).write_text(json.dumps(state.__dict__, indent=2))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

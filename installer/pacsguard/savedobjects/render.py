@@ -1,7 +1,8 @@
-"""Render the Dashboards content into the saved objects OpenSearch Dashboards 2.19 imports.
+"""Render the Dashboards content into the saved objects OpenSearch Dashboards imports.
 
 Each object is {type, id, attributes, references, migrationVersion} as 2.19
-exports it: visState, uiStateJSON, panelsJSON and searchSourceJSON are JSON
+exports it (dashboard panels carry the Dashboards version of the chosen line,
+devnode.lines.chosen_version: PACSGUARD_OPENSEARCH_VERSION, default 2.19.6): visState, uiStateJSON, panelsJSON and searchSourceJSON are JSON
 strings, and an index pattern is named only through `references`
 (`indexRefName` / `panelRefName` / `control_0_index_pattern`), never by title,
 so importing into another tenant or renaming a pattern keeps every link.
@@ -17,6 +18,7 @@ import json
 from typing import Any
 
 from pacsguard.core.settings import Settings
+from pacsguard.devnode.lines import chosen_version
 from pacsguard.savedobjects.spec import AggSpec, Content, DashboardSpec, IndexPatternSpec, SearchSpec, VisSpec
 
 # The migrations Dashboards 2.19 has run on what it exports (its newest per type).
@@ -169,7 +171,7 @@ def saved_search(settings: Settings, search: SearchSpec) -> dict[str, Any]:
             "migrationVersion": {"search": MIGRATION_VERSION["search"]}}
 
 
-def dashboard(settings: Settings, content: Content, dash: DashboardSpec) -> dict[str, Any]:
+def dashboard(settings: Settings, content: Content, dash: DashboardSpec, version: str) -> dict[str, Any]:
     panels: list[dict[str, Any]] = []
     references: list[dict[str, Any]] = []
     x = y = row_h = 0
@@ -178,7 +180,7 @@ def dashboard(settings: Settings, content: Content, dash: DashboardSpec) -> dict
             x, y, row_h = 0, y + row_h, 0
         is_search = panel.ref in content.searches_by_key
         kind = "search" if is_search else "visualization"
-        panels.append({"version": "2.19.0", "gridData": {"x": x, "y": y, "w": panel.w, "h": panel.h, "i": str(i + 1)},
+        panels.append({"version": version, "gridData": {"x": x, "y": y, "w": panel.w, "h": panel.h, "i": str(i + 1)},
                        "panelIndex": str(i + 1), "embeddableConfig": {}, "panelRefName": f"panel_{i}"})
         references.append({"name": f"panel_{i}", "type": kind, "id": object_id(settings, kind, panel.ref)})
         x, row_h = x + panel.w, max(row_h, panel.h)
@@ -198,7 +200,8 @@ def render_objects(settings: Settings, content: Content) -> list[dict[str, Any]]
     out = [index_pattern(settings, p) for p in content.index_patterns]
     out += [saved_search(settings, s) for s in content.searches]
     out += [visualization(settings, content, v) for v in content.visualizations]
-    out += [dashboard(settings, content, d) for d in content.dashboards]
+    version = chosen_version()
+    out += [dashboard(settings, content, d, version) for d in content.dashboards]
     return out
 
 

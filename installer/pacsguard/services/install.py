@@ -24,6 +24,7 @@ from pacsguard.core.models import Progress, quiet
 from pacsguard.core.render import ContentError, render_context, render_yaml
 from pacsguard.core.secrets import resolve_envelope_key, resolve_salt
 from pacsguard.core.settings import Settings
+from pacsguard.devnode import lines
 from pacsguard.packobjects import (
     AFTER_DATA_STREAM,
     KIND_PLUGINS,
@@ -389,6 +390,15 @@ class Status:
     missing_plugins: dict[str, str]
     data_streams: dict[str, int]
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def cluster_support(self) -> str:
+        """Whether the pack supports the cluster's OpenSearch version (its lines: pack/local-node.yaml)."""
+        return lines.support(self.cluster_version)
+
+    @property
+    def cluster_supported(self) -> bool:
+        return lines.line_of(self.cluster_version) is not None
 
     @property
     def healthy(self) -> bool:
