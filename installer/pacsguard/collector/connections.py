@@ -4,8 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Iterator
 from typing import Any
+
+from pacsguard.collector.limits import Gate, Ticket
+
+
+def peer_host(writer: asyncio.StreamWriter) -> str:
+    address = writer.get_extra_info("peername")
+    return address[0] if isinstance(address, tuple) else str(address)
+
+
+async def start_tls(writer: asyncio.StreamWriter, reader: asyncio.StreamReader, context: ssl.SSLContext,
+                    timeout: float) -> bool:
+    """The TLS handshake of an admitted connection (the listener itself is plain TCP, so the gate
+    decides before any TLS state exists); False when it failed or did not finish in time."""
+    if getattr(reader, "_buffer", b""):
+        return False  # bytes read before the handshake began: the stream cannot be TLS from its start
+    try:
+        await writer.start_tls(context, ssl_handshake_timeout=timeout)
+    except (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError):
+        return False
+    return True
 
 
 class TrackedServer:
@@ -16,6 +37,10 @@ class TrackedServer:
     def __init__(self) -> None:
         self.server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    def admit(self, gate: Gate, writer: asyncio.StreamWriter) -> Ticket | str:
+        """Count the connection against the input's limits before anything else (TLS included)."""
+        return gate.admit(peer_host(writer), asyncio.current_task())
 
     @contextlib.contextmanager
     def tracked(self) -> Iterator[None]:
