@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from pacsguard.core.connection import Cluster
+from pacsguard.core.escaping import path_segment
 
 Step = Literal["contain", "preserve", "scope", "reset"]
 # planned: a dry run said what it would do; done: executed and changed something;
@@ -70,7 +71,7 @@ class ActionLog:
         self.index = index
 
     def write(self, record: ActionRecord) -> ActionRecord:
-        self.cluster.request("PUT", f"/{self.index}/_doc/{record.id}", body=record.doc(),
+        self.cluster.request("PUT", f"/{self.index}/_doc/{path_segment(record.id)}", body=record.doc(),
                              params={"refresh": "wait_for"})
         return record
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from pacsguard.core.connection import Cluster
 from pacsguard.core.errors import PacsguardError
+from pacsguard.core.escaping import path_segment
 from pacsguard.core.settings import Settings
 from pacsguard.engines.alerts import ACKNOWLEDGED, COMPLETED, SEVERITY_NAMES, AlertNotFound, AlertStore
 from pacsguard.packobjects import Monitor
@@ -89,7 +90,7 @@ def acknowledge(cluster: Cluster, settings: Settings, alert_id: str, by: str, no
         return _pack_view(alert.id, alert.source)
     view = show_alert(cluster, settings, alert_id)
     monitor_id = (view.detail or {}).get("monitor_id")
-    res = cluster.request("POST", f"/_plugins/_alerting/monitors/{monitor_id}/_acknowledge/alerts",
+    res = cluster.request("POST", f"/_plugins/_alerting/monitors/{path_segment(monitor_id)}/_acknowledge/alerts",
                           body={"alerts": [alert_id]})
     if res.get("failed"):
         raise PacsguardError(f"Alerting did not acknowledge {alert_id}: {res['failed']}")
