@@ -72,16 +72,16 @@ def main() -> int:
                         help="the installer/ folder whose collector is measured")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args.handshakes + 256)), hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 2 * args.handshakes + 256)), hard))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                         "-nodes", "-subj", "/CN=127.0.0.1", "-days", "1", "-keyout", str(folder / "key.pem"),
                         "-out", str(folder / "cert.pem")], check=True, capture_output=True)
         env = {**os.environ, "PYTHONPATH": str(args.tree.resolve()), "PACSGUARD_SALT": "benchmark-salt-0123456789"}
+        # The collector inherits the raised file limit.
         collector = subprocess.Popen([sys.executable, "-c", RUNNER, str(folder)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, env=env,
-                                     preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard)))
+                                     stdout=subprocess.PIPE, text=True, env=env)
         assert collector.stdout is not None and collector.stdin is not None
         port = json.loads(collector.stdout.readline())["port"]
         time.sleep(1.0)
