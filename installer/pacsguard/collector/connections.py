@@ -23,7 +23,14 @@ async def start_tls(writer: asyncio.StreamWriter, reader: asyncio.StreamReader, 
     if getattr(reader, "_buffer", b""):
         return False  # bytes read before the handshake began: the stream cannot be TLS from its start
     try:
-        await writer.start_tls(context, ssl_handshake_timeout=timeout)
+        if hasattr(writer, "start_tls"):  # Python 3.11+
+            await writer.start_tls(context, ssl_handshake_timeout=timeout)
+        else:  # Python 3.10: the steps StreamWriter.start_tls takes in 3.11
+            protocol: Any = writer.transport.get_protocol()
+            transport = await asyncio.get_running_loop().start_tls(
+                writer.transport, protocol, context, server_side=True, ssl_handshake_timeout=timeout)
+            writer._transport = transport  # type: ignore[attr-defined]
+            protocol._transport, protocol._over_ssl = transport, True
     except (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError):
         return False
     return True
