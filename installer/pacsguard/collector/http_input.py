@@ -17,8 +17,10 @@ requires of one (recorded, agent, type/code), a Bundle over
 ``MAX_BUNDLE_ENTRIES`` (a Bundle is refused whole, so a client never has to
 guess which part landed); 401 without a valid token; 413 over the size limit;
 503 when the input's buffer budget is spent; 507 (with Retry-After) while the
-journal cannot be written (disk full): nothing of that request was taken. Bodies come with Content-Length
-or chunked transfer coding.
+journal cannot be written (disk full): nothing of that request was taken.
+Bodies come with Content-Length or chunked transfer coding. A request that
+never completed (408, or refused for the buffer budget) carried no event: it
+is counted in the input's ``refused`` (limits.py), not as a rejected event.
 
 A minimal HTTP/1.1 server on asyncio streams (keep-alive, Expect:
 100-continue) rather than http.server, so it shares the collector's event
