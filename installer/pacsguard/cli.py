@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 from pacsguard import __version__
 from pacsguard.core.connection import Cluster
 from pacsguard.core.errors import MissingPlugin, PacsguardError
+from pacsguard.core.escaping import configure_logging, terminal_safe
 from pacsguard.core.settings import Settings, load_settings
 from pacsguard.jobs.schedule import JobName
 
@@ -123,17 +124,17 @@ def _fail(message: str, code: int) -> None:
     if opts().json:
         typer.echo(json.dumps({"ok": False, "error": message}))
     else:
-        typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+        typer.secho(f"error: {terminal_safe(message)}", err=True, fg=typer.colors.RED)
     raise typer.Exit(code)
 
 
 def progress(message: str) -> None:
     if not opts().json:
-        typer.secho(f"  {message}", err=True, fg=typer.colors.BRIGHT_BLACK)
+        typer.secho(f"  {terminal_safe(message)}", err=True, fg=typer.colors.BRIGHT_BLACK)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(c) for c in headers]] + [[("" if c is None else str(c)) for c in row] for row in rows]
+    cells = [[str(c) for c in headers]] + [[terminal_safe(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -151,7 +152,8 @@ def connect(url: str | None = None) -> tuple[Cluster, Settings]:
 
 
 def emit(data: Any, text: str) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str) if opts().json else text)
+    """JSON (which escapes control characters itself) or the text, with no control character but LF."""
+    typer.echo(json.dumps(data, indent=2, default=str) if opts().json else terminal_safe(text, keep_newlines=True))
 
 
 # ------------------------------------------------------------------ pack
@@ -389,7 +391,7 @@ def jobs_run(
             if opts().json:
                 typer.echo(json.dumps({"ok": True, **r.as_dict()}))
             else:
-                typer.echo(f"{r.started_at} {r.summary()}")
+                typer.echo(terminal_safe(f"{r.started_at} {r.summary()}"))
 
     if every_s is None:
         show(run_once(cluster, settings, job, lookback_seconds=lookback_s, page_size=page_size))
@@ -532,7 +534,7 @@ def _step(alert_id: str, step: Any, by: str, execute: bool) -> None:
 
     def say(line: str) -> None:  # each action as it happens, so a later failure leaves the earlier ones shown
         if not opts().json:
-            typer.echo(line)
+            typer.echo(terminal_safe(line))
 
     cluster, settings = connect()
     report = run_step(cluster, settings, alert_id, step, by, execute, progress=say)
@@ -703,8 +705,8 @@ def collect(
         run_collector,
     )
 
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO if opts().verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO if opts().verbose else logging.WARNING,
+                      "%(asctime)s %(levelname)s %(name)s: %(message)s")
     from pydantic import SecretStr
 
     from pacsguard.collector.failures import resolve_failures_key
@@ -1094,21 +1096,22 @@ def alerts_show(alert_id: Annotated[str, typer.Argument(help="Alert id.")]) -> N
     cluster, settings = connect()
     view = show_alert(cluster, settings, alert_id)
     d = view.detail or {}
+    safe = terminal_safe  # every value on one line of its own: a CR or LF in it cannot forge another
     count = "" if view.count is None else f"; count {view.count}"
-    lines = [(f"{view.id}  {view.status} (condition {view.condition}, {view.state})  {view.severity}  "
-              f"signal {view.signal}  entity {view.entity}"),
-             f"engine {view.engine}; owner {view.owner or '-'}; opened {view.start_time}{count}", "",
-             (d.get("message") or {}).get("text", "")]
+    lines = [(f"{safe(view.id)}  {view.status} (condition {view.condition}, {view.state})  {view.severity}  "
+              f"signal {view.signal}  entity {safe(view.entity)}"),
+             f"engine {view.engine}; owner {safe(view.owner or '-')}; opened {view.start_time}{count}", "",
+             terminal_safe((d.get("message") or {}).get("text", ""), keep_newlines=True)]
     for item in d.get("deliveries", []):
-        lines.append(f"delivery {item['channel']} ({item['kind']}): {'ok' if item['ok'] else 'FAILED'} "
-                     f"after {item['attempts']} attempt(s), {item.get('status')}")
+        lines.append(f"delivery {safe(item['channel'])} ({item['kind']}): {'ok' if item['ok'] else 'FAILED'} "
+                     f"after {item['attempts']} attempt(s), {safe(item.get('status'))}")
     for h in d.get("history", []):
-        lines.append(f"{h['at']}  {h.get('status') or h['state']:<13} {h['by']}  {h.get('note', '')}")
+        lines.append(f"{h['at']}  {h.get('status') or h['state']:<13} {safe(h['by'])}  {safe(h.get('note', ''))}")
     from pacsguard.services.response.routine import actions_not_in_history
 
     extra = actions_not_in_history(cluster, settings, view.id, d.get("history", []))
     for rec in extra:  # response actions (pacsguard respond) the alert document itself does not hold
-        lines.append(f"{rec.at}  {view.state:<13} {rec.by}  {rec.line()}")
+        lines.append(f"{rec.at}  {view.state:<13} {safe(rec.by)}  {safe(rec.line())}")
     emit({"ok": True, "alert": view.as_dict(), "actions": [r.as_dict() for r in extra]}, "\n".join(lines))
 
 
@@ -1156,14 +1159,14 @@ def watch(
     from pacsguard.jobs.schedule import stop_on_signals
     from pacsguard.services.watch import Watcher, run_forever
 
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO if opts().verbose else logging.WARNING)
+    configure_logging(logging.INFO if opts().verbose else logging.WARNING)
     cluster, settings = connect()
     problems = [p for c in settings.notifications.channels for p in delivery_problems(c)]
     if problems:
         raise PacsguardError("; ".join(problems))
 
     def say(line: str) -> None:  # a long-running service: progress goes to stderr even with --json
-        typer.secho(f"{_now()} {line}", err=True, fg=typer.colors.BRIGHT_BLACK)
+        typer.secho(f"{_now()} {terminal_safe(line)}", err=True, fg=typer.colors.BRIGHT_BLACK)
 
     watcher = Watcher(cluster, settings, say, run_jobs=not no_jobs)
     say(f"watching {len(watcher.rules)} rule(s) on {cluster.url}: "
@@ -1445,8 +1448,8 @@ def demo(
     cluster, settings = connect(f"http://127.0.0.1:{port}")
 
     def show(alert: Any) -> None:
-        typer.echo(f"ALERT {alert.start_time}  {alert.severity:<8} {alert.signal:>3}  {alert.entity}  "
-                   f"({alert.rule}; owner {alert.owner}; pacsguard alerts show {alert.id})")
+        typer.echo(terminal_safe(f"ALERT {alert.start_time}  {alert.severity:<8} {alert.signal:>3}  {alert.entity}  "
+                                 f"({alert.rule}; owner {alert.owner}; pacsguard alerts show {alert.id})"))
 
     count = run_demo(cluster, settings, out, failures_key_for_demo(), progress, show, users, seed, wait)
     typer.echo(f"{count} alert(s) arrived. All of them: pacsguard --url http://127.0.0.1:{port} alerts list; "

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pacsguard.core.connection import Cluster
+from pacsguard.core.escaping import path_segment
 from pacsguard.core.render import canonical_hash
 
 STAMP_KEY = "pacsguard"
@@ -336,13 +337,13 @@ class Monitor(Kind):
         if existing is None:
             cluster.request("POST", "/_plugins/_alerting/monitors", body=body, params={"refresh": "true"})
         else:
-            cluster.request("PUT", f"/_plugins/_alerting/monitors/{existing['_monitor_id']}",
+            cluster.request("PUT", f"/_plugins/_alerting/monitors/{path_segment(existing['_monitor_id'])}",
                             body=keep_ids(body, existing), params={"refresh": "true"})
 
     def delete(self, cluster: Cluster, obj_id: str) -> None:
         existing = self._find(cluster, obj_id)
         if existing is not None:
-            cluster.request("DELETE", f"/_plugins/_alerting/monitors/{existing['_monitor_id']}", ok_missing=True,
+            cluster.request("DELETE", f"/_plugins/_alerting/monitors/{path_segment(existing['_monitor_id'])}", ok_missing=True,
                             params={"refresh": "true"})
 
 

@@ -1,6 +1,7 @@
 """Run one collector as its own process (for kill -9 tests): argv[1] is a JSON description.
 
-{"url", "prefix", "namespace", "state", "tcp_port", "key_b64"} -> prints the final counters as JSON on SIGTERM.
+{"url", "prefix", "namespace", "state", "tcp_port", "key_b64"[, "file"]} -> prints the final counters as JSON on
+SIGTERM. With "file", it also tails that JSON-lines file.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def main() -> None:
                                         # the tests' key (tests/conftest.py)
                                         "pseudonymization": {"envelope_key": os.environ["PACSGUARD_ENVELOPE_KEY"]}},
                             environ={})
-    config = CollectorConfig(state_dir=Path(spec["state"]), tcp=(Listen("127.0.0.1", spec["tcp_port"]),),
+    files = ((Path(spec["file"]), "json"),) if spec.get("file") else ()
+    config = CollectorConfig(state_dir=Path(spec["state"]), tcp=(Listen("127.0.0.1", spec["tcp_port"]),), files=files,
                              sender=SenderConfig(batch_size=500, retry_budget=1.0), progress_interval=0,
                              shutdown_timeout=5, failures_key=base64.b64decode(spec["key_b64"]))
     snap = run_collector(config, Cluster.connect(settings.cluster), settings, lambda line: None)

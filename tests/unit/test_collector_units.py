@@ -333,3 +333,72 @@ def test_widening_the_connection_pool_keeps_tls_and_credentials() -> None:
     assert after is not before and after.pool.pool.maxsize == 4
     assert type(after.pool).__name__ == "HTTPSConnectionPool"
     assert after.headers.get("authorization") == before.headers.get("authorization") is not None
+
+
+def test_an_acknowledged_active_segment_rotates_and_goes(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, segment_bytes=64 * 1024 * 1024, rotate_settled_bytes=4096)
+    journal.load()
+    for n in range(10):
+        journal.append([Event(f"r{n}-{i}", "z" * 100, "tcp") for i in range(20)])
+        drain(journal)
+    segments = list(tmp_path.glob("seg-*.ndjson"))
+    # Everything is settled: no segment grows towards 64 MiB holding settled bytes, only the open one is left.
+    assert len(segments) <= 1 and sum(p.stat().st_size for p in segments) < 4096 + 20 * 200
+
+
+def test_a_failed_append_leaves_nothing_in_the_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    journal = Journal(tmp_path, segment_bytes=4096)
+    journal.load()
+    journal.append([ev(1)])
+    real_write = os.write
+    calls = {"n": 0}
+
+    def full_after_one(fd: int, data: Any) -> int:  # the second segment's write finds the disk full
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full_after_one)
+    with pytest.raises(OSError):
+        journal.append([Event(f"big{n}", "q" * 1000, "tcp") for n in range(8)])  # spans two segments
+    monkeypatch.setattr(os, "write", real_write)
+    assert journal.pending == 1 and drain(journal) == ["id1"]
+    journal.close()
+    again = Journal(tmp_path, segment_bytes=4096)
+    again.load()
+    assert again.pending == 0  # nothing half-written comes back after a restart either
+
+
+def test_file_checkpoints_come_back_from_the_state_and_from_journaled_lines(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.load()
+    journal.checkpoint("file:a", (1, 2, 0, 100))
+    journal.save({})
+    line = Event("l1", "text", "file:a.log", checkpoint=("file:a", (1, 2, 0, 180)))
+    journal.append([line])  # journaled after the last state save (a kill -9 follows)
+    again = Journal(tmp_path)
+    again.load()
+    assert again.checkpoints["file:a"][1:] == [1, 2, 0, 180]
+
+
+def test_the_busiest_address_gives_up_a_silent_connection_to_a_newcomer() -> None:
+    from pacsguard.collector.limits import Gate, Limits, Ticket
+
+    gate = Gate(Limits(max_connections=4, max_connections_per_address=3, evict_silent_after=0.0))
+    held = [gate.admit("10.0.0.1") for _ in range(3)] + [gate.admit("10.0.0.2")]
+    assert all(isinstance(t, Ticket) for t in held)
+    held.append(gate.admit("10.0.0.2"))  # 1 vs 3: one of the busiest address's silent connections goes
+    assert isinstance(held[-1], Ticket) and dict(gate.by_address) == {"10.0.0.1": 2, "10.0.0.2": 2}
+    assert gate.admit("10.0.0.2") == "too_many_connections"  # 2 vs 2: the input is simply full
+    newcomer = gate.admit("10.0.0.3")
+    assert isinstance(newcomer, Ticket) and gate.open == 4
+    assert gate.refused == {"too_many_connections": 1, "evicted_silent": 2}
+    for ticket in held:
+        assert isinstance(ticket, Ticket)
+        gate.leave(ticket)
+        gate.leave(ticket)  # idempotent: an evicted connection's handler leaves again
+    assert gate.open == 1 and dict(gate.by_address) == {"10.0.0.3": 1}

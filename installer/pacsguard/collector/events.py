@@ -64,6 +64,9 @@ class Event:
     # its persisted offset past final events only, so such a line is read
     # again next run instead of being lost.
     on_settled: Callable[[bool], None] | None = None
+    # A file line: (the tailer's key, (dev, inode, generation, offset after the line)), journaled with
+    # the event so a restart resumes the file after it (journal.py, file checkpoints).
+    checkpoint: tuple[str, tuple[int, int, int, int]] | None = None
     settled: bool = field(default=False)
     _line: str | None = field(default=None, repr=False)
 

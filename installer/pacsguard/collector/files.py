@@ -7,7 +7,11 @@ network frame (ATNA XML through the ATNA parser, syslog_input.convert_file_line)
 whose events are settled (indexed, failed, spooled or rejected), so a crash
 re-reads lines rather than skipping them, and the re-read lines get the same
 ids (device + inode + generation + offset + text) and meet 409s: no gap, no
-duplicate.
+duplicate. The exact position is kept in the journal (journal.py, file
+checkpoints): each journaled line carries it, and the position past lines that
+need no delivery is saved with the counters, so after ``kill -9`` reading
+resumes after the last line the journal holds or counted, and none is counted
+twice.
 
 Rotation: when the path names a new inode, the old file is read to its end
 first, then the new one from 0. After a restart, a rotated-away file is found
@@ -67,6 +71,7 @@ class FileTailer:
         self.poll_interval = poll_interval
         digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
         self.state_path = state_dir / f"{digest}.json"
+        self.key = f"file:{digest}"  # its checkpoint in the journal's state
         self.rlog = RateLimitedLog(log)
         self._fh: IO[bytes] | None = None
         self._dev = self._ino = self._generation = 0
@@ -83,6 +88,11 @@ class FileTailer:
     # ------------------------------------------------------------ state
 
     def _load_state(self) -> Position | None:
+        """Where to resume: the journal's checkpoint (saved with the counters, and journaled with every line,
+        so lines it holds or counted are never read again), else the tailer's own state file."""
+        checkpoint = self.sender.journal.checkpoints.get(self.key)
+        if checkpoint is not None:
+            return Position(*checkpoint[1:])
         try:
             data = json.loads(self.state_path.read_text())
             return Position(int(data["dev"]), int(data["inode"]), int(data.get("generation", 0)), int(data["offset"]))
@@ -90,20 +100,26 @@ class FileTailer:
             return None
 
     def save_state(self) -> None:
+        """The tailer's own state file (the journal's checkpoint, saved with the counters, is the exact one)."""
         if self.committed is None or not self._dirty:
             return
         pos = self.committed
         data = {"path": str(self.path), "dev": pos.dev, "inode": pos.inode, "generation": pos.generation,
                 "offset": pos.offset}
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self.state_path)
+        try:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, self.state_path)
+        except OSError as exc:  # a full disk: the journal's checkpoint still holds the position
+            self.rlog.warning("state", "%s: cannot save the file offset: %s", self.path, exc)
+            return
         self._dirty = False
 
     def _commit(self, position: Position) -> None:
         self.committed = position
         self._dirty = True
+        self.sender.checkpoint(self.key, (position.dev, position.inode, position.generation, position.offset))
 
     def _settled(self, entry: list[object], final: bool) -> None:
         if not final:
@@ -278,7 +294,8 @@ class FileTailer:
         entry: list[object] = [Position(self._dev, self._ino, self._generation, end), False]
         self._pending.append(entry)
         event = Event(make_id("file", self._dev, self._ino, self._generation, start, raw), text, self.source,
-                      on_settled=lambda final: self._settled(entry, final))
+                      on_settled=lambda final: self._settled(entry, final),
+                      checkpoint=(self.key, (self._dev, self._ino, self._generation, end)))
         await self.sender.submit(event)
 
     async def _check_rotation(self) -> None:

@@ -16,8 +16,11 @@ Content-Length, a resource that is not an AuditEvent or lacks what FHIR
 requires of one (recorded, agent, type/code), a Bundle over
 ``MAX_BUNDLE_ENTRIES`` (a Bundle is refused whole, so a client never has to
 guess which part landed); 401 without a valid token; 413 over the size limit;
-503 when the input's buffer budget is spent. Bodies come with Content-Length
-or chunked transfer coding.
+503 when the input's buffer budget is spent; 507 (with Retry-After) while the
+journal cannot be written (disk full): nothing of that request was taken.
+Bodies come with Content-Length or chunked transfer coding. A request that
+never completed (408, or refused for the buffer budget) carried no event: it
+is counted in the input's ``refused`` (limits.py), not as a rejected event.
 
 A minimal HTTP/1.1 server on asyncio streams (keep-alive, Expect:
 100-continue) rather than http.server, so it shares the collector's event
@@ -34,10 +37,10 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
-from pacsguard.collector.connections import TrackedServer
+from pacsguard.collector.connections import TrackedServer, start_tls
 from pacsguard.collector.counters import Counters
 from pacsguard.collector.events import Event, NetworkIds, decode
-from pacsguard.collector.limits import Gate, Limits
+from pacsguard.collector.limits import Gate, Limits, Ticket
 from pacsguard.collector.ratelog import RateLimitedLog
 from pacsguard.collector.sender import Sender
 
@@ -50,7 +53,8 @@ MAX_JSON_DEPTH = 64
 MAX_BUNDLE_ENTRIES = 1000
 REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
            405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required", 413: "Content Too Large",
-           431: "Request Header Fields Too Large", 501: "Not Implemented", 503: "Service Unavailable"}
+           431: "Request Header Fields Too Large", 501: "Not Implemented", 503: "Service Unavailable",
+           507: "Insufficient Storage"}
 
 
 class HttpError(Exception):
@@ -159,46 +163,62 @@ class FhirHttpServer(TrackedServer):
         self.gate = Gate(limits or Limits())
         self._token = token.encode() if token else None
         self._client_certificates = client_certificates
+        self._tls: ssl.SSLContext | None = None
         self.rlog = RateLimitedLog(log)
         self.port = 0
         super().__init__()
 
     async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
         """Listen (with TLS when a context is given: PHI should not cross a network in clear)."""
-        self.server = await asyncio.start_server(self._connection, host, port, limit=MAX_HEADER_LINE, ssl=tls)
+        # Plain TCP at the listener: the TLS handshake starts only once the gate admitted the connection.
+        self._tls = tls
+        self.server = await asyncio.start_server(self._connection, host, port, limit=MAX_HEADER_LINE)
         self.port = int(self.server.sockets[0].getsockname()[1])
         return self.port
 
     # ------------------------------------------------------------ protocol
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        address = writer.get_extra_info("peername")
-        host = address[0] if isinstance(address, tuple) else str(address)
-        refused = self.gate.admit(host)
-        if refused is not None:
-            self.counters.reject_new(SOURCE, refused)
-            try:
-                await self._send(writer, 503, outcome(f"connection refused: {refused.replace('_', ' ')}"), close=True)
-            except (ConnectionError, OSError):
-                pass
+        ticket = self.admit(self.gate, writer)
+        if isinstance(ticket, str):  # a connection, not an event: counted in the input's `refused`
+            self.rlog.warning(ticket, "http: refused a connection from %s (%s)", writer.get_extra_info("peername"),
+                              ticket)
+            if self._tls is None:
+                try:
+                    await self._send(writer, 503, outcome(f"connection refused: {ticket.replace('_', ' ')}"),
+                                     close=True)
+                except (ConnectionError, OSError):
+                    pass
             writer.close()
             return
         with self.tracked():
             try:
+                if self._tls is not None and not await start_tls(writer, reader, self._tls,
+                                                                 self.gate.limits.handshake_timeout):
+                    self.gate.refuse("tls_handshake")
+                    return
                 keep_alive = True
                 while keep_alive:
-                    keep_alive = await self._request(reader, writer)
+                    keep_alive = await self._request(reader, writer, ticket)
             except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, asyncio.TimeoutError,
                     asyncio.CancelledError):
                 pass
             finally:
-                self.gate.leave(host)
+                self.gate.leave(ticket)
                 writer.close()
 
     async def _refuse(self, writer: asyncio.StreamWriter, status: int, message: str, reason: str,
-                      keep_alive: bool = False, rejected: int = 1) -> bool:
-        """Answer and count a refused request; returns whether the connection stays open."""
-        self.counters.reject_new(SOURCE, reason, rejected)
+                      keep_alive: bool = False, rejected: int = 1, event: bool = True) -> bool:
+        """Answer and count a refused request; returns whether the connection stays open.
+
+        ``event=False``: no complete request arrived (a timeout, the buffer budget): counted in the
+        input's ``refused``, not as a received event.
+        """
+        if event:
+            self.counters.reject_new(SOURCE, reason, rejected)
+        else:
+            self.gate.refuse(reason)
+            rejected = 0
         self.rlog.warning(reason, "http: HTTP %d: %s", status, message)
         answer = outcome(message)
         answer.update(accepted=0, rejected=rejected)
@@ -206,7 +226,7 @@ class FhirHttpServer(TrackedServer):
             "WWW-Authenticate: Bearer realm=\"pacsguard\"\r\n" if status == 401 else ""))
         return keep_alive
 
-    async def _request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    async def _request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ticket: Ticket) -> bool:
         """Serve one request; False when the connection should close."""
         loop = asyncio.get_running_loop()
         limits = self.gate.limits
@@ -216,6 +236,7 @@ class FhirHttpServer(TrackedServer):
             return await self._refuse(writer, 431, "request line too long", "http_malformed")
         if not line:
             return False
+        ticket.touch()
         # The whole request (headers and body) must arrive within request_timeout of its first line:
         # a client trickling one header line at a time does not extend it.
         deadline = loop.time() + limits.request_timeout
@@ -226,7 +247,8 @@ class FhirHttpServer(TrackedServer):
         try:
             headers = await self._headers(reader, deadline)
         except asyncio.TimeoutError:
-            return await self._refuse(writer, 408, "request headers not received in time", "http_timeout")
+            return await self._refuse(writer, 408, "request headers not received in time", "http_timeout",
+                                      event=False)
         except HttpError as exc:
             return await self._refuse(writer, exc.status, str(exc), exc.reason)
         connection = headers.get("connection", "").lower()
@@ -268,7 +290,7 @@ class FhirHttpServer(TrackedServer):
         reserve = length if length >= 0 else min(self.max_body_bytes, 1024 * 1024)
         if not self.gate.reserve(reserve):
             return await self._refuse(writer, 503, "the collector holds as many request bodies as it may: retry "
-                                                   "later", "buffer_budget")
+                                                   "later", "buffer_budget", event=False)
         try:
             if headers.get("expect", "").lower() == "100-continue":
                 writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -279,10 +301,14 @@ class FhirHttpServer(TrackedServer):
                 else:
                     body = await asyncio.wait_for(reader.readexactly(length), remaining)
             except asyncio.TimeoutError:
-                return await self._refuse(writer, 408, "request body not received in time", "http_timeout")
+                return await self._refuse(writer, 408, "request body not received in time", "http_timeout",
+                                          event=False)
             except HttpError as exc:
                 return await self._refuse(writer, exc.status, str(exc), exc.reason)
+            ticket.touch()
+            ticket.busy = True
             status, answer = await self._accept(body, path)
+            ticket.busy = False
         finally:
             self.gate.release(reserve)
         await self._send(writer, status, answer, keep_alive)
@@ -348,9 +374,15 @@ class FhirHttpServer(TrackedServer):
             answer.update(accepted=0, rejected=exc.rejected or 1)
             return exc.status, answer
         events = [Event(self.ids.next(SOURCE), message, SOURCE) for message in messages]
-        taken = await self.sender.submit_many(events)  # in the journal before the 202
+        # In the journal before the 202; a journal that cannot be written refuses at once (507), whole.
+        taken = await self.sender.submit_many(events, wait_on_fault=False)
         ids = [e.id for e in events[:taken]]
         if taken < len(events):
+            if self.sender.fault is not None:
+                self.rlog.warning("journal_unwritable", "http: HTTP 507: the journal cannot be written (%s)",
+                                  self.sender.fault)
+                return 507, {**outcome(f"the collector cannot store events now: {self.sender.fault}; retry later"),
+                             "accepted": taken, "rejected": len(events) - taken, "ids": ids}
             return 503, {**outcome("the collector is shutting down"), "accepted": taken,
                          "rejected": len(events) - taken, "ids": ids}
         return 202, {"accepted": taken, "rejected": 0, "ids": ids}
@@ -360,6 +392,8 @@ class FhirHttpServer(TrackedServer):
         keep_alive = keep_alive and not close
         data = json.dumps(body, default=str).encode()
         content_type = "application/fhir+json" if body.get("resourceType") == "OperationOutcome" else "application/json"
+        if status in (503, 507):
+            extra += "Retry-After: 5\r\n"
         head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}\r\n"
                 f"Content-Type: {content_type}\r\nContent-Length: {len(data)}\r\n{extra}"
                 f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n")

@@ -17,6 +17,12 @@ Flow:  sources -> Journal (disk, write-ahead) -> workers -> POST <data stream>/_
   silently lost.
 - Chunks settle in journal order; their outcomes are counted and saved with
   the journal offsets in one atomic write (counters.py).
+- A journal that cannot be written (disk full, read-only, I/O error) is a state,
+  not a loop: the first failure is logged once, intake refuses at once (HTTP 507,
+  UDP rejected ``journal_unwritable``) or waits without spinning (TCP/TLS, files),
+  a probe retries with back-off (0.5 s doubling to 5 s, a reminder at most every
+  30 s), and the recovery is logged once. The failed write left nothing in the
+  journal (journal.py), so nothing is stored twice when space returns.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -72,7 +79,9 @@ class BulkResult:
 PIPELINE_SKIPPED = ("single-valued timestamp field '@timestamp'", "pipeline with id [")
 
 # Refusals that say "not now" rather than "never": a file line refused so is read again next run.
-TEMPORARY_REJECTIONS = frozenset({"shutting_down", "spool_full", "queue_full"})
+TEMPORARY_REJECTIONS = frozenset({"shutting_down", "spool_full", "queue_full", "journal_unwritable"})
+PROBE_BYTES = 64 * 1024  # what the journal probe writes to see whether the disk takes events again
+PROBE_BACKOFF = (0.5, 5.0)  # first and longest wait between probes of a journal that cannot be written
 
 
 class Unavailable(Exception):
@@ -131,45 +140,84 @@ class Sender:
         self._closing = False
         self._unavailable_since: float | None = None
         self._saved_version = -1
+        self._checkpoints_dirty = False
         self.rlog = RateLimitedLog(log, interval=30.0)
+        # Why the journal cannot be written now (None: it can), since when, and the probe that waits for it.
+        self.fault: str | None = None
+        self._fault_since = 0.0
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._probe: asyncio.Task[None] | None = None
 
     @property
     def spooling(self) -> bool:
         return self.counters.parked
+
+    def journal_state(self) -> dict[str, Any]:
+        """What /health says about the journal: whether it takes events, why not, and the room left."""
+        state: dict[str, Any] = {"writable": self.fault is None, "bytes": self.journal.used_bytes,
+                                 "max_bytes": self.journal.max_bytes}
+        try:
+            fs = os.statvfs(self.journal.directory)
+            state["disk_free_bytes"] = fs.f_bavail * fs.f_frsize
+        except OSError:
+            pass
+        if self.fault is not None:
+            state["error"] = self.fault
+            state["unwritable_seconds"] = round(time.monotonic() - self._fault_since, 1)
+        return state
 
     # ------------------------------------------------------------ intake
 
     async def submit(self, event: Event) -> bool:
         return await self.submit_many([event]) == 1
 
-    async def submit_many(self, events: list[Event]) -> int:
-        """Journal the events (waiting for room), then count them; return how many were taken."""
+    async def submit_many(self, events: list[Event], wait_on_fault: bool = True) -> int:
+        """Journal the events (waiting for room), then count them; return how many were taken.
+
+        While the journal cannot be written, waits for the probe to see it writable again
+        (streams, files), or with ``wait_on_fault=False`` (HTTP, which answers 507)
+        refuses the rest at once.
+        """
         taken = 0
         while taken < len(events) and not self._closing:
+            if self.fault is not None:
+                if not wait_on_fault:
+                    break
+                await self._writable.wait()
+                continue
             if not self.journal.space_for(events[taken].size):
                 self._space.clear()
                 await self._space.wait()
                 continue
             taken += self._append(events[taken:])
         if taken < len(events):
-            self._reject(events[taken:], "shutting_down")
+            self._reject(events[taken:], "shutting_down" if self._closing else "journal_unwritable")
         return taken
 
     def submit_nowait(self, event: Event) -> bool:
-        """For UDP, which cannot wait: a full journal rejects the event."""
+        """For UDP, which cannot wait: a full or unwritable journal rejects the event."""
         if self._closing:
             self._reject([event], "shutting_down")
             return False
+        if self.fault is not None:
+            self._reject([event], "journal_unwritable")
+            return False
         if not self.journal.space_for(event.size) or self._append([event]) == 0:
-            self._reject([event], "spool_full")
+            self._reject([event], "journal_unwritable" if self.fault else "spool_full")
             return False
         return True
+
+    def checkpoint(self, key: str, position: tuple[int, int, int, int]) -> None:
+        """A file tailer's handled position, saved with the counters (journal.py, file checkpoints)."""
+        self.journal.checkpoint(key, position)
+        self._checkpoints_dirty = True
 
     def _append(self, events: list[Event]) -> int:
         try:
             taken = self.journal.append(events)
-        except OSError as exc:  # disk full, permissions: say so, refuse (the sender of a stream waits)
-            self.rlog.warning("journal", "cannot write the journal %s: %s", self.journal.directory, exc)
+        except OSError as exc:  # nothing of it is in the journal (journal.py): refuse or wait, never spin
+            self._enter_fault(exc)
             return 0
         for event in events[:taken]:
             self.counters.receive(event.source)
@@ -177,6 +225,35 @@ class Sender:
         if taken:
             self._appended.set()
         return taken
+
+    def _enter_fault(self, exc: OSError) -> None:
+        text = f"{exc.strerror or exc} ({self.journal.directory})"
+        if self.fault is None:
+            log.error("cannot write the journal: %s. Refusing new events (HTTP 507, UDP rejected), TCP/TLS and "
+                      "file inputs wait; trying again with back-off", text)
+            self._fault_since = time.monotonic()
+            self._writable.clear()
+            if self._probe is None or self._probe.done():
+                self._probe = asyncio.get_running_loop().create_task(self._probe_until_writable())
+        self.fault = text
+
+    async def _probe_until_writable(self) -> None:
+        delay, longest = PROBE_BACKOFF
+        while self.fault is not None and not self._closing:
+            await asyncio.sleep(delay)
+            try:
+                self.journal.probe(PROBE_BYTES)
+            except OSError as exc:
+                self.fault = f"{exc.strerror or exc} ({self.journal.directory})"
+                self.rlog.warning("journal_fault", "still cannot write the journal after %.0fs: %s",
+                                  time.monotonic() - self._fault_since, self.fault)
+                delay = min(delay * 2, longest)
+                continue
+            log.warning("the journal %s takes events again after %.1fs", self.journal.directory,
+                        time.monotonic() - self._fault_since)
+            self.fault = None
+        self._writable.set()
+        self._space.set()
 
     def _reject(self, events: list[Event], reason: str) -> None:
         for event in events:
@@ -186,8 +263,8 @@ class Sender:
             event.mark_settled(final)
 
     def saturated(self) -> bool:
-        """The journal is full: readers that can wait (files) should."""
-        return not self.journal.space_for(self.config.batch_bytes)
+        """The journal is full or cannot be written: readers that can wait (files) should."""
+        return self.fault is not None or not self.journal.space_for(self.config.batch_bytes)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -205,34 +282,39 @@ class Sender:
         """Stop intake; send what the journal holds for up to ``timeout`` s; the rest waits for the next run."""
         self._closing = True
         self._space.set()
+        self._writable.set()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self.journal.pending and loop.time() < deadline and not self.counters.parked:
             await asyncio.sleep(0.05)
-        for task in self._workers:
+        tasks = [*self._workers, *(t for t in (self._saver, self._probe) if t is not None)]
+        for task in tasks:
             task.cancel()
-        if self._saver is not None:
-            self._saver.cancel()
-        await asyncio.gather(*self._workers, *([self._saver] if self._saver else []), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.journal.pending:
             self.counters.parked = True  # on disk, sent by the next run
             log.warning("%d event(s) stay in the journal %s for the next run", self.journal.pending,
                         self.journal.directory)
-        self.journal.sync()
-        self.journal.save(self.counters.saved())
+        try:
+            self.journal.sync()
+            self.journal.save(self.counters.saved())
+        except OSError as exc:  # the last save of this run; the journal's records still hold every event
+            log.error("cannot save the journal state at shutdown: %s", exc)
         self.journal.close()
 
     async def _save_loop(self) -> None:
         """Save counters that changed without a chunk settling (rejections at intake, side facts)."""
         while True:
             await asyncio.sleep(self.config.save_interval)
-            if self.counters.version != self._saved_version:
-                self._saved_version = self.counters.version
+            version = self.counters.version
+            if version != self._saved_version or self._checkpoints_dirty:
                 try:
                     self.journal.save(self.counters.saved())
                     self.journal.sync()
                 except OSError as exc:
                     self.rlog.warning("journal", "cannot save the journal state: %s", exc)
+                    continue
+                self._saved_version, self._checkpoints_dirty = version, False
 
     # ------------------------------------------------------------ workers
 

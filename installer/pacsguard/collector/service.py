@@ -186,6 +186,7 @@ class Collector:
         if self.sender is not None:
             snap["spooling"] = self.sender.spooling
             snap["journal_bytes"] = self.sender.journal.used_bytes
+            snap["journal"] = self.sender.journal_state()
         if self._udp:
             snap["udp_receive_buffer_bytes"] = [u.receive_buffer for u in self._udp]
         gates = {f"{s.source}:{s.port}": s.gate.state() for s in self._streams}

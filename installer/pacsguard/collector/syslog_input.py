@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from pacsguard.collector.atna_envelope import atna_message, is_xml_payload
-from pacsguard.collector.connections import TrackedServer
+from pacsguard.collector.connections import TrackedServer, start_tls
 from pacsguard.collector.counters import Counters
 from pacsguard.collector.events import Event, NetworkIds, decode
-from pacsguard.collector.limits import Gate, Limits
+from pacsguard.collector.limits import Gate, Limits, Ticket
 from pacsguard.collector.ratelog import RateLimitedLog
 from pacsguard.collector.sender import Sender
 from pacsguard.parsers.syslog import (
@@ -207,9 +207,9 @@ class SyslogIntake:
 
     async def serve_stream(self, host: str, port: int, source: str,
                            tls: ssl.SSLContext | None = None, limits: Limits | None = None) -> StreamServer:
-        server = StreamServer(self, source, limits or Limits())
-        server.server = await asyncio.start_server(server.handle, host, port, ssl=tls,
-                                                   limit=READ_CHUNK, ssl_handshake_timeout=30 if tls else None)
+        server = StreamServer(self, source, limits or Limits(), tls)
+        # Plain TCP at the listener: TLS starts only once the gate admitted the connection (limits.py).
+        server.server = await asyncio.start_server(server.handle, host, port, limit=READ_CHUNK)
         return server
 
 
@@ -276,10 +276,11 @@ class UdpInput:
 class StreamServer(TrackedServer):
     """A TCP or TLS listener that knows its connections, so stopping closes them."""
 
-    def __init__(self, intake: SyslogIntake, source: str, limits: Limits) -> None:
+    def __init__(self, intake: SyslogIntake, source: str, limits: Limits, tls: ssl.SSLContext | None = None) -> None:
         self.intake = intake
         self.source = source
         self.gate = Gate(limits)
+        self.tls = tls
         self._port = 0
         super().__init__()
 
@@ -290,20 +291,26 @@ class StreamServer(TrackedServer):
         return self._port
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        address = writer.get_extra_info("peername")
-        host = address[0] if isinstance(address, tuple) else str(address)
-        refused = self.gate.admit(host)
-        if refused is not None:
-            self.intake.rlog.warning(refused, "%s: refused a connection from %s (%s)", self.source, host, refused)
+        ticket = self.admit(self.gate, writer)
+        if isinstance(ticket, str):
+            self.intake.rlog.warning(ticket, "%s: refused a connection from %s (%s)", self.source,
+                                     writer.get_extra_info("peername"), ticket)
             writer.close()
             return
         try:
             with self.tracked():
-                await self._handle(reader, writer)
+                if self.tls is not None and not await start_tls(writer, reader, self.tls,
+                                                                self.gate.limits.handshake_timeout):
+                    self.gate.refuse("tls_handshake")
+                    writer.close()
+                    return
+                await self._handle(reader, writer, ticket)
+        except asyncio.CancelledError:
+            writer.close()  # evicted (a silent connection of the busiest address) or shutting down
         finally:
-            self.gate.leave(host)
+            self.gate.leave(ticket)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ticket: Ticket) -> None:
         address = writer.get_extra_info("peername")
         peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
         intake, source, limits = self.intake, self.source, self.gate.limits
@@ -328,8 +335,11 @@ class StreamServer(TrackedServer):
                 try:
                     data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
                 except asyncio.TimeoutError:
-                    reason = "partial frame not completed in time" if frame_started is not None else "idle"
-                    log.info("%s connection from %s closed: %s", source, peer, reason)
+                    if frame_started is not None:  # no complete event arrived: a connection fact, not an event
+                        self.gate.refuse("frame_timeout")
+                        framer = OctetCountingFramer(max_frame_size=intake.max_bytes)  # drop the partial frame
+                    log.info("%s connection from %s closed: %s", source, peer,
+                             "partial frame not completed in time" if frame_started is not None else "idle")
                     break
                 except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
                     # A TLS peer that closes without close_notify lands here; what it sent before is
@@ -341,13 +351,16 @@ class StreamServer(TrackedServer):
                     break
                 if not data:
                     break
+                ticket.touch()
                 frames = framer.feed(data)
                 if frames:
+                    ticket.busy = True
                     await self._frames(frames, peer)
+                    ticket.busy = False
                 pending = framer.pending
                 if pending != held:
                     if pending > held and not self.gate.reserve(pending - held):
-                        intake.counters.reject_new(source, "buffer_budget")
+                        self.gate.refuse("buffer_budget")
                         intake.rlog.warning("budget", "%s from %s: the input's buffer budget (%d bytes) is spent: "
                                             "closing the connection", source, peer, limits.max_buffered_bytes)
                         framer = OctetCountingFramer(max_frame_size=intake.max_bytes)  # drop the partial frame
@@ -358,8 +371,8 @@ class StreamServer(TrackedServer):
                 frame_started = (frame_started or loop.time()) if pending else None
             try:
                 await self._frames(framer.finish(), peer)
-            except SyslogParseError as exc:
-                intake.counters.reject_new(source, "truncated_frame")
+            except SyslogParseError as exc:  # an incomplete frame is not an event: counted on the input
+                self.gate.refuse("truncated_frame")
                 intake.rlog.warning("truncated", "%s from %s: connection closed mid-frame: %s", source, peer, exc)
         except asyncio.CancelledError:
             pass

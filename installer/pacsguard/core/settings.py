@@ -99,6 +99,9 @@ class Thresholds(Frozen):
     # pacsguard-backdated / pacsguard-future-dated: a sender cannot hide an action in the past unseen.
     max_backdate_window: str = "30d"
     max_future_window: str = "15m"
+    # The user_agent processor parses at most this many characters of user_agent.original (its cost
+    # grows faster than the length); the whole value is kept.
+    user_agent_parse_max_chars: int = Field(default=1024, ge=64)
 
     @field_validator("*", mode="after")
     @classmethod

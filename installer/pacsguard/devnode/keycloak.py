@@ -44,6 +44,7 @@ from pydantic import SecretStr
 
 from pacsguard.core.content import content_path
 from pacsguard.core.errors import PacsguardError
+from pacsguard.core.escaping import path_segment
 from pacsguard.devnode import local
 from pacsguard.devnode.local import Progress
 from pacsguard.idp.keycloak_rest import KeycloakApiError, KeycloakRest, PasswordGrant
@@ -440,10 +441,10 @@ def create_user(api: KeycloakRest, realm: str, username: str, password: SecretSt
 
 def grant_realm_roles(api: KeycloakRest, realm: str, user_id: str, roles: Iterable[str]) -> list[str]:
     """Grant the realm roles the user lacks; return those granted (each grant is an admin event)."""
-    have = {r["name"] for r in api.admin("GET", realm, f"/users/{user_id}/role-mappings/realm") or []}
-    reps = [api.admin("GET", realm, f"/roles/{name}") for name in roles if name not in have]
+    have = {r["name"] for r in api.admin("GET", realm, f"/users/{path_segment(user_id)}/role-mappings/realm") or []}
+    reps = [api.admin("GET", realm, f"/roles/{path_segment(name)}") for name in roles if name not in have]
     if reps:
-        api.admin("POST", realm, f"/users/{user_id}/role-mappings/realm", body=reps)
+        api.admin("POST", realm, f"/users/{path_segment(user_id)}/role-mappings/realm", body=reps)
     return [r["name"] for r in reps]
 
 
@@ -471,13 +472,13 @@ def _ensure_client(api: KeycloakRest, realm: str, rep: Mapping[str, Any]) -> str
 
 def _ensure_service_account_roles(api: KeycloakRest, realm: str, client: str, wanted: list[str]) -> None:
     """Exactly `wanted` realm-management roles on the client's service account (least privilege)."""
-    sa = api.admin("GET", realm, f"/clients/{client}/service-account-user")
+    sa = api.admin("GET", realm, f"/clients/{path_segment(client)}/service-account-user")
     rm = client_uuid(api, realm, "realm-management")
     if rm is None:
         raise PacsguardError(f"realm {realm!r} has no realm-management client")
-    path = f"/users/{sa['id']}/role-mappings/clients/{rm}"
+    path = f"/users/{path_segment(sa['id'])}/role-mappings/clients/{path_segment(rm)}"
     have = {r["name"]: r for r in api.admin("GET", realm, path) or []}
-    add = [api.admin("GET", realm, f"/clients/{rm}/roles/{name}") for name in wanted if name not in have]
+    add = [api.admin("GET", realm, f"/clients/{path_segment(rm)}/roles/{path_segment(name)}") for name in wanted if name not in have]
     extra = [rep for name, rep in have.items() if name not in wanted]
     if add:
         api.admin("POST", realm, path, body=add)
@@ -494,7 +495,7 @@ def ensure_realm(api: KeycloakRest, recipe: dict[str, Any], secret_dir: Path, pr
         api.call("POST", f"{api.base_url}/admin/realms", body={"realm": realm, "enabled": True})
     _ensure_events(api, realm)
     for role in spec["roles"]:
-        if _exists(api, realm, f"/roles/{role['name']}") is None:
+        if _exists(api, realm, f"/roles/{path_segment(role['name'])}") is None:
             api.admin("POST", realm, "/roles", body={"name": role["name"], "description": role["description"]})
     _ensure_client(api, realm, {"clientId": spec["login_client"], "enabled": True, "publicClient": True,
                                 "directAccessGrantsEnabled": True, "standardFlowEnabled": False})
@@ -503,7 +504,7 @@ def ensure_realm(api: KeycloakRest, recipe: dict[str, Any], secret_dir: Path, pr
         "clientAuthenticatorType": "client-secret", "serviceAccountsEnabled": True,
         "standardFlowEnabled": False, "directAccessGrantsEnabled": False})
     _ensure_service_account_roles(api, realm, connector, list(spec["connector_roles"]))
-    secret = api.admin("GET", realm, f"/clients/{connector}/client-secret")
+    secret = api.admin("GET", realm, f"/clients/{path_segment(connector)}/client-secret")
     _write_secret(secret_dir / "connector-secret", str(secret["value"]))
 
     users_file = secret_dir / "users.json"
@@ -518,7 +519,7 @@ def ensure_realm(api: KeycloakRest, recipe: dict[str, Any], secret_dir: Path, pr
             continue
         if name not in passwords:  # a user we have no password for: give it one we keep
             passwords[name] = secrets.token_urlsafe(18)
-            api.admin("PUT", realm, f"/users/{found['id']}/reset-password",
+            api.admin("PUT", realm, f"/users/{path_segment(found['id'])}/reset-password",
                       body={"type": "password", "value": SecretStr(passwords[name]), "temporary": False})
         grant_realm_roles(api, realm, str(found["id"]), user.get("roles", []))
     _write_secret(users_file, json.dumps(passwords, indent=2))

@@ -23,6 +23,7 @@ from typing import Any
 
 from pacsguard.core.connection import ApiError, Cluster
 from pacsguard.core.errors import PacsguardError
+from pacsguard.core.escaping import path_segment
 
 ACTIVE, ACKNOWLEDGED, COMPLETED, ERROR, DELETED = "ACTIVE", "ACKNOWLEDGED", "COMPLETED", "ERROR", "DELETED"
 # Condition states in which the engine still tracks the episode (one alert per rule and entity).
@@ -135,7 +136,7 @@ class AlertStore:
 
     def create(self, doc: dict[str, Any]) -> Alert:
         new_id = alert_id(doc["rule"]["object_id"], doc["entity"]["value"], doc["start_time"])
-        self.cluster.request("PUT", f"/{self.index}/_create/{new_id}", body=doc)
+        self.cluster.request("PUT", f"/{self.index}/_create/{path_segment(new_id)}", body=doc)
         return Alert(new_id, doc)
 
     def refresh(self) -> None:
@@ -144,7 +145,7 @@ class AlertStore:
         self.cluster.request("POST", f"/{self.index}/_refresh")
 
     def get(self, alert_id_: str) -> Alert:
-        res = self.cluster.request("GET", f"/{self.index}/_doc/{alert_id_}", ok_missing=True)
+        res = self.cluster.request("GET", f"/{self.index}/_doc/{path_segment(alert_id_)}", ok_missing=True)
         if not res or not res.get("found"):
             raise AlertNotFound(f"no pacsguard alert {alert_id_!r} in {self.index}")
         return Alert(res["_id"], res["_source"], res.get("_seq_no"), res.get("_primary_term"))
@@ -176,7 +177,7 @@ class AlertStore:
             if mutate(alert.source) is False:
                 return alert
             try:
-                self.cluster.request("PUT", f"/{self.index}/_doc/{alert.id}", body=alert.source, params={
+                self.cluster.request("PUT", f"/{self.index}/_doc/{path_segment(alert.id)}", body=alert.source, params={
                     "refresh": refresh, "if_seq_no": alert.seq_no, "if_primary_term": alert.primary_term})
                 return alert
             except ApiError as exc:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import SecretStr
 
 from pacsguard.core.errors import PacsguardError
+from pacsguard.core.escaping import path_segment
 
 ErrorKind = Literal["unreachable", "tls", "auth", "forbidden", "http"]
 # Renew a token this long before Keycloak says it expires, so a call never
@@ -208,7 +209,7 @@ def send(method: str, url: str, *, body: FormBody | JsonBody | None = None, toke
 def request_token(base_url: str, realm: str, form: Mapping[str, str | SecretStr] | FormBody, *,
                   context: ssl.SSLContext | None = None, timeout: float = 10.0) -> TokenReply:
     """POST the token endpoint; a refused login is a reply (status 400/401), not an exception."""
-    url = f"{base_url.rstrip('/')}/realms/{urllib.parse.quote(realm, safe='')}/protocol/openid-connect/token"
+    url = f"{base_url.rstrip('/')}/realms/{path_segment(realm)}/protocol/openid-connect/token"
     body_in = form if isinstance(form, FormBody) else FormBody(form)
     status, body = send("POST", url, body=body_in, context=context, timeout=timeout)
     return TokenReply(status, body if isinstance(body, Mapping) else {})
@@ -280,7 +281,7 @@ class KeycloakRest:
     def admin(self, method: str, realm: str, path: str = "", *, body: Any = None,
               params: Mapping[str, Any] | None = None) -> Any:
         """Call /admin/realms/<realm><path>; return the JSON answer (None for 201/204)."""
-        url = f"{self.base_url}/admin/realms/{urllib.parse.quote(realm, safe='')}{path}"
+        url = f"{self.base_url}/admin/realms/{path_segment(realm)}{path}"
         if params:
             url += "?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
         return self.call(method, url, body=body)

@@ -40,6 +40,7 @@ from typing import Any
 
 from pacsguard.core.connection import ApiError, Cluster
 from pacsguard.core.errors import PacsguardError
+from pacsguard.core.escaping import path_segment
 from pacsguard.core.settings import Settings, duration_seconds
 from pacsguard.jobs.clock import start_run
 from pacsguard.jobs.report import JobReport
@@ -120,7 +121,7 @@ def keycloak_accounts(rest: Any, realm: str) -> list[Account]:
     while True:
         users = rest.admin("GET", realm, "/users", params={"first": first, "max": PAGE, "briefRepresentation": "false"})
         for u in users:
-            roles = rest.admin("GET", realm, f"/users/{u['id']}/role-mappings/realm/composite")
+            roles = rest.admin("GET", realm, f"/users/{path_segment(u['id'])}/role-mappings/realm/composite")
             created = u.get("createdTimestamp")
             accounts.append(Account(
                 name=u["username"], source="keycloak", id=u["id"], email=u.get("email"),

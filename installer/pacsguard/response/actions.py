@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from pacsguard.core.connection import Cluster
+from pacsguard.core.escaping import path_segment
 
 # workflow: a person's ack or close of an Alerting alert (services/alerts.py), which Alerting cannot record
 Step = Literal["contain", "preserve", "scope", "reset", "workflow"]
@@ -71,7 +72,7 @@ class ActionLog:
         self.index = index
 
     def write(self, record: ActionRecord) -> ActionRecord:
-        self.cluster.request("PUT", f"/{self.index}/_doc/{record.id}", body=record.doc(),
+        self.cluster.request("PUT", f"/{self.index}/_doc/{path_segment(record.id)}", body=record.doc(),
                              params={"refresh": "wait_for"})
         return record
 

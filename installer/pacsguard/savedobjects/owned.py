@@ -15,6 +15,7 @@ import copy
 from typing import Any
 
 from pacsguard.core.dashboards import Dashboards
+from pacsguard.core.escaping import path_segment
 from pacsguard.core.render import canonical_hash
 from pacsguard.packobjects import PackObject, Stamp, strip_text_stamp
 
@@ -53,7 +54,7 @@ def fingerprint(obj: dict[str, Any], keys: Any = None) -> str:
 
 
 def get(dashboards: Dashboards, obj_type: str, obj_id: str) -> dict[str, Any] | None:
-    res = dashboards.request("GET", f"/api/saved_objects/{obj_type}/{obj_id}", ok_missing=True)
+    res = dashboards.request("GET", f"/api/saved_objects/{path_segment(obj_type)}/{path_segment(obj_id)}", ok_missing=True)
     if not res or res.get("error"):
         return None
     return dict(res)
@@ -72,4 +73,4 @@ def owned(dashboards: Dashboards, owner: str) -> list[tuple[str, str]]:
 
 
 def delete(dashboards: Dashboards, obj_type: str, obj_id: str) -> None:
-    dashboards.request("DELETE", f"/api/saved_objects/{obj_type}/{obj_id}", ok_missing=True)
+    dashboards.request("DELETE", f"/api/saved_objects/{path_segment(obj_type)}/{path_segment(obj_id)}", ok_missing=True)

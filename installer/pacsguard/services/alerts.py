@@ -20,6 +20,7 @@ from typing import Any
 
 from pacsguard.core.connection import Cluster
 from pacsguard.core.errors import PacsguardError
+from pacsguard.core.escaping import path_segment
 from pacsguard.core.settings import Settings
 from pacsguard.engines.alerts import (
     ACK,
@@ -234,7 +235,7 @@ def _alerting_workflow(cluster: Cluster, settings: Settings, alert_id: str, verb
         return view
     if view.state == ACTIVE:
         monitor_id = (view.detail or {}).get("monitor_id")
-        res = cluster.request("POST", f"/_plugins/_alerting/monitors/{monitor_id}/_acknowledge/alerts",
+        res = cluster.request("POST", f"/_plugins/_alerting/monitors/{path_segment(monitor_id)}/_acknowledge/alerts",
                               body={"alerts": [alert_id]})
         if res.get("failed"):
             raise PacsguardError(f"Alerting did not acknowledge {alert_id}: {res['failed']}")

@@ -15,6 +15,7 @@ from typing import Any
 from pacsguard.collector.failures import SEALED_SUFFIX, FailureProtector
 from pacsguard.core.connection import ApiError, Cluster
 from pacsguard.core.errors import PacsguardError
+from pacsguard.core.escaping import path_segment
 from pacsguard.core.settings import Settings
 
 
@@ -40,13 +41,13 @@ def list_failures(cluster: Cluster, settings: Settings, size: int = 50) -> list[
 def decrypt_failure(cluster: Cluster, settings: Settings, failure_id: str, key: bytes) -> str:
     """The original text of a failed event, checked against the fingerprint the pipeline stored."""
     index = settings.index("failures")
-    failure = cluster.request("GET", f"/{index}/_doc/{failure_id}", ok_missing=True)
+    failure = cluster.request("GET", f"/{index}/_doc/{path_segment(failure_id)}", ok_missing=True)
     if not failure or not failure.get("found"):
         raise PacsguardError(f"no failure {failure_id} in {index}")
     event = failure["_source"].get("event") or {}
     sealed = event.get("sealed")
     if sealed is None:
-        companion = cluster.request("GET", f"/{index}/_doc/{failure_id}{SEALED_SUFFIX}", ok_missing=True)
+        companion = cluster.request("GET", f"/{index}/_doc/{path_segment(failure_id + SEALED_SUFFIX)}", ok_missing=True)
         if not companion or not companion.get("found"):
             raise PacsguardError(f"failure {failure_id} has no sealed original (it did not come through the "
                                  "pacsguard collector, or the collector had no failures key)")
@@ -63,10 +64,10 @@ def replay_failure(cluster: Cluster, settings: Settings, failure_id: str, text: 
     stream = settings.index("events_data_stream")
     for attempt in range(1, 100):
         new_id = f"{failure_id}-replay-{attempt}"
-        if cluster.exists(f"/{settings.index('failures')}/_doc/{new_id}"):
+        if cluster.exists(f"/{settings.index('failures')}/_doc/{path_segment(new_id)}"):
             continue  # an earlier replay failed again under this id
         try:
-            res = cluster.request("PUT", f"/{stream}/_create/{new_id}", body={"message": text},
+            res = cluster.request("PUT", f"/{stream}/_create/{path_segment(new_id)}", body={"message": text},
                                   params={"refresh": "wait_for"})
         except ApiError as exc:
             if exc.status == 409:

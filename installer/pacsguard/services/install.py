@@ -20,6 +20,7 @@ from pacsguard import __version__
 from pacsguard.core.connection import REQUIRED_MODULES, REQUIRED_PLUGINS, ApiError, Cluster
 from pacsguard.core.content import content_path, content_root
 from pacsguard.core.errors import MissingPlugin, PacsguardError
+from pacsguard.core.escaping import path_segment
 from pacsguard.core.models import Progress, quiet
 from pacsguard.core.render import ContentError, render_context, render_yaml
 from pacsguard.core.secrets import resolve_envelope_key, resolve_salt
@@ -242,9 +243,9 @@ def _record(cluster: Cluster, settings: Settings, change: Change, fingerprint: s
     doc_id = change.kind + ":" + change.id
     index = _state_index(settings)
     if fingerprint is None:
-        cluster.request("DELETE", f"/{index}/_doc/{doc_id}", ok_missing=True)
+        cluster.request("DELETE", f"/{index}/_doc/{path_segment(doc_id)}", ok_missing=True)
         return
-    cluster.request("PUT", f"/{index}/_doc/{doc_id}", body={
+    cluster.request("PUT", f"/{index}/_doc/{path_segment(doc_id)}", body={
         "kind": change.kind, "id": change.id, "hash": change.obj.hash if change.obj else None,
         "fingerprint": fingerprint, "pack_version": __version__,
         "written_at": dt.datetime.now(dt.timezone.utc).isoformat(),

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from pacsguard.core.errors import ConnectorError, PacsguardError
+from pacsguard.core.escaping import path_segment
 from pacsguard.core.settings import KeycloakConnectorSettings
 from pacsguard.idp.keycloak_rest import ClientCredentials, KeycloakApiError, KeycloakRest
 
@@ -145,7 +146,7 @@ class KeycloakConnector:
         """PUT the whole representation back with the changes: a partial one may reset what it omits."""
         rep = {k: v for k, v in user.items() if k not in _READ_ONLY_USER_FIELDS}
         rep.update(changes)
-        self._admin("PUT", f"/users/{user['id']}", body=rep)
+        self._admin("PUT", f"/users/{path_segment(user['id'])}", body=rep)
 
     # ----------------------------------------------------------------- actions
 
@@ -161,7 +162,7 @@ class KeycloakConnector:
         Reads only (view-users); for the posture checklist's MFA question."""
         with self._failing("lookup-user", username):
             user = self._find("lookup-user", username)
-            creds = self._admin("GET", f"/users/{user['id']}/credentials") or []
+            creds = self._admin("GET", f"/users/{path_segment(user['id'])}/credentials") or []
         return sorted({str(c.get("type")) for c in creds})
 
     def disable_user(self, username: str) -> ActionResult:
@@ -179,11 +180,11 @@ class KeycloakConnector:
         action: KeycloakAction = "logout-user"
         with self._failing(action, username):
             user = self._find(action, username)
-            before = len(self._admin("GET", f"/users/{user['id']}/sessions") or [])
+            before = len(self._admin("GET", f"/users/{path_segment(user['id'])}/sessions") or [])
             after = before
             if before and not self.dry_run:
-                self._admin("POST", f"/users/{user['id']}/logout")
-                after = len(self._admin("GET", f"/users/{user['id']}/sessions") or [])
+                self._admin("POST", f"/users/{path_segment(user['id'])}/logout")
+                after = len(self._admin("GET", f"/users/{path_segment(user['id'])}/sessions") or [])
                 if after:
                     raise self._error(action, username, f"{after} of {before} session(s) still open after logout")
             name = user["username"]
@@ -208,7 +209,7 @@ class KeycloakConnector:
         action: KeycloakAction = "remove-realm-role"
         with self._failing(action, username):
             user = self._find(action, username)
-            path = f"/users/{user['id']}/role-mappings/realm"
+            path = f"/users/{path_segment(user['id'])}/role-mappings/realm"
             direct = {r["name"]: r for r in self._admin("GET", path) or []}
             name = user["username"]
             if role not in direct:
