@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -21,9 +22,27 @@ from pacsguard.core.errors import MissingPlugin, PacsguardError
 from pacsguard.core.settings import Settings, load_settings
 from pacsguard.jobs.schedule import JobName
 
+
+def _help_width() -> None:
+    """Help as wide as the terminal, and 120 columns where there is none (a pipe, CI): rich's default
+    of 80 cuts option names such as --max-connections-per-address. TERMINAL_WIDTH still wins."""
+    try:
+        from typer import rich_utils
+    except ImportError:  # pragma: no cover - typer without rich prints plain help, unwrapped
+        return
+    if not os.environ.get("TERMINAL_WIDTH"):
+        rich_utils.MAX_WIDTH = shutil.get_terminal_size(fallback=(0, 0)).columns or 120
+
+
+_help_width()
 app = typer.Typer(
     name="pacsguard",
-    help="Security monitoring pack for PACS audit trails on OpenSearch: install, plan, diff, upgrade, uninstall.",
+    help="Security monitoring for PACS audit trails on OpenSearch.\n\n"
+         "Start with `pacsguard up` (a local node, the pack, the alert engine and the console), send events "
+         "(`collect`, or straight to the data stream), see alerts (`alerts`, `console`; `watch` is the engine), "
+         "answer one (`respond <alert id>`), audit the posture (`checklist`). The pack on any cluster: "
+         "`plan`, `diff`, `install`/`upgrade`, `status`, `uninstall`; rules: `rules`, `test-rules`; "
+         "history: `simulate`, `backtest`, `demo`.",
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -468,8 +487,13 @@ class _AlertOrCommand(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-respond_app = typer.Typer(cls=_AlertOrCommand, no_args_is_help=True,
-                          help="The 10-minute response routine for one alert: contain, preserve, scope, reset.")
+respond_app = typer.Typer(
+    cls=_AlertOrCommand, no_args_is_help=True,
+    help="The 10-minute response routine for one alert: contain, preserve, scope, reset.\n\n"
+         "`pacsguard respond <alert id>` shows the routine for that alert: each step, its command, whether it "
+         "is done, and the response history. The steps: `respond contain|preserve|scope|reset <alert id>` "
+         "(contain and reset are dry runs unless --execute); `respond verify <bundle.zip>` checks an evidence "
+         "bundle; `respond <rule id or signal>` prints a rule's guide.")
 app.add_typer(respond_app, name="respond")
 ByOpt = Annotated[str, typer.Option("--by", envvar="USER", help="Who acts (recorded with every action).")]
 ExecuteOpt = Annotated[bool, typer.Option("--execute", help="Act. Without it: a dry run that changes nothing.")]
@@ -1015,16 +1039,20 @@ def up(port: PortOpt = 9200,
 @app.command()
 @handle_errors
 def down(port: PortOpt = 9200) -> None:
-    """Stop the background `watch` and the local node that `up` started."""
+    """Stop what `up` started: the background `watch`, the console and the local node."""
     from pacsguard.devnode import stop
     from pacsguard.services import background
+    from pacsguard.services.console import process as console_process
 
     watch = background.stop(port)
-    from pacsguard.services.console import process as console_process
-    console_process.stop(port)
+    console = console_process.stop(port)
     node = stop(port=port)
-    emit({"ok": True, "watch_stopped": watch, "node_stopped": node},
-         f"watch {'stopped' if watch else 'was not running'}; node {'stopped' if node else 'was not running'}")
+
+    def said(what: str, stopped: bool) -> str:
+        return f"{what} {'stopped' if stopped else 'was not running'}"
+
+    emit({"ok": True, "watch_stopped": watch, "console_stopped": console, "node_stopped": node},
+         "; ".join([said("watch", watch), said("console", console), said("node", node)]))
 
 
 # ------------------------------------------------------------------ alerts

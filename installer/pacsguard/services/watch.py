@@ -370,8 +370,11 @@ def _needs_attention(src: dict[str, Any], at: dt.datetime, renotify: int) -> boo
                 and (at - dt.datetime.fromisoformat(last)).total_seconds() >= renotify)
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) else None
+def _number(value: Any) -> int | float | None:
+    """A bucket's count as a person reads it: 9, not 9.0 (aggregations answer doubles)."""
+    if not isinstance(value, (int, float)):
+        return None
+    return int(value) if float(value).is_integer() else float(value)
 
 
 def _public(alert: Alert) -> dict[str, Any]:

@@ -1,0 +1,76 @@
+"""What a newcomer reads in the first hour (issue 21): help, hints and messages, no cluster needed."""
+
+from __future__ import annotations
+
+import socket
+
+from pacsguard.cli import app
+from pacsguard.engines.core import render_mustache
+from pacsguard.core.settings import load_settings
+from pacsguard.rules.compiler import message_template
+from pacsguard.rules.compiler import rules_folder
+from pacsguard.rules.model import load_rules
+from pacsguard.services.watch import _number
+from typer.testing import CliRunner
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args), env={"PACSGUARD_URL": ""}, catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_a_node_that_is_down_gets_the_command_that_starts_it() -> None:
+    port = free_port()
+    code, _, err = invoke("--url", f"http://127.0.0.1:{port}", "status")
+    assert code == 1
+    assert f"cannot reach http://127.0.0.1:{port}: connection refused" in err
+    assert f"pacsguard up --port {port}" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_hint_is_only_for_the_local_node() -> None:
+    from pacsguard.core.connection import unreachable_hint
+
+    assert "make up" in unreachable_hint("http://127.0.0.1:9200")
+    assert "make up" in unreachable_hint("http://localhost:9200")
+    assert "pacsguard up --port 9231" in unreachable_hint("http://127.0.0.1:9231")
+    assert unreachable_hint("https://opensearch.example.org:9200") == ""
+    assert unreachable_hint("https://127.0.0.1:9200") == ""  # the local node speaks http: this is another cluster
+
+
+def test_counts_print_as_integers() -> None:
+    assert _number(9.0) == 9 and isinstance(_number(9.0), int)
+    assert _number(2.5) == 2.5
+    assert _number(None) is None
+    settings = load_settings(environ={})
+    rule = next(r for r in load_rules(rules_folder()) if r.signal == "1a")
+    text = render_mustache(message_template(rule, settings), {"ctx": {"newAlerts": [
+        {"bucket_keys": "dr.smith", "count": _number(9.0)}]}})
+    assert "dr.smith, count 9\n" in text
+
+
+def test_help_is_not_cut_at_80_columns() -> None:
+    _, out, _ = invoke("collect", "--help")
+    assert "--max-connections-per-address" in out
+
+
+def test_respond_help_names_the_alert_form() -> None:
+    _, out, _ = invoke("respond", "--help")
+    assert "pacsguard respond <alert id>" in out
+
+
+def test_top_level_help_says_what_the_commands_are_for() -> None:
+    _, out, _ = invoke("--help")
+    first = out.split("Options")[0]
+    for purpose in ("up", "watch", "alerts", "respond", "checklist", "collect", "console"):
+        assert purpose in first, purpose
+
+
+def test_down_says_what_it_stopped() -> None:
+    _, out, _ = invoke("down", "--port", str(free_port()))
+    assert "console was not running" in out and "watch was not running" in out and "node was not running" in out
