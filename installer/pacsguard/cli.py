@@ -1007,6 +1007,7 @@ def up(port: PortOpt = 9200,
        ) -> None:
     """The main job on the embedded default: start the local node, install the pack, start the alert engine."""
     from pacsguard.devnode import start
+    from pacsguard.engines.channels.inbox import inbox_path
     from pacsguard.services import background
     from pacsguard.services.install import alerting_signals
     from pacsguard.services.install import install as do_install
@@ -1021,19 +1022,54 @@ def up(port: PortOpt = 9200,
     from pacsguard.services.console import process as console_process
     console = None if no_console else console_process.start(port, node["url"], opts().settings_file, console_port)
     channels = [f"{c.name} ({c.type})" for c in settings.notifications.channels]
+    inbox = None if channels else str(inbox_path(settings))
+    alerting = "opensearch-alerting" in plugins
     data = {"ok": True, "url": node["url"], "summary": counts, "rules_on_alerting": on_alerting, "watch": watch,
-            "channels": channels, "owner": settings.routing.default_owner, "console": console}
+            "channels": channels, "inbox": inbox, "owner": settings.routing.default_owner, "console": console,
+            "alerting": alerting}
     text = (f"OpenSearch {node['url']} ({node['mode']}); pack installed: {counts['create']} created, "
             f"{counts['update']} updated, {counts['unchanged']} unchanged.\n"
             f"Send events to the data stream {settings.index('events_data_stream')} (op_type=create).")
+    if not alerting:
+        text += ("\nAlerting: not available on this node (Maven Central serves no Alerting or Notifications "
+                 "plugin zip for it); the pack's own engine, pacsguard watch, runs the rules instead.")
     if watch:
         text += (f"\nAlert engine: pacsguard watch (pid {watch['pid']}, log {watch['log']}) runs the rules"
                  + (f" except {', '.join(on_alerting)} (on Alerting)" if on_alerting else "") + ".")
-    text += (f"\nAlerts go to: {', '.join(channels) if channels else 'no channel yet (notifications.channels)'};"
-             f" owner {settings.routing.default_owner}. Open alerts: pacsguard alerts list")
+    where = ", ".join(channels) if channels else f"the local inbox {inbox} (no channel configured yet)"
+    text += f"\nAlerts go to: {where}; owner {settings.routing.default_owner}."
     if console:
         text += f"\nConsole: {console['url']} (alerts, overview charts; log {console['log']})"
-    emit(data, text)
+    emit(data, text + "\n\n" + next_steps(node["url"], settings, console["url"] if console else None, inbox))
+
+
+def next_steps(url: str, settings: Settings, console_url: str | None, inbox: str | None) -> str:
+    """What to try first after `up`: a burst that raises an alert, where it shows, how to add a channel."""
+    cli = "pacsguard" if url == DEFAULT_LOCAL_URL else f"pacsguard --url {url}"
+    seen = ", ".join(([f"the console {console_url}"] if console_url else [])
+                     + ([f"the inbox file {inbox}"] if inbox else [])) or "the routed channels"
+    return "\n".join([
+        "Next steps:",
+        "  1. Send 9 failed logins for one account (README \"Quick start\"):",
+        f"     {burst_command(url, settings.index('events_data_stream'))}",
+        f"  2. Within a minute alert 1a (dr.smith) appears: {cli} alerts list --wait 120; also in {seen}.",
+        "  3. Add a channel (webhook, Slack, e-mail): README \"Alert channels\" has an example settings file;",
+        "     then export PACSGUARD_SETTINGS=FILE, and pacsguard down; pacsguard up (watch reads it at start).",
+        "  Or watch a whole simulated morning, every attack kind: pacsguard demo (about 7 minutes).",
+    ])
+
+
+DEFAULT_LOCAL_URL = "http://127.0.0.1:9200"
+BURST_EVENT = ('{"message": "{\\"timestamp\\":\\"\'"$(date -u +%FT%TZ)"\'\\",\\"app\\":\\"cloudpacs\\",'
+               '\\"action\\":\\"user-login\\",\\"outcome\\":\\"failure\\",\\"user\\":\\"dr.smith\\",'
+               '\\"source_ip\\":\\"81.2.69.142\\"}"}')
+
+
+def burst_command(url: str, data_stream: str) -> str:
+    """The README's quick-start burst as one shell line: 9 failed logins of dr.smith, stamped now."""
+    return (f"for i in $(seq 9); do curl -s -o /dev/null -w '%{{http_code}} ' -XPOST "
+            f"'{url}/{data_stream}/_doc?op_type=create' -H 'content-type: application/json' "
+            f"-d '{BURST_EVENT}'; done; echo")
 
 
 @app.command()
@@ -1072,14 +1108,26 @@ def _alert_rows(views: list[Any]) -> str:
 def alerts_list(
     state: Annotated[list[str] | None, typer.Option("--state", help="ACTIVE, ACKNOWLEDGED, COMPLETED, ERROR.")] = None,
     signal: Annotated[str | None, typer.Option("--signal", help="Only this signal, e.g. 4a.")] = None,
+    wait: Annotated[int, typer.Option("--wait", min=0, help="Seconds to wait for a first alert (of --state "
+                                      "and --signal) when there is none yet.")] = 0,
 ) -> None:
-    """Alerts of this installation, newest first (both engines)."""
+    """Alerts of this installation, newest first (both engines); where they are delivered without a channel."""
+    import time
+
+    from pacsguard.engines.channels.inbox import inbox_path
     from pacsguard.services.alerts import list_alerts
 
     cluster, settings = connect()
-    views = list_alerts(cluster, settings, [s.upper() for s in state] if state else None, signal)
-    emit({"ok": True, "alerts": [v.as_dict() for v in views]},
-         (_alert_rows(views) if views else "no alerts") + f"\n\n{len(views)} alert(s)")
+    deadline = time.monotonic() + wait
+    while True:
+        views = list_alerts(cluster, settings, [s.upper() for s in state] if state else None, signal)
+        if views or time.monotonic() >= deadline:
+            break
+        time.sleep(2)
+    inbox = None if settings.notifications.channels else str(inbox_path(settings))
+    emit({"ok": True, "alerts": [v.as_dict() for v in views], "inbox": inbox},
+         (_alert_rows(views) if views else "no alerts") + f"\n\n{len(views)} alert(s)"
+         + (f"\nno channel configured: the pack's engine delivers alerts to the inbox {inbox}" if inbox else ""))
 
 
 @alerts_app.command("show")

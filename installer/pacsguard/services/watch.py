@@ -37,6 +37,7 @@ from pacsguard.engines.alerts import (
     AlertStore,
     now_iso,
 )
+from pacsguard.engines.channels.inbox import inbox_channel
 from pacsguard.engines.delivery import AlertMessage, DeliveryResult, deliver
 from pacsguard.engines.result import Bucket, MonitorRun
 from pacsguard.jobs import run_job
@@ -115,7 +116,9 @@ class Watcher:
         self.settings = settings
         self.progress = progress
         self.store = AlertStore(cluster, settings.index("alerts"))
-        self.channels: dict[str, Channel] = {c.name: c for c in settings.notifications.channels}
+        # no channel configured: alerts go to the local inbox file, never to nobody
+        self.channels: dict[str, Channel] = {c.name: c for c in settings.notifications.channels
+                                             or [inbox_channel(settings)]}
         self.clock = clock
         event_every = duration_seconds(settings.detection.event_rule_every)
         self.rules = [RuleState(c, event_every if c.rule.detection.type == "event"
