@@ -5,10 +5,9 @@ from __future__ import annotations
 import socket
 
 from pacsguard.cli import app
-from pacsguard.engines.core import render_mustache
 from pacsguard.core.settings import load_settings
-from pacsguard.rules.compiler import message_template
-from pacsguard.rules.compiler import rules_folder
+from pacsguard.engines.core import render_mustache
+from pacsguard.rules.compiler import message_template, rules_folder
 from pacsguard.rules.model import load_rules
 from pacsguard.services.watch import _number
 from typer.testing import CliRunner
