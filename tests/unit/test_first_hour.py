@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from unittest import mock
 
 from pacsguard.cli import app
 from pacsguard.core.settings import load_settings
@@ -73,3 +77,30 @@ def test_top_level_help_says_what_the_commands_are_for() -> None:
 def test_down_says_what_it_stopped() -> None:
     _, out, _ = invoke("down", "--port", str(free_port()))
     assert "console was not running" in out and "watch was not running" in out and "node was not running" in out
+
+
+def test_a_plugin_zip_maven_central_lacks_is_said_to_be_missing(tmp_path: Path) -> None:
+    """`make up` printed `downloading alerting-2.19.6.0.zip` and nothing after it (issue 21, item 3)."""
+    from pacsguard.devnode import local
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    recipe = {"opensearch_version": "2.19.6", "maven_repository": f"http://127.0.0.1:{server.server_port}/maven2",
+              "plugins": ["org.opensearch.plugin:alerting:{version}.0:zip"]}
+    said: list[str] = []
+    try:
+        with mock.patch.object(local, "cache_root", return_value=tmp_path):
+            installed, missing = local._install_plugin_zips(tmp_path, recipe, tmp_path, said.append, None)
+    finally:
+        server.shutdown()
+    assert installed == [] and list(missing) == ["org.opensearch.plugin:alerting:2.19.6.0:zip"]
+    assert said[0] == "downloading alerting-2.19.6.0.zip"
+    assert said[1] == ("alerting-2.19.6.0.zip: not on 127.0.0.1 (HTTP 404); the node runs without it: "
+                       "the pack's engine (pacsguard watch) runs the rules and delivers the alerts")
