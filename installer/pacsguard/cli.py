@@ -582,7 +582,8 @@ def respond_preserve(alert_id: Annotated[str, typer.Argument(help="Alert id.")],
     bundle, rec = preserve(cluster, settings, alert_id, by, out, before, after)
     emit({"ok": True, "path": str(bundle.path), "sha256": bundle.sha256, "manifest_sha256": bundle.whole_sha256,
           "events": bundle.events, "action": rec.as_dict()},
-         f"{bundle.path}: {bundle.events} event(s); sha256 {bundle.sha256} (also in {bundle.path.name}.sha256)\n"
+         f"{bundle.path}: window {rec.data['from']} .. {rec.data['to']}: {bundle.events} event(s); "
+         f"sha256 {bundle.sha256} (also in {bundle.path.name}.sha256)\n"
          f"check it with: pacsguard respond verify {bundle.path}")
 
 
