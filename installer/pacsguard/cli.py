@@ -1474,22 +1474,32 @@ def demo(
     port: PortOpt = 9200,
     users: Annotated[int, typer.Option("--users", min=8, max=500, help="Accounts of the simulated hospital.")] = 20,
     seed: Annotated[int, typer.Option("--seed")] = 1,
-    out: Annotated[Path, typer.Option("--out", help="Where the shipped files go.")] = Path("pacsguard-demo"),
+    out: Annotated[Path | None, typer.Option("--out", help="Where the shipped files go (default: demo-<port> "
+                                             "in the state dir, ~/.local/state/pacsguard).")] = None,
     wait: Annotated[int, typer.Option("--wait", min=10, help="Seconds to wait for alerts after the morning.")] = 420,
+    console_port: Annotated[int, typer.Option("--console-port", envvar="PACSGUARD_CONSOLE_PORT",
+                                              help="Port of the web console on 127.0.0.1.")] = 8765,
 ) -> None:
-    """`up`, then a simulated morning shipped live through the collector, and the alerts as `watch` raises them."""
-    from pacsguard.services.demo import failures_key_for_demo, run_demo
+    """`up` (with the console), then a simulated morning shipped live through the collector, and the alerts
+    as `watch` raises them."""
+    from pacsguard.services.console import process as console_process
+    from pacsguard.services.demo import demo_dir, failures_key_for_demo, run_demo
 
-    up(port=port, no_watch=False, no_console=True, console_port=8765)
+    up(port=port, no_watch=False, no_console=False, console_port=console_port)
     cluster, settings = connect(f"http://127.0.0.1:{port}")
+    out = out or demo_dir(port)
+    progress(f"the demo's files go to {out}")
 
     def show(alert: Any) -> None:
         typer.echo(f"ALERT {alert.start_time}  {alert.severity:<8} {alert.signal:>3}  {alert.entity}  "
                    f"({alert.rule}; owner {alert.owner}; pacsguard alerts show {alert.id})")
 
     count = run_demo(cluster, settings, out, failures_key_for_demo(), progress, show, users, seed, wait)
-    typer.echo(f"{count} alert(s) arrived. All of them: pacsguard --url http://127.0.0.1:{port} alerts list; "
-               f"stop everything: pacsguard down --port {port}")
+    console = console_process.running(port)
+    cli = "pacsguard" if port == 9200 else f"pacsguard --url http://127.0.0.1:{port}"
+    typer.echo(f"{count} alert(s) arrived. All of them: {cli} alerts list"
+               + (f", or the console {console['url']}" if console else "")
+               + f"; the demo's files: {out}; stop everything: pacsguard down --port {port}")
 
 
 def hoist_global_options(argv: list[str]) -> list[str]:

@@ -8,6 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from unittest import mock
 
+import pytest
 from pacsguard.cli import app
 from pacsguard.core.settings import load_settings
 from pacsguard.engines.core import render_mustache
@@ -104,3 +105,13 @@ def test_a_plugin_zip_maven_central_lacks_is_said_to_be_missing(tmp_path: Path) 
     assert said[0] == "downloading alerting-2.19.6.0.zip"
     assert said[1] == ("alerting-2.19.6.0.zip: not on 127.0.0.1 (HTTP 404); the node runs without it: "
                        "the pack's engine (pacsguard watch) runs the rules and delivers the alerts")
+
+
+def test_the_demo_keeps_its_files_in_the_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pacsguard demo` left an untracked pacsguard-demo/ in the repository (issue 21, item 4)."""
+    from pacsguard.services.demo import demo_dir
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert demo_dir(9231) == tmp_path / "pacsguard" / "demo-9231"
+    _, out, _ = invoke("demo", "--help")
+    assert "pacsguard-demo" not in out and "state dir" in out
