@@ -295,13 +295,19 @@ def status(strict: Annotated[bool, typer.Option("--strict", help="Exit 4 on drif
     st = do_status(cluster, settings)
     data = {"ok": st.healthy, "url": st.url, "cluster_version": st.cluster_version,
             "installed_version": st.installed_version, "missing_plugins": st.missing_plugins,
-            "objects": [o.__dict__ for o in st.objects], "data_streams": st.data_streams}
+            "objects": [o.__dict__ for o in st.objects], "data_streams": st.data_streams, "late_event": None}
     lines = [f"cluster   {st.url} (OpenSearch {st.cluster_version})",
              f"installed {st.installed_version or 'not installed'} (this CLI: {__version__})"]
     for name, why in st.missing_plugins.items():
         lines.append(f"MISSING   {name}: needed for {why}")
     for name, count in st.data_streams.items():
         lines.append(f"data      {name}: {count} events")
+    if st.data_streams:
+        from pacsguard.services.arrivals import late_event, late_text
+
+        data["late_event"] = late = late_event(cluster, settings)
+        if late:
+            lines.append(f"late      {late_text(late)}")
     lines.append("")
     lines.append(table(["state", "kind", "id", "detail"], [[o.state, o.kind, o.id, o.detail] for o in st.objects]))
     if st.installed_version:
