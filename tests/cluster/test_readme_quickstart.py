@@ -60,7 +60,8 @@ def ensure_curl() -> None:
 def table(text: str) -> tuple[list[str], list[dict[str, str]]]:
     """The rows of a table as `pacsguard alerts list` prints it (columns spanned by its dashed line)."""
     lines = text.splitlines()
-    dashes = next(i for i, line in enumerate(lines) if re.fullmatch(r"-+( +-+)*", line))
+    dashes = next((i for i, line in enumerate(lines) if re.fullmatch(r"-+( +-+)*", line)), None)
+    assert dashes, f"no table (no alert arrived?) in:\n{text}"
     spans = [m.span() for m in re.finditer(r"-+", lines[dashes])]
 
     def cut(line: str) -> list[str]:
