@@ -115,3 +115,35 @@ def test_the_demo_keeps_its_files_in_the_state_dir(tmp_path: Path, monkeypatch: 
     assert demo_dir(9231) == tmp_path / "pacsguard" / "demo-9231"
     _, out, _ = invoke("demo", "--help")
     assert "pacsguard-demo" not in out and "state dir" in out
+
+
+def test_the_readme_channel_example_is_a_working_settings_file(tmp_path: Path) -> None:
+    import yaml
+    from pacsguard.engines.delivery import delivery_problems
+    from readme import blocks, section
+
+    example = next(b.text for b in blocks(section("### Alert channels")) if b.lang == "yaml")
+    path = tmp_path / "pacsguard.yaml"
+    path.write_text(example)
+    env = {"PACSGUARD_SOC_WEBHOOK_SECRET": "s" * 16}
+    settings = load_settings(path, environ=env)
+    assert [c.type for c in settings.notifications.channels] == ["webhook", "smtp"]
+    assert [p for c in settings.notifications.channels for p in delivery_problems(c, env)] == []
+    assert yaml.safe_load(example)["routing"]["default_owner"] == settings.routing.default_owner
+
+
+def test_up_prints_the_burst_of_the_readme_quick_start() -> None:
+    import re
+
+    from pacsguard.cli import DEFAULT_LOCAL_URL, burst_command
+    from readme import blocks, section
+
+    readme = next(b.text for b in blocks(section("## Quick start")) if "curl" in b.text)
+    printed = burst_command(DEFAULT_LOCAL_URL, "logs-pacs.audit-default")
+
+    def curl(text: str) -> str:
+        found = re.search(r"curl .*?\}\"\}'", " ".join(text.replace("\\\n", " ").split()))
+        assert found, text
+        return found[0]
+
+    assert curl(printed) == curl(readme)
