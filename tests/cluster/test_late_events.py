@@ -46,7 +46,7 @@ def test_status_says_an_event_arrived_too_late_for_the_rules(pack: Settings, clu
     late = status(pack, tmp_path)
     line = next(x for x in late["text"].splitlines() if x.startswith("late "))
     assert "10d" in line, line
-    assert "no rule with a shorter window sees it" in line and "1a" in line and "current timestamps" in line, line
+    assert "so those rules never see it" in line and "1a" in line and "current timestamps" in line, line
     info = late["data"]["late_event"]
-    assert info["missed_by"][:1] == ["1a"] or "1a" in info["missed_by"]
+    assert "1a" in info["missed_by"]
     assert info["late_seconds"] >= 10 * 86400 - 60

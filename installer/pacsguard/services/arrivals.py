@@ -55,5 +55,5 @@ def late_event(cluster: Cluster, settings: Settings) -> dict[str, Any] | None:
 def late_text(info: dict[str, Any]) -> str:
     return (f"the newest event received ({info['ingested']}) is stamped {info['timestamp']}, "
             f"{age_text(info['late_seconds'])} before it arrived: outside the window of rule(s) "
-            f"{', '.join(info['missed_by'])}, so no rule with a shorter window sees it (signal 3 looks at "
-            "arrival time). Send events as they happen, with current timestamps.")
+            f"{', '.join(info['missed_by'])}, so those rules never see it (signal 3 judges by arrival time). "
+            "Send events as they happen, with current timestamps.")
