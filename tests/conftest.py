@@ -69,6 +69,20 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"pacsguard test node: {node.url} ({where})")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's own state dir (XDG_STATE_HOME): what `watch` delivers to the local inbox and
+    what the collector keeps stays out of the home of whoever runs the tests."""
+    before = os.environ.get("XDG_STATE_HOME")
+    path = tmp_path_factory.mktemp("state")
+    os.environ["XDG_STATE_HOME"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = before
+
+
 @pytest.fixture(scope="session")
 def test_node() -> Iterator[SessionNode]:
     with session_node() as node:

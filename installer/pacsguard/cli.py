@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -22,9 +23,27 @@ from pacsguard.core.escaping import configure_logging, terminal_safe
 from pacsguard.core.settings import Settings, load_settings
 from pacsguard.jobs.schedule import JobName
 
+
+def _help_width() -> None:
+    """Help as wide as the terminal, and 120 columns where there is none (a pipe, CI): rich's default
+    of 80 cuts option names such as --max-connections-per-address. TERMINAL_WIDTH still wins."""
+    try:
+        from typer import rich_utils
+    except ImportError:  # pragma: no cover - typer without rich prints plain help, unwrapped
+        return
+    if not os.environ.get("TERMINAL_WIDTH"):
+        rich_utils.MAX_WIDTH = shutil.get_terminal_size(fallback=(0, 0)).columns or 120
+
+
+_help_width()
 app = typer.Typer(
     name="pacsguard",
-    help="Security monitoring pack for PACS audit trails on OpenSearch: install, plan, diff, upgrade, uninstall.",
+    help="Security monitoring for PACS audit trails on OpenSearch.\n\n"
+         "Start with `pacsguard up` (a local node, the pack, the alert engine and the console), send events "
+         "(`collect`, or straight to the data stream), see alerts (`alerts`, `console`; `watch` is the engine), "
+         "answer one (`respond <alert id>`), audit the posture (`checklist`). The pack on any cluster: "
+         "`plan`, `diff`, `install`/`upgrade`, `status`, `uninstall`; rules: `rules`, `test-rules`; "
+         "history: `simulate`, `backtest`, `demo`.",
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -284,13 +303,19 @@ def status(strict: Annotated[bool, typer.Option(
     data = {"ok": st.healthy, "url": st.url, "cluster_version": st.cluster_version,
             "cluster_supported": st.cluster_supported, "cluster_support": st.cluster_support,
             "installed_version": st.installed_version, "missing_plugins": st.missing_plugins,
-            "objects": [o.__dict__ for o in st.objects], "data_streams": st.data_streams}
+            "objects": [o.__dict__ for o in st.objects], "data_streams": st.data_streams, "late_event": None}
     lines = [f"cluster   {st.url} (OpenSearch {st.cluster_version}: {st.cluster_support})",
              f"installed {st.installed_version or 'not installed'} (this CLI: {__version__})"]
     for name, why in st.missing_plugins.items():
         lines.append(f"MISSING   {name}: needed for {why}")
     for name, count in st.data_streams.items():
         lines.append(f"data      {name}: {count} events")
+    if st.data_streams:
+        from pacsguard.services.arrivals import late_event, late_text
+
+        data["late_event"] = late = late_event(cluster, settings)
+        if late:
+            lines.append(f"late      {late_text(late)}")
     lines.append("")
     lines.append(table(["state", "kind", "id", "detail"], [[o.state, o.kind, o.id, o.detail] for o in st.objects]))
     healthy = st.healthy
@@ -486,8 +511,13 @@ class _AlertOrCommand(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-respond_app = typer.Typer(cls=_AlertOrCommand, no_args_is_help=True,
-                          help="The 10-minute response routine for one alert: contain, preserve, scope, reset.")
+respond_app = typer.Typer(
+    cls=_AlertOrCommand, no_args_is_help=True,
+    help="The 10-minute response routine for one alert: contain, preserve, scope, reset.\n\n"
+         "`pacsguard respond <alert id>` shows the routine for that alert: each step, its command, whether it "
+         "is done, and the response history. The steps: `respond contain|preserve|scope|reset <alert id>` "
+         "(contain and reset are dry runs unless --execute); `respond verify <bundle.zip>` checks an evidence "
+         "bundle; `respond <rule id or signal>` prints a rule's guide.")
 app.add_typer(respond_app, name="respond")
 ByOpt = Annotated[str, typer.Option("--by", envvar="USER", help="Who acts (recorded with every action).")]
 ExecuteOpt = Annotated[bool, typer.Option("--execute", help="Act. Without it: a dry run that changes nothing.")]
@@ -576,7 +606,8 @@ def respond_preserve(alert_id: Annotated[str, typer.Argument(help="Alert id.")],
     bundle, rec = preserve(cluster, settings, alert_id, by, out, before, after)
     emit({"ok": True, "path": str(bundle.path), "sha256": bundle.sha256, "manifest_sha256": bundle.whole_sha256,
           "events": bundle.events, "action": rec.as_dict()},
-         f"{bundle.path}: {bundle.events} event(s); sha256 {bundle.sha256} (also in {bundle.path.name}.sha256)\n"
+         f"{bundle.path}: window {rec.data['from']} .. {rec.data['to']}: {bundle.events} event(s); "
+         f"sha256 {bundle.sha256} (also in {bundle.path.name}.sha256)\n"
          f"check it with: pacsguard respond verify {bundle.path}")
 
 
@@ -1007,6 +1038,7 @@ def up(port: PortOpt = 9200,
        ) -> None:
     """The main job on the embedded default: start the local node, install the pack, start the alert engine."""
     from pacsguard.devnode import start
+    from pacsguard.engines.channels.inbox import inbox_path
     from pacsguard.services import background
     from pacsguard.services.install import alerting_signals
     from pacsguard.services.install import install as do_install
@@ -1021,34 +1053,73 @@ def up(port: PortOpt = 9200,
     from pacsguard.services.console import process as console_process
     console = None if no_console else console_process.start(port, node["url"], opts().settings_file, console_port)
     channels = [f"{c.name} ({c.type})" for c in settings.notifications.channels]
+    inbox = None if channels else str(inbox_path(settings))
+    alerting = "opensearch-alerting" in plugins
     data = {"ok": True, "url": node["url"], "summary": counts, "rules_on_alerting": on_alerting, "watch": watch,
-            "channels": channels, "owner": settings.routing.default_owner, "console": console}
+            "channels": channels, "inbox": inbox, "owner": settings.routing.default_owner, "console": console,
+            "alerting": alerting}
     text = (f"OpenSearch {node['version']} {node['url']} ({node['mode']}); pack installed: {counts['create']} created, "
             f"{counts['update']} updated, {counts['unchanged']} unchanged.\n"
             f"Send events to the data stream {settings.index('events_data_stream')} (op_type=create).")
+    if not alerting:
+        text += ("\nAlerting: not available on this node (Maven Central serves no Alerting or Notifications "
+                 "plugin zip for it); the pack's own engine, pacsguard watch, runs the rules instead.")
     if watch:
         text += (f"\nAlert engine: pacsguard watch (pid {watch['pid']}, log {watch['log']}) runs the rules"
                  + (f" except {', '.join(on_alerting)} (on Alerting)" if on_alerting else "") + ".")
-    text += (f"\nAlerts go to: {', '.join(channels) if channels else 'no channel yet (notifications.channels)'};"
-             f" owner {settings.routing.default_owner}. Open alerts: pacsguard alerts list")
+    where = ", ".join(channels) if channels else f"the local inbox {inbox} (no channel configured yet)"
+    text += f"\nAlerts go to: {where}; owner {settings.routing.default_owner}."
     if console:
         text += f"\nConsole: {console['url']} (alerts, overview charts; log {console['log']})"
-    emit(data, text)
+    emit(data, text + "\n\n" + next_steps(node["url"], settings, console["url"] if console else None, inbox))
+
+
+def next_steps(url: str, settings: Settings, console_url: str | None, inbox: str | None) -> str:
+    """What to try first after `up`: a burst that raises an alert, where it shows, how to add a channel."""
+    cli = "pacsguard" if url == DEFAULT_LOCAL_URL else f"pacsguard --url {url}"
+    seen = ", ".join(([f"the console {console_url}"] if console_url else [])
+                     + ([f"the inbox file {inbox}"] if inbox else [])) or "the routed channels"
+    return "\n".join([
+        "Next steps:",
+        "  1. Send 9 failed logins for one account (README \"Quick start\"):",
+        f"     {burst_command(url, settings.index('events_data_stream'))}",
+        f"  2. Within a minute alert 1a (dr.smith) appears: {cli} alerts list --wait 120; also in {seen}.",
+        "  3. Add a channel (webhook, Slack, e-mail): README \"Alert channels\" has an example settings file;",
+        "     then export PACSGUARD_SETTINGS=FILE, and pacsguard down; pacsguard up (watch reads it at start).",
+        "  Or watch a whole simulated morning, every attack kind: pacsguard demo (about 7 minutes).",
+    ])
+
+
+DEFAULT_LOCAL_URL = "http://127.0.0.1:9200"
+BURST_EVENT = ('{"message": "{\\"timestamp\\":\\"\'"$(date -u +%FT%TZ)"\'\\",\\"app\\":\\"cloudpacs\\",'
+               '\\"action\\":\\"user-login\\",\\"outcome\\":\\"failure\\",\\"user\\":\\"dr.smith\\",'
+               '\\"source_ip\\":\\"81.2.69.142\\"}"}')
+
+
+def burst_command(url: str, data_stream: str) -> str:
+    """The README's quick-start burst as one shell line: 9 failed logins of dr.smith, stamped now."""
+    return (f"for i in $(seq 9); do curl -s -o /dev/null -w '%{{http_code}} ' -XPOST "
+            f"'{url}/{data_stream}/_doc?op_type=create' -H 'content-type: application/json' "
+            f"-d '{BURST_EVENT}'; done; echo")
 
 
 @app.command()
 @handle_errors
 def down(port: PortOpt = 9200) -> None:
-    """Stop the background `watch` and the local node that `up` started."""
+    """Stop what `up` started: the background `watch`, the console and the local node."""
     from pacsguard.devnode import stop
     from pacsguard.services import background
+    from pacsguard.services.console import process as console_process
 
     watch = background.stop(port)
-    from pacsguard.services.console import process as console_process
-    console_process.stop(port)
+    console = console_process.stop(port)
     node = stop(port=port)
-    emit({"ok": True, "watch_stopped": watch, "node_stopped": node},
-         f"watch {'stopped' if watch else 'was not running'}; node {'stopped' if node else 'was not running'}")
+
+    def said(what: str, stopped: bool) -> str:
+        return f"{what} {'stopped' if stopped else 'was not running'}"
+
+    emit({"ok": True, "watch_stopped": watch, "console_stopped": console, "node_stopped": node},
+         "; ".join([said("watch", watch), said("console", console), said("node", node)]))
 
 
 # ------------------------------------------------------------------ alerts
@@ -1072,19 +1143,32 @@ def alerts_list(
     status: Annotated[list[str] | None, typer.Option("--status", help="open, acknowledged, closed.")] = None,
     all_alerts: Annotated[bool, typer.Option("--all", help="Every alert, closed ones included.")] = False,
     signal: Annotated[str | None, typer.Option("--signal", help="Only this signal, e.g. 4a.")] = None,
+    wait: Annotated[int, typer.Option("--wait", min=0, help="Seconds to wait for a first alert (of --state "
+                                      "and --signal) when there is none yet.")] = 0,
 ) -> None:
     """The alert queue of this installation, newest first (both engines).
 
     By default every alert nobody has closed: open or acknowledged, whether its condition is
-    still active or has cleared. --all, --status or --state choose otherwise."""
+    still active or has cleared. --all, --status or --state choose otherwise. While no channel is
+    configured, it names the local inbox the pack's engine delivers to."""
+    import time
+
+    from pacsguard.engines.channels.inbox import inbox_path
     from pacsguard.services.alerts import QUEUE, list_alerts
 
     cluster, settings = connect()
     statuses = [s.lower() for s in status] if status else (None if all_alerts or state else list(QUEUE))
-    views = list_alerts(cluster, settings, [s.upper() for s in state] if state else None, signal, statuses)
+    deadline = time.monotonic() + wait
+    while True:
+        views = list_alerts(cluster, settings, [s.upper() for s in state] if state else None, signal, statuses)
+        if views or time.monotonic() >= deadline:
+            break
+        time.sleep(2)
     what = "in the queue (open or acknowledged)" if statuses == list(QUEUE) else ""
-    emit({"ok": True, "alerts": [v.as_dict() for v in views]},
-         (_alert_rows(views) if views else "no alerts") + f"\n\n{len(views)} alert(s) {what}".rstrip())
+    inbox = None if settings.notifications.channels else str(inbox_path(settings))
+    emit({"ok": True, "alerts": [v.as_dict() for v in views], "inbox": inbox},
+         (_alert_rows(views) if views else "no alerts") + f"\n\n{len(views)} alert(s) {what}".rstrip()
+         + (f"\nno channel configured: the pack's engine delivers alerts to the inbox {inbox}" if inbox else ""))
 
 
 @alerts_app.command("show")
@@ -1438,22 +1522,32 @@ def demo(
     port: PortOpt = 9200,
     users: Annotated[int, typer.Option("--users", min=8, max=500, help="Accounts of the simulated hospital.")] = 20,
     seed: Annotated[int, typer.Option("--seed")] = 1,
-    out: Annotated[Path, typer.Option("--out", help="Where the shipped files go.")] = Path("pacsguard-demo"),
+    out: Annotated[Path | None, typer.Option("--out", help="Where the shipped files go (default: demo-<port> "
+                                             "in the state dir, ~/.local/state/pacsguard).")] = None,
     wait: Annotated[int, typer.Option("--wait", min=10, help="Seconds to wait for alerts after the morning.")] = 420,
+    console_port: Annotated[int, typer.Option("--console-port", envvar="PACSGUARD_CONSOLE_PORT",
+                                              help="Port of the web console on 127.0.0.1.")] = 8765,
 ) -> None:
-    """`up`, then a simulated morning shipped live through the collector, and the alerts as `watch` raises them."""
-    from pacsguard.services.demo import failures_key_for_demo, run_demo
+    """`up` (with the console), then a simulated morning shipped live through the collector, and the alerts
+    as `watch` raises them."""
+    from pacsguard.services.console import process as console_process
+    from pacsguard.services.demo import demo_dir, failures_key_for_demo, run_demo
 
-    up(port=port, no_watch=False, no_console=True, console_port=8765)
+    up(port=port, no_watch=False, no_console=False, console_port=console_port)
     cluster, settings = connect(f"http://127.0.0.1:{port}")
+    out = out or demo_dir(port)
+    progress(f"the demo's files go to {out}")
 
     def show(alert: Any) -> None:
         typer.echo(terminal_safe(f"ALERT {alert.start_time}  {alert.severity:<8} {alert.signal:>3}  {alert.entity}  "
                                  f"({alert.rule}; owner {alert.owner}; pacsguard alerts show {alert.id})"))
 
     count = run_demo(cluster, settings, out, failures_key_for_demo(), progress, show, users, seed, wait)
-    typer.echo(f"{count} alert(s) arrived. All of them: pacsguard --url http://127.0.0.1:{port} alerts list; "
-               f"stop everything: pacsguard down --port {port}")
+    console = console_process.running(port)
+    cli = "pacsguard" if port == 9200 else f"pacsguard --url http://127.0.0.1:{port}"
+    typer.echo(f"{count} alert(s) arrived. All of them: {cli} alerts list"
+               + (f", or the console {console['url']}" if console else "")
+               + f"; the demo's files: {out}; stop everything: pacsguard down --port {port}")
 
 
 def hoist_global_options(argv: list[str]) -> list[str]:

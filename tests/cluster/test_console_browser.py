@@ -106,6 +106,29 @@ def browser() -> Iterator[Any]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+CHART_LAYOUT_FAULTS = """
+const faults = [];
+const meet = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+const inside = (a, b) => a.left >= b.left - 1 && a.right <= b.right + 1 && a.top >= b.top - 1 && a.bottom <= b.bottom + 1;
+for (const chart of document.querySelectorAll('#charts .chart')) {
+  const box = chart.getBoundingClientRect();
+  const title = chart.querySelector('.gtitle');
+  const bar = chart.querySelector('.modebar');
+  if (title && bar && meet(title.getBoundingClientRect(), bar.getBoundingClientRect()))
+    faults.push(chart.id + ': the toolbar covers the title ' + title.textContent);
+  const legend = chart.querySelector('.legend');
+  for (const label of chart.querySelectorAll('.xtick text, .xtick2 text, .ytick text')) {
+    const r = label.getBoundingClientRect();
+    if (!r.width) continue;
+    if (!inside(r, box)) faults.push(chart.id + ': axis label ' + label.textContent + ' is cut off');
+    if (legend && meet(r, legend.getBoundingClientRect()))
+      faults.push(chart.id + ': the legend covers axis label ' + label.textContent);
+  }
+}
+return faults;
+"""
+
+
 def wait_for(driver: Any, script: str, timeout: float = 60) -> Any:
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -139,6 +162,11 @@ def test_console_in_a_real_browser(loaded: Loaded, console: str, browser: Any, t
     assert len(bars) >= 5, "the signals chart drew no bars"
     slices = browser.find_elements(By.CSS_SELECTOR, "#chart-overview-events-by-source .slice")
     assert slices, "the events-by-source pie is empty"
+
+    # every chart's labels are whole: the axis labels (the date line under the times too) inside the
+    # chart and clear of its legend, the title clear of the plot toolbar (issue 21)
+    layout_faults = browser.execute_script(CHART_LAYOUT_FAULTS)
+    assert layout_faults == [], layout_faults
 
     rows = browser.find_elements(By.CSS_SELECTOR, "#alerts tbody tr")
     assert len(rows) >= 5, "the scenario's open alerts are not listed"

@@ -119,7 +119,7 @@ def test_alerting_items(question: Callable[[Facts, Settings], Answer], signal: s
         "disabled": ({"enabled": False}, "disabled"),
         "error": ({"error": "search failed"}, "last run failed: search failed"),
         "stopped": ({"running": False}, "not running"),
-        "no channel": ({"channels": []}, "no channel"),
+        "no channel": ({"channels": []}, 'no channel: add one under notifications.channels (README "Alert channels")'),
         "no owner": ({"owner": " "}, "no owner"),
     }
     for change, expected in broken.values():

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import signal
 import ssl
@@ -39,7 +38,7 @@ from pacsguard.core.connection import Cluster
 from pacsguard.core.errors import ConnectionProblem, PacsguardError
 from pacsguard.core.models import Progress
 from pacsguard.core.secrets import resolve_envelope_key
-from pacsguard.core.settings import Settings
+from pacsguard.core.settings import Settings, state_dir
 
 log = logging.getLogger("pacsguard.collector")
 MiB = 1024 * 1024
@@ -132,8 +131,7 @@ class CollectorConfig:
 
 
 def default_state_dir(settings: Settings) -> Path:
-    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-    return base / "pacsguard" / f"collector-{settings.id_prefix}-{settings.namespace}"
+    return state_dir() / f"collector-{settings.id_prefix}-{settings.namespace}"
 
 
 def widen_pool(cluster: Cluster, size: int) -> None:

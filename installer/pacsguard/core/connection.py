@@ -50,6 +50,21 @@ def _public_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
+LOCAL_NODE_HOSTS = ("127.0.0.1", "localhost", "::1")
+LOCAL_NODE_PORT = 9200
+
+
+def unreachable_hint(url: str) -> str:
+    """What starts the node when the URL is where `pacsguard up` puts it (http on loopback); else nothing."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or parts.hostname not in LOCAL_NODE_HOSTS:
+        return ""
+    port = parts.port or 80
+    if port == LOCAL_NODE_PORT:
+        return "; is the local node down? start it with: make up (or pacsguard up)"
+    return f"; is the local node down? start it with: pacsguard up --port {port}"
+
+
 def _reason(exc: Exception) -> str:
     text = str(getattr(exc, "info", None) or exc)
     for marker in ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed", "self-signed", "self signed"):
@@ -133,7 +148,9 @@ class Cluster:
         except osx.ConnectionTimeout:
             raise ConnectionProblem(f"{self.url} did not answer within {self.settings.timeout_seconds:.0f}s") from None
         except osx.ConnectionError as exc:
-            raise ConnectionProblem(f"cannot reach {self.url}: {_reason(exc)}") from None
+            reason = _reason(exc)
+            hint = unreachable_hint(self.url) if reason == "connection refused" else ""
+            raise ConnectionProblem(f"cannot reach {self.url}: {reason}{hint}") from None
         except osx.TransportError as exc:
             status = exc.status_code if isinstance(exc.status_code, int) else 0
             if status == 404 and ok_missing:

@@ -122,7 +122,15 @@ _ONLY_FOR: dict[str, tuple[str, ...]] = {
     "from_address": ("smtp",),
     "url": ("webhook", "slack", "chime"), "url_env": ("webhook", "slack", "chime"),
     "url_file": ("webhook", "slack", "chime"),
+    "path": ("inbox",),
 }
+
+
+def state_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where pacsguard keeps its local state (the collector's offsets and spool, the alert inbox):
+    $XDG_STATE_HOME/pacsguard, by default ~/.local/state/pacsguard. Never the work tree."""
+    env = os.environ if environ is None else environ
+    return Path(env.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "pacsguard"
 
 
 def secret_from(env_name: str | None, file: Path | None, what: str,
@@ -157,7 +165,9 @@ class Channel(Frozen):
     """
 
     name: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
-    type: Literal["webhook", "slack", "chime", "smtp"]
+    # inbox: the built-in local file (engines/channels/inbox.py) the pack's engine delivers to when no
+    # channel is configured; not a type for the settings file (Notifications refuses it).
+    type: Literal["webhook", "slack", "chime", "smtp", "inbox"]
     # webhook / slack / chime. A Slack incoming-webhook URL is itself a credential: prefer url_env/url_file.
     url: str | None = Field(default=None, pattern=r"^https?://")
     url_env: str | None = Field(default=None, pattern=ENV_NAME)
@@ -180,6 +190,7 @@ class Channel(Frozen):
     # TLS for every kind: verified by default; ca_bundle for a private CA; verify_tls: false for tests only.
     ca_bundle: Path | None = None
     verify_tls: bool = True
+    path: Path | None = None  # inbox only: the JSON-lines file
 
     @model_validator(mode="after")
     def _coherent(self) -> Channel:
@@ -241,6 +252,14 @@ class DeliveryPolicy(Frozen):
 class Notifications(Frozen):
     channels: list[Channel] = []
     delivery: DeliveryPolicy = DeliveryPolicy()
+
+    @model_validator(mode="after")
+    def _no_inbox(self) -> Notifications:
+        for channel in self.channels:
+            if channel.type == "inbox":
+                raise ValueError(f"channel {channel.name}: the inbox is built in (it receives the alerts while "
+                                 "no channel is configured); use webhook, slack, chime or smtp here")
+        return self
 
 
 class DetectionSettings(Frozen):

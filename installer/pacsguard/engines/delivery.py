@@ -25,6 +25,7 @@ from pacsguard.core.errors import PacsguardError
 from pacsguard.core.settings import Channel, DeliveryPolicy
 from pacsguard.engines.channels.attempt import AttemptOutcome, Scrubber, Transport
 from pacsguard.engines.channels.http_transport import SlackTransport, WebhookTransport
+from pacsguard.engines.channels.inbox import InboxTransport
 from pacsguard.engines.channels.message import AlertMessage, check_delivery_id
 from pacsguard.engines.channels.smtp_transport import SmtpTransport
 from pacsguard.engines.channels.tls import client_context
@@ -191,6 +192,8 @@ def _static_problems(channel: Channel) -> list[str]:
             problems.append(f"{where}: security none would send the password in clear text; use starttls or tls")
         if channel.username is not None and not (channel.password_env or channel.password_file):
             problems.append(f"{where}: username is set but neither password_env nor password_file")
+    if channel.type == "inbox" and channel.path is None:
+        problems.append(f"{where}: needs path")
     if channel.ca_bundle is not None and not channel.ca_bundle.is_file():
         problems.append(f"{where}: ca_bundle {channel.ca_bundle} does not exist")
     return problems
@@ -200,6 +203,9 @@ def _transport_for(channel: Channel, environ: Mapping[str, str] | None) -> Trans
     problems = _static_problems(channel)
     if problems:
         raise PacsguardError("; ".join(problems))
+    if channel.type == "inbox":
+        assert channel.path is not None  # _static_problems checked
+        return InboxTransport(channel.path)
     what = f"notifications channel {channel.name}"
     context = client_context(channel.ca_bundle, channel.verify_tls, what)
     if channel.type == "smtp":

@@ -193,7 +193,7 @@ def _alerting(key: str, q: str, signals: tuple[str, ...], f: Facts) -> Answer:
             faults.append("not running (no recent run: is `pacsguard watch` up?)"
                           if r.engine == "pacsguard" else "monitor disabled")
         if not r.channels:
-            faults.append("no channel (notifications.channels)")
+            faults.append('no channel: add one under notifications.channels (README "Alert channels")')
         if not r.owner.strip():
             faults.append("no owner")
         if faults:

@@ -21,7 +21,7 @@ from pacsguard.collector.sender import SenderConfig
 from pacsguard.collector.service import CollectorConfig, CollectorThread
 from pacsguard.core.connection import Cluster
 from pacsguard.core.models import Progress
-from pacsguard.core.settings import Settings
+from pacsguard.core.settings import Settings, state_dir
 from pacsguard.jobs import run_job
 from pacsguard.services.alerts import AlertView, list_alerts
 from pacsguard.services.simulate import (
@@ -42,6 +42,12 @@ from pacsguard.services.simulate import (
 )
 
 LIVE = (s_1a, s_1b, s_1c, s_3, s_4c, s_5a)
+
+
+def demo_dir(port: int) -> Path:
+    """The demo's files (history, the live morning, the collector's state): in the state dir, never in the
+    directory the demo was started from (a clone of the repository, often)."""
+    return state_dir() / f"demo-{port}"
 
 
 def morning(users: int, seed: int, now: dt.datetime, history_days: int = 7) -> tuple[Simulation, Simulation]:

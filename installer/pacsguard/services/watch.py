@@ -38,6 +38,7 @@ from pacsguard.engines.alerts import (
     AlertStore,
     now_iso,
 )
+from pacsguard.engines.channels.inbox import inbox_channel
 from pacsguard.engines.delivery import AlertMessage, DeliveryResult, deliver
 from pacsguard.engines.result import Bucket, MonitorRun
 from pacsguard.jobs import run_job
@@ -116,7 +117,9 @@ class Watcher:
         self.settings = settings
         self.progress = progress
         self.store = AlertStore(cluster, settings.index("alerts"))
-        self.channels: dict[str, Channel] = {c.name: c for c in settings.notifications.channels}
+        # no channel configured: alerts go to the local inbox file, never to nobody
+        self.channels: dict[str, Channel] = {c.name: c for c in settings.notifications.channels
+                                             or [inbox_channel(settings)]}
         self.clock = clock
         event_every = duration_seconds(settings.detection.event_rule_every)
         self.rules = [RuleState(c, event_every if c.rule.detection.type == "event"
@@ -371,8 +374,11 @@ def _needs_attention(src: dict[str, Any], at: dt.datetime, renotify: int) -> boo
                 and (at - dt.datetime.fromisoformat(last)).total_seconds() >= renotify)
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) else None
+def _number(value: Any) -> int | float | None:
+    """A bucket's count as a person reads it: 9, not 9.0 (aggregations answer doubles)."""
+    if not isinstance(value, (int, float)):
+        return None
+    return int(value) if float(value).is_integer() else float(value)
 
 
 def _public(alert: Alert) -> dict[str, Any]:

@@ -35,8 +35,14 @@ def _series(vis: VisSpec, rows: list[Row]) -> dict[str, tuple[list[Any], list[An
 
 
 def figure(vis: VisSpec, rows: list[Row]) -> go.Figure:
-    layout = {"title": {"text": vis.title, "font": {"size": 14}}, "margin": {"l": 40, "r": 10, "t": 40, "b": 40},
-              "height": 320, "legend": {"orientation": "h"}}
+    # The title sits under the plot toolbar (which plotly draws at the top right of the chart), not
+    # beside it; the axes grow their margins to fit their labels (a time axis adds the date under the
+    # first time) and the legend goes below them, at the foot of the chart.
+    layout = {"title": {"text": vis.title, "font": {"size": 14}, "x": 0.02, "xanchor": "left",
+                        "yref": "container", "y": 1, "yanchor": "top", "pad": {"t": 32}},
+              "margin": {"l": 40, "r": 10, "t": 64, "b": 40}, "height": 340,
+              "xaxis": {"automargin": True}, "yaxis": {"automargin": True},
+              "legend": {"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom"}}
     if vis.type == "metric":
         value = rows[0].values.get(vis.metrics[0][0]) if rows else 0
         return go.Figure(go.Indicator(mode="number", value=value or 0, title={"text": vis.metrics[0][1].label}),

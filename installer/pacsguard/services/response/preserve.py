@@ -17,10 +17,10 @@ SCROLL_KEEP = "2m"
 PAGE = 1000
 
 
-def entity_query(ctx: AlertContext, start: str, end: str, actor_only: bool = False) -> dict[str, Any]:
-    """The entity's events in the window: as actor, and (for evidence) as a related user or IP too."""
+def entity_query(ctx: AlertContext, start: str, end: str) -> dict[str, Any]:
+    """The entity's events in the window, as actor or as a related user or IP: the evidence, and the scope."""
     related = {"user.name": "related.user", "source.ip": "related.ip"}.get(ctx.entity_field)
-    fields = [ctx.entity_field] + ([related] if related and not actor_only else [])
+    fields = [ctx.entity_field] + ([related] if related else [])
     return {"bool": {
         "filter": [{"range": {"@timestamp": {"gte": start, "lte": end}}}],
         "should": [{"term": {f: ctx.entity}} for f in fields], "minimum_should_match": 1}}

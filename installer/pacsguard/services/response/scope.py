@@ -1,5 +1,8 @@
 """scope: what the alert's entity touched in the evidence window.
 
+It reads exactly the events `preserve` puts in the bundle (the same query and window): the
+entity's own and those naming it (related.user / related.ip), so the two agree on the count.
+
 Distinct studies viewed / exported / shared / deleted (counts and UIDs), distinct
 patient hashes, export destinations, share recipients (external marked), source IPs
 with their countries and devices, and (useful for an IP entity) the accounts seen.
@@ -92,7 +95,8 @@ def _scope(cluster: Cluster, settings: Settings, alert_id: str, before: str | No
     index = settings.index("events_data_stream")
     page = settings.detection.composite_page_size
     cluster.request("POST", f"/{index}/_refresh", ok_missing=True)
-    base = entity_query(ctx, start, end, actor_only=True)
+    # the evidence bundle's query (preserve.py): the same events, so scope and bundle count the same
+    base = entity_query(ctx, start, end)
 
     def buckets(sources: list[dict[str, Any]], *clauses: dict[str, Any]) -> list[dict[str, Any]]:
         return list(composite_buckets(cluster, index, _with(base, *clauses) if clauses else base, sources, page))
