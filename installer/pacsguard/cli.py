@@ -565,6 +565,48 @@ def rules_lock(folder: Annotated[Path | None, typer.Argument(help="A team's rule
          "\n".join(f"locked {n} rule(s) in {p}" for p, n in done))
 
 
+@rules_app.command("export")
+@handle_errors
+def rules_export(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the Sigma files into.")],
+    fmt: Annotated[str, typer.Option("--format", help="sigma")] = "sigma",
+) -> None:
+    """Write the rules Sigma can express as Sigma YAML (a base rule and, for a threshold, a correlation rule),
+    and say for the others why not."""
+    from pacsguard.rules.catalog import all_rules
+    from pacsguard.rules.sigma import export_text
+
+    if fmt != "sigma":
+        raise typer.BadParameter(f"--format {fmt!r}: only sigma")
+    settings = opts().settings()
+    files, refused = export_text(all_rules(settings), settings)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (out / name).write_text(text)
+    emit({"ok": True, "written": sorted(files), "not_exported": refused},
+         "\n".join([f"wrote {out / n}" for n in sorted(files)] + [f"NOT EXPORTED {why}" for why in refused.values()]))
+
+
+@rules_app.command("import")
+@handle_errors
+def rules_import(
+    file: Annotated[Path, typer.Argument(help="A Sigma detection rule (YAML).")],
+    signal: Annotated[str, typer.Option("--signal", help="The custom rule's signal (a name of its own).")],
+    out: Annotated[Path, typer.Option("--out", help="The team's rules folder to write it into.")],
+) -> None:
+    """Turn a Sigma detection rule into a custom rule of ours (refusing what it cannot express, with why)."""
+    from pacsguard.rules.model import load_rule
+    from pacsguard.rules.sigma import import_rule
+
+    text = import_rule(file.read_text(), signal, str(file))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"imported_{signal.replace('-', '_')}.yml"
+    path.write_text(text)
+    rule = load_rule(path)  # the same validation as every rule: a bad field fails here, naming path:line
+    emit({"ok": True, "rule": str(path), "signal": rule.signal},
+         f"wrote {path} (signal {rule.signal}); add scenarios, then `pacsguard rules lock {out}`")
+
+
 @app.command("test-rules")
 @handle_errors
 def test_rules(

@@ -123,3 +123,74 @@ def test_problem_lines_round_trip() -> None:
 def test_text_format_lists_problems(tmp_path: Path) -> None:
     path = _broken(tmp_path, "entity: observer.hostname", "entity: observer.host")
     assert render(validate(_settings(path.parent)), "text").startswith(f"{path}:25: detection.entity:")
+
+
+SIGMA_IN = """\
+title: Study deleted by a service account
+id: 0b7f8a11-2c3d-4e5f-8a9b-0c1d2e3f4a5b
+status: experimental
+description: A service account deletes a study, which service accounts here never do.
+author: radiology SOC
+date: 2026-12-01
+tags: [attack.impact, attack.t1485]
+logsource: {product: pacs, service: audit}
+detection:
+  selection:
+    event.action: study-delete
+    user.roles: service-account
+  filter_test:
+    observer.hostname: test-pacs
+  condition: selection and not filter_test
+falsepositives: [A cleanup job run by hand]
+level: high
+"""
+
+
+def test_every_exported_sigma_rule_parses_with_pysigma(tmp_path: Path) -> None:
+    import yaml
+    from sigma.backends.opensearch import OpensearchLuceneBackend
+    from sigma.collection import SigmaCollection
+    from sigma.correlations import SigmaCorrelationRule
+
+    result = CliRunner().invoke(app, ["--json", "rules", "export", "--format", "sigma", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert sorted(data["written"]) == [f"pacsguard_{s}.yml" for s in ("1a", "1b", "3", "4a", "5a")]
+    assert sorted(data["not_exported"]) == ["1c", "2a", "2b", "4b", "5b"]
+    assert "per-user baseline" in data["not_exported"]["4b"]
+    kinds = {}
+    for name in data["written"]:
+        text = (tmp_path / name).read_text()
+        collection = SigmaCollection.from_yaml(text)
+        collection.resolve_rule_references()
+        kinds[name] = sorted(r.type.name.lower() for r in collection.rules if isinstance(r, SigmaCorrelationRule))
+        base = next(d for d in yaml.safe_load_all(text) if "detection" in d)
+        base.pop("generate", None)  # the backend converts base rules (a generate: false one only feeds its correlation)
+        query = OpensearchLuceneBackend().convert(SigmaCollection.from_dicts([base]))
+        assert len(query) == 1 and "event.action:" in query[0]
+    assert kinds == {"pacsguard_1a.yml": ["event_count"], "pacsguard_1b.yml": ["event_count"], "pacsguard_3.yml": [],
+                     "pacsguard_4a.yml": ["value_count"], "pacsguard_5a.yml": ["event_count"]}
+
+
+def test_a_sigma_rule_imports_as_a_valid_custom_rule(tmp_path: Path) -> None:
+    from pacsguard.rules.model import load_rule
+    from sigma.collection import SigmaCollection
+
+    SigmaCollection.from_yaml(SIGMA_IN)  # the input is itself valid Sigma
+    src = tmp_path / "svc_delete.yml"
+    src.write_text(SIGMA_IN)
+    result = CliRunner().invoke(app, ["rules", "import", str(src), "--signal", "sigma-svc-delete",
+                                      "--out", str(tmp_path / "team")])
+    assert result.exit_code == 0, result.output
+    rule = load_rule(tmp_path / "team" / "imported_sigma_svc_delete.yml")
+    f = rule.detection.filter
+    assert (rule.detection.type, f.actions, f.where, f.where_not, rule.severity) == (
+        "event", ["study-delete"], {"user.roles": "service-account"}, {"observer.hostname": "test-pacs"}, "high")
+
+
+def test_a_sigma_correlation_is_refused_with_the_reason(tmp_path: Path) -> None:
+    src = tmp_path / "corr.yml"
+    src.write_text(SIGMA_IN + "---\ntitle: c\ncorrelation: {type: event_count, rules: [x], timespan: 5m, "
+                              "condition: {gte: 3}}\n")
+    result = CliRunner().invoke(app, ["rules", "import", str(src), "--signal", "x-y", "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "a correlation rule is not imported" in result.output
