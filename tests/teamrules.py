@@ -64,3 +64,24 @@ def team_folder(root: Path) -> Path:
     (folder / "scenarios" / "team-ws-deletes.yaml").write_text(SCENARIO)
     write_lock(load_rules(folder, custom=True), folder)
     return folder
+
+# A Sigma detection rule (valid Sigma) that `rules import` turns into a custom rule.
+SIGMA_IN = """\
+title: Study deleted by a service account
+id: 0b7f8a11-2c3d-4e5f-8a9b-0c1d2e3f4a5b
+status: experimental
+description: A service account deletes a study, which service accounts here never do.
+author: radiology SOC
+date: 2026-12-01
+tags: [attack.impact, attack.t1485]
+logsource: {product: pacs, service: audit}
+detection:
+  selection:
+    event.action: study-delete
+    user.roles: service-account
+  filter_test:
+    observer.hostname: test-pacs
+  condition: selection and not filter_test
+falsepositives: [A cleanup job run by hand]
+level: high
+"""

@@ -25,7 +25,7 @@ from pacsguard.services.install import desired_objects, install, make_plan, unin
 from pacsguard.services.rulecheck import validate
 from pacsguard.services.scenarios import EventSpec, _bulk, expand, run_scenarios
 from pacsguard.services.watch import Watcher
-from teamrules import SIGNAL, team_folder
+from teamrules import SIGMA_IN, SIGNAL, team_folder
 from testnode import make_settings
 from typer.testing import CliRunner
 
@@ -161,3 +161,34 @@ def test_snooze_records_and_delivers_after_its_end(cluster_url: str, unique: str
         watcher.close()
         hook.server.shutdown()
         uninstall(cluster, settings, purge=True)
+
+
+SIGMA_SCENARIO = """\
+signal: sigma-svc-delete
+cases:
+  - name: a service account deleting a study fires
+    events:
+      - {at: -1m, action: study-delete, user: svc-backup, roles: [service-account], extra: {host: pacs-01}}
+    fires: [svc-backup]
+  - name: on the test PACS it does not
+    events:
+      - {at: -1m, action: study-delete, user: svc-test, roles: [service-account], extra: {host: test-pacs}}
+    fires: []
+"""
+
+
+def test_an_imported_sigma_rule_scenario_fires(cluster_url: str, tmp_path: Path) -> None:
+    from pacsguard.rules.lock import write_lock
+    from pacsguard.rules.model import load_rules
+    from pacsguard.rules.sigma import import_rule
+
+    folder = tmp_path / "sigma-rules"
+    (folder / "scenarios").mkdir(parents=True)
+    (folder / "impact_sigma_svc_delete.yml").write_text(import_rule(SIGMA_IN, "sigma-svc-delete"))
+    (folder / "scenarios" / "sigma-svc-delete.yaml").write_text(SIGMA_SCENARIO)
+    write_lock(load_rules(folder, custom=True), folder)
+    settings = _team_settings(cluster_url, "pgsig", folder)
+    assert validate(settings).ok
+    report = run_scenarios(Cluster.connect(settings.cluster), settings, only={"sigma-svc-delete"})
+    assert [(r.case, sorted(r.fired), r.passed) for r in report.results] == [
+        ("a service account deleting a study fires", ["svc-backup"], True), ("on the test PACS it does not", [], True)]

@@ -16,7 +16,7 @@ from pacsguard.rules.model import RuleError, load_rule_sets
 from pacsguard.rules.report import github, problems_of
 from pacsguard.services.rulecheck import render, validate
 from pacsguard.services.scenarios import CaseResult, RunReport, junit_report
-from teamrules import RULE, SIGNAL, team_folder
+from teamrules import RULE, SIGMA_IN, SIGNAL, team_folder
 from typer.testing import CliRunner
 
 
@@ -125,25 +125,6 @@ def test_text_format_lists_problems(tmp_path: Path) -> None:
     assert render(validate(_settings(path.parent)), "text").startswith(f"{path}:25: detection.entity:")
 
 
-SIGMA_IN = """\
-title: Study deleted by a service account
-id: 0b7f8a11-2c3d-4e5f-8a9b-0c1d2e3f4a5b
-status: experimental
-description: A service account deletes a study, which service accounts here never do.
-author: radiology SOC
-date: 2026-12-01
-tags: [attack.impact, attack.t1485]
-logsource: {product: pacs, service: audit}
-detection:
-  selection:
-    event.action: study-delete
-    user.roles: service-account
-  filter_test:
-    observer.hostname: test-pacs
-  condition: selection and not filter_test
-falsepositives: [A cleanup job run by hand]
-level: high
-"""
 
 
 def test_every_exported_sigma_rule_parses_with_pysigma(tmp_path: Path) -> None:
