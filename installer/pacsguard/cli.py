@@ -200,6 +200,10 @@ def plan(all_objects: Annotated[bool, typer.Option("--all", help="Also list unch
     blocked += f", {counts['skipped']} skipped (optional plugin not running)" if counts["skipped"] else ""
     data["warnings"] = result.plan.warnings
     warnings = "".join(f"\nWARNING {w}" for w in result.plan.warnings)
+    from pacsguard.rules.catalog import override_lines
+
+    data["overrides"] = override_lines(settings)
+    body += "".join(f"\noverride {line}" for line in data["overrides"])
     emit(data, f"{body}\n\nplan: {counts['create']} to create, {counts['update']} to update, "
                f"{counts['delete']} to delete, {counts['unchanged']} unchanged{blocked}{warnings}")
 
@@ -327,6 +331,14 @@ def status(strict: Annotated[bool, typer.Option(
         lines += ["", table(["signal", "engine", "running", "last run", "last error", "in queue", "rule"],
                             [[r.signal, r.engine, "yes" if r.running else ("disabled" if not r.enabled else "NO"),
                               r.last_run or "never", r.last_error or "-", r.open_alerts, r.rule] for r in rules])]
+        from pacsguard.services.exceptions import entries
+
+        silenced = entries(cluster, settings)
+        data["exceptions"] = [e.as_dict() for e in silenced]
+        lines += [f"{e.kind:<9} {e.id}: {e.target()} until {e.expires} ({e.author}: {e.reason})" for e in silenced]
+        excepted = sum(1 for e in silenced if e.kind == "exception")
+        lines.append(f"excepted  {excepted} entit{'y' if excepted == 1 else 'ies'} in force, "
+                     f"{len(silenced) - excepted} snooze(s)")
         idle = [r.signal for r in rules if not r.healthy]
         if idle:
             healthy = False
@@ -432,6 +444,103 @@ def jobs_run(
         progress(f"stopped after {runs} run(s)")
 
 
+# ------------------------------------------------------------ exceptions and snoozes
+
+exceptions_app = typer.Typer(help="Entity exceptions with a reason, an author and an expiry (both engines).")
+app.add_typer(exceptions_app, name="exceptions")
+snooze_app = typer.Typer(help="Snoozes: a rule (or a rule for one entity) records its alerts but delivers none "
+                              "until the snooze ends.")
+app.add_typer(snooze_app, name="snooze")
+UntilOpt = Annotated[str, typer.Option("--until", help="The end: 8h, 7d, friday, 2026-12-11, or an ISO time.")]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (kept with it).")]
+RuleOpt = Annotated[list[str] | None, typer.Option("--rule", help="Rule signal (repeatable; default: every rule).")]
+
+
+def _entry_rows(found: list[Any]) -> str:
+    return table(["id", "kind", "rules", "field", "value", "until", "author", "reason"],
+                 [[e.id, e.kind, ",".join(e.rules), e.field or "-", e.value or "(whole rule)", e.expires, e.author,
+                   e.reason] for e in found])
+
+
+@exceptions_app.command("add")
+@handle_errors
+def exceptions_add(
+    until: UntilOpt, reason: ReasonOpt, by: Annotated[str, typer.Option("--by", envvar="USER", help="Author.")],
+    rule: RuleOpt = None,
+    user: Annotated[str | None, typer.Option("--user", help="Except this user.name.")] = None,
+    ip: Annotated[str | None, typer.Option("--ip", help="Except this source.ip.")] = None,
+    field: Annotated[str | None, typer.Option("--field", help="Except a value of this field (a custom rule's "
+                                                              "entity, e.g. observer.hostname).")] = None,
+    value: Annotated[str | None, typer.Option("--value", help="The value of --field.")] = None,
+) -> None:
+    """Except an entity from a rule (or every rule) until a time; it stops applying by itself at its end."""
+    from pacsguard.services.exceptions import add
+
+    picked = [(f, v) for f, v in (("user.name", user), ("source.ip", ip), (field, value)) if v is not None]
+    if len(picked) != 1 or (field is not None) != (value is not None):
+        raise typer.BadParameter("name one entity: --user, --ip, or --field with --value")
+    cluster, settings = connect()
+    entry = add(cluster, settings, rules=list(rule or ["*"]), field=picked[0][0], value=picked[0][1],
+                reason=reason, author=by, until=until)
+    emit({"ok": True, "exception": entry.as_dict()}, f"exception {entry.id}: {entry.target()} until {entry.expires}")
+
+
+@exceptions_app.command("list")
+@handle_errors
+def exceptions_list(expired: Annotated[bool, typer.Option("--expired", help="Also those that ended.")] = False) -> None:
+    """Exceptions and snoozes in force (with --expired: also those that ended), soonest end first."""
+    from pacsguard.services.exceptions import entries
+
+    cluster, settings = connect()
+    found = entries(cluster, settings, expired=expired)
+    emit({"ok": True, "entries": [e.as_dict() for e in found]}, _entry_rows(found) if found else "none")
+
+
+@exceptions_app.command("remove")
+@handle_errors
+def exceptions_remove(entry_id: Annotated[str, typer.Argument(help="Exception or snooze id.")]) -> None:
+    """Remove an exception or a snooze now."""
+    from pacsguard.services.exceptions import remove
+
+    cluster, settings = connect()
+    remove(cluster, settings, entry_id)
+    emit({"ok": True, "removed": entry_id}, f"removed {entry_id}")
+
+
+@snooze_app.command("add")
+@handle_errors
+def snooze_add(
+    rule: Annotated[str, typer.Argument(help="Rule signal.")], until: UntilOpt, reason: ReasonOpt,
+    by: Annotated[str, typer.Option("--by", envvar="USER", help="Author.")],
+    entity: Annotated[str | None, typer.Option("--entity", help="Only this entity (as alerts name it).")] = None,
+) -> None:
+    """Mute a rule's deliveries until a time: its alerts are still recorded (the pacsguard engine)."""
+    from pacsguard.rules.exceptions import SNOOZE
+    from pacsguard.services.exceptions import add
+    from pacsguard.services.install import alerting_signals
+
+    cluster, settings = connect()
+    entry = add(cluster, settings, kind=SNOOZE, rules=[rule], field=None, value=entity, reason=reason, author=by,
+                until=until)
+    text = f"snooze {entry.id}: {entry.target()} until {entry.expires}"
+    if rule in alerting_signals(settings, cluster.installed_components()[0]):
+        text += (f"\nWARNING rule {rule} runs on OpenSearch Alerting, whose Notifications deliver without asking "
+                 "the pack: the snooze is recorded and shown by status, but holds only on the pacsguard engine")
+    emit({"ok": True, "snooze": entry.as_dict()}, text)
+
+
+@snooze_app.command("list")
+@handle_errors
+def snooze_list() -> None:
+    """Snoozes in force and their ends."""
+    from pacsguard.rules.exceptions import SNOOZE
+    from pacsguard.services.exceptions import entries
+
+    cluster, settings = connect()
+    found = entries(cluster, settings, kind=SNOOZE)
+    emit({"ok": True, "snoozes": [e.as_dict() for e in found]}, _entry_rows(found) if found else "none")
+
+
 # ------------------------------------------------------------ detections
 
 rules_app = typer.Typer(help="Detection rules: validate and inspect.")
@@ -440,41 +549,89 @@ app.add_typer(rules_app, name="rules")
 
 @rules_app.command("validate")
 @handle_errors
-def rules_validate(folder: Annotated[Path | None, typer.Argument(help="Rules folder (default: the pack's).")] = None) -> None:
-    """Validate every rule file and the version lock; each problem is reported as path:line: field: message."""
-    from pacsguard.rules.compiler import render_monitor, rules_folder
-    from pacsguard.rules.lock import lock_problems
-    from pacsguard.rules.model import RuleError, load_rules
+def rules_validate(
+    folder: Annotated[Path | None, typer.Argument(help="A team's rules folder (default: the pack's and those of "
+                                                       "settings rules.folders).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="text | json | github | junit")] = "text",
+) -> None:
+    """Validate every rule file and the version lock; each problem is reported as path:line: field: message.
 
-    folder = folder or rules_folder()
-    rules = load_rules(folder)
-    settings = opts().settings()
-    for rule in rules:
-        render_monitor(rule, settings)  # a rule must also compile with this installation's settings
-    problems = lock_problems(rules, folder)
-    if problems:
-        raise RuleError("\n".join(problems))
-    rows = [[r.signal, r.severity, r.detection.type, f"v{r.version}", str(r.id), r.name]
-            for r in sorted(rules, key=lambda r: r.signal)]
-    emit({"ok": True, "rules": [dict(zip(["signal", "severity", "type", "version", "id", "name"], r)) for r in rows]},
-         table(["signal", "severity", "type", "version", "id", "name"], rows) + f"\n\n{len(rules)} rule(s) valid")
+    --format github prints GitHub Actions annotations (::error file=...,line=...::), junit a JUnit XML
+    report (one test case per rule file and lock); the exit code is 1 when a problem was found."""
+    from pacsguard.services.rulecheck import render, validate
+
+    if fmt not in ("text", "json", "github", "junit"):
+        raise typer.BadParameter(f"--format {fmt!r}: one of text, json, github, junit")
+    v = validate(opts().settings(), folder)
+    rows = [[r.signal, "custom" if r.custom else "pack", r.severity, r.detection.type, f"v{r.version}", str(r.id),
+             r.name] for r in sorted(v.rules, key=lambda r: (r.custom, r.signal))]
+    heads = ["signal", "origin", "severity", "type", "version", "id", "name"]
+    if fmt == "json" or opts().json:
+        typer.echo(json.dumps({"ok": v.ok, "rules": [dict(zip(heads, r)) for r in rows],
+                               "problems": [p.__dict__ for p in v.problems]}, indent=2))
+    elif fmt in ("github", "junit"):
+        typer.echo(render(v, fmt))
+    elif v.ok:
+        typer.echo(table(heads, rows) + f"\n\n{len(v.rules)} rule(s) valid")
+    else:
+        typer.echo(render(v, "text"), err=True)
+    if not v.ok:
+        raise typer.Exit(EXIT_ERROR)
 
 
 @rules_app.command("lock")
 @handle_errors
-def rules_lock(folder: Annotated[Path | None, typer.Argument(help="Rules folder (default: the pack's).")] = None) -> None:
-    """Record each rule's version and content hash in rules.lock.yaml (after bumping the versions of changed rules)."""
-    from pacsguard.rules.compiler import rules_folder
-    from pacsguard.rules.lock import lock_problems, write_lock
-    from pacsguard.rules.model import RuleError, load_rules
+def rules_lock(folder: Annotated[Path | None, typer.Argument(help="A team's rules folder (default: every "
+                                                                   "folder of the settings).")] = None) -> None:
+    """Record each rule's version and content hash in its folder's rules.lock.yaml (after bumping the versions of
+    changed rules)."""
+    from pacsguard.services.rulecheck import lock
 
-    folder = folder or rules_folder()
-    rules = load_rules(folder)
-    unbumped = [p for p in lock_problems(rules, folder) if "bump version" in p]
-    if unbumped:
-        raise RuleError("\n".join(unbumped))
-    path = write_lock(rules, folder)
-    emit({"ok": True, "lock": str(path), "rules": len(rules)}, f"locked {len(rules)} rule(s) in {path}")
+    done = lock(opts().settings(), folder)
+    emit({"ok": True, "locks": [{"lock": str(p), "rules": n} for p, n in done]},
+         "\n".join(f"locked {n} rule(s) in {p}" for p, n in done))
+
+
+@rules_app.command("export")
+@handle_errors
+def rules_export(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the Sigma files into.")],
+    fmt: Annotated[str, typer.Option("--format", help="sigma")] = "sigma",
+) -> None:
+    """Write the rules Sigma can express as Sigma YAML (a base rule and, for a threshold, a correlation rule),
+    and say for the others why not."""
+    from pacsguard.rules.catalog import all_rules
+    from pacsguard.rules.sigma import export_text
+
+    if fmt != "sigma":
+        raise typer.BadParameter(f"--format {fmt!r}: only sigma")
+    settings = opts().settings()
+    files, refused = export_text(all_rules(settings), settings)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (out / name).write_text(text)
+    emit({"ok": True, "written": sorted(files), "not_exported": refused},
+         "\n".join([f"wrote {out / n}" for n in sorted(files)] + [f"NOT EXPORTED {why}" for why in refused.values()]))
+
+
+@rules_app.command("import")
+@handle_errors
+def rules_import(
+    file: Annotated[Path, typer.Argument(help="A Sigma detection rule (YAML).")],
+    signal: Annotated[str, typer.Option("--signal", help="The custom rule's signal (a name of its own).")],
+    out: Annotated[Path, typer.Option("--out", help="The team's rules folder to write it into.")],
+) -> None:
+    """Turn a Sigma detection rule into a custom rule of ours (refusing what it cannot express, with why)."""
+    from pacsguard.rules.model import load_rule
+    from pacsguard.rules.sigma import import_rule
+
+    text = import_rule(file.read_text(), signal, str(file))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"imported_{signal.replace('-', '_')}.yml"
+    path.write_text(text)
+    rule = load_rule(path)  # the same validation as every rule: a bad field fails here, naming path:line
+    emit({"ok": True, "rule": str(path), "signal": rule.signal},
+         f"wrote {path} (signal {rule.signal}); add scenarios, then `pacsguard rules lock {out}`")
 
 
 @app.command("test-rules")
@@ -482,12 +639,17 @@ def rules_lock(folder: Annotated[Path | None, typer.Argument(help="Rules folder 
 def test_rules(
     signal: Annotated[list[str] | None, typer.Option("--signal", help="Only these signals (repeatable).")] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the scenario install for inspection.")] = False,
+    junit_file: Annotated[Path | None, typer.Option("--junit", help="Also write a JUnit XML report here (one test "
+                                                                    "case per scenario case).")] = None,
 ) -> None:
-    """Run every rule's positive and negative scenarios against the cluster (isolated install, removed after)."""
-    from pacsguard.services.scenarios import run_scenarios
+    """Run every rule's positive and negative scenarios against the cluster (isolated install, removed after):
+    the pack's and those of the team's folders (settings rules.folders)."""
+    from pacsguard.services.scenarios import junit_report, run_scenarios
 
     cluster, settings = connect()
     report = run_scenarios(cluster, settings, progress=progress, only=set(signal) if signal else None, keep=keep)
+    if junit_file is not None:
+        junit_file.write_text(junit_report(report))
     rows = [["PASS" if r.passed else "FAIL", r.signal, r.case, ",".join(sorted(r.expected)) or "-",
              ",".join(sorted(r.fired)) or "-"] for r in report.results]
     engines = sorted({r.engine for r in report.results})
@@ -528,10 +690,10 @@ AfterOpt = Annotated[str | None, typer.Option("--after", help="Window end after 
 
 def _rule_guide(rule: str) -> bool:
     """The old `respond <rule>`: the routine as text for a rule id or signal; False if no such rule."""
-    from pacsguard.rules.compiler import evidence_query, rules_folder
-    from pacsguard.rules.model import load_rules
+    from pacsguard.rules.catalog import all_rules
+    from pacsguard.rules.compiler import evidence_query
 
-    found = [r for r in load_rules(rules_folder()) if rule in (str(r.id), r.signal)]
+    found = [r for r in all_rules(opts().settings()) if rule in (str(r.id), r.signal)]
     if not found:
         return False
     r = found[0]
@@ -1202,15 +1364,28 @@ def alerts_show(alert_id: Annotated[str, typer.Argument(help="Alert id.")]) -> N
 @alerts_app.command("ack")
 @handle_errors
 def alerts_ack(alert_id: Annotated[str, typer.Argument(help="Alert id.")], by: WhoOpt = "analyst",
-               note: Annotated[str, typer.Option("--note", help="Why.")] = "") -> None:
+               note: Annotated[str, typer.Option("--note", help="Why.")] = "",
+               except_until: Annotated[str | None, typer.Option(
+                   "--except-until", help="Also except the alert's entity from its rule until then (8h, 7d, friday, "
+                                          "2026-12-11); --note is the exception's reason.")] = None) -> None:
     """Acknowledge: a person has the alert; no further reminders. It stays in the queue until closed.
 
-    Who (--by) and why (--note) are kept with the alert, on both engines."""
+    Who (--by) and why (--note) are kept with the alert, on both engines. With --except-until, the same
+    command writes a time-bound exception ("confirmed travel to GB until Friday")."""
     from pacsguard.services.alerts import acknowledge
+    from pacsguard.services.exceptions import except_alert
 
     cluster, settings = connect()
+    if except_until is not None and not note.strip():
+        raise typer.BadParameter("--except-until needs --note: the exception's reason")
     view = acknowledge(cluster, settings, alert_id, by, note)
-    emit({"ok": True, "alert": view.as_dict()}, f"{view.id} {view.status} (condition {view.condition})")
+    data: dict[str, Any] = {"ok": True, "alert": view.as_dict()}
+    text = f"{view.id} {view.status} (condition {view.condition})"
+    if except_until is not None:
+        entry = except_alert(cluster, settings, view, except_until, note, by)
+        data["exception"] = entry.as_dict()
+        text += f"\nexception {entry.id}: {entry.target()} until {entry.expires}"
+    emit(data, text)
 
 
 @alerts_app.command("close")

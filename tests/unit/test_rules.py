@@ -44,7 +44,7 @@ def test_thresholds_come_from_settings() -> None:
                                                     "login_failures_per_user_window": "15m"}}, environ={})
     monitor = render_monitor(rule, tuned)
     cond = monitor["triggers"][0]["bucket_level_trigger"]["condition"]["script"]["source"]
-    assert cond == "params.value >= 12"
+    assert cond == "(params.value >= 12) && params.excepted == 0"  # and no exception in force
     assert "{{period_end}}||-15m" in str(monitor["inputs"])
 
 

@@ -61,6 +61,7 @@ class Indices(Frozen):
     alerts: str
     directory: str
     actions: str = "{prefix}-actions-{namespace}"
+    exceptions: str = "{prefix}-exceptions-{namespace}"
 
 
 class Pseudonymization(Frozen):
@@ -494,6 +495,40 @@ class SourcesSettings(Frozen):
     directory: DirectorySourceSettings = DirectorySourceSettings()
 
 
+class RuleFolder(Frozen):
+    """A team's own rules: a folder of rule files (with its rules.lock.yaml) and their scenarios."""
+
+    path: Path
+    scenarios: Path | None = None  # default: <path>/scenarios
+
+
+class RuleOverride(Frozen):
+    """One rule tuned for this site, without changing the rule file or the shared thresholds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool | None = None
+    severity: Literal["critical", "high", "medium", "low", "info"] | None = None
+    schedule: str | None = Field(default=None, pattern=r"^\d+[mhd]$")
+    owner: str | None = None
+    channels: list[str] | None = None
+    thresholds: dict[str, Any] = {}
+
+
+class RulesSettings(Frozen):
+    folders: list[RuleFolder] = []
+    # per rule signal (a pack signal or a custom rule's)
+    overrides: dict[str, RuleOverride] = {}
+
+    @model_validator(mode="after")
+    def _threshold_names(self) -> RulesSettings:
+        for signal, override in self.overrides.items():
+            unknown = set(override.thresholds) - set(Thresholds.model_fields)
+            if unknown:
+                raise ValueError(f"rules.overrides.{signal}.thresholds: unknown threshold(s) "
+                                 f"{', '.join(sorted(unknown))}; known: {', '.join(sorted(Thresholds.model_fields))}")
+        return self
+
+
 class Settings(Frozen):
     cluster: ClusterSettings
     namespace: str = Field(pattern=r"^[a-z0-9_]+$")
@@ -510,6 +545,22 @@ class Settings(Frozen):
     routing: Routing
     response: ResponseSettings = ResponseSettings()
     checklist: ChecklistSettings = ChecklistSettings()
+    rules: RulesSettings = RulesSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _override_routes(cls, data: Any) -> Any:
+        """A rule override's owner/channels is a route of that rule's own, ahead of the others
+        (owner: the default owner when unset; channels: every channel when unset)."""
+        rules = data.get("rules") if isinstance(data, dict) else None
+        overrides = (rules.get("overrides") or {}) if isinstance(rules, dict) else {}
+        extra = [{"signals": [str(signal)], "owner": o.get("owner") or (data.get("routing") or {}).get("default_owner"),
+                  "channels": o.get("channels")}
+                 for signal, o in overrides.items() if isinstance(o, dict) and (o.get("owner") or o.get("channels"))]
+        if extra:
+            routing = dict(data.get("routing") or {})
+            data = {**data, "routing": {**routing, "routes": extra + list(routing.get("routes") or [])}}
+        return data
 
     @model_validator(mode="after")
     def _routes_name_channels(self) -> Settings:

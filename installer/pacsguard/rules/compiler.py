@@ -17,10 +17,12 @@ from typing import Any
 
 from pacsguard.core.content import content_path
 from pacsguard.core.errors import PacsguardError
-from pacsguard.core.settings import Channel, Settings, duration_seconds, secret_from
+from pacsguard.core.settings import Channel, Settings, Thresholds, duration_seconds, secret_from
 from pacsguard.core.vocabulary import vocabulary
 from pacsguard.engines.result import ENTITY_SOURCE, JOINED_SOURCE, KEY_SEPARATOR
 from pacsguard.packobjects import PackObject
+from pacsguard.rules.catalog import all_rules, overridden, pack_folder
+from pacsguard.rules.exceptions import with_exceptions
 from pacsguard.rules.model import SEVERITIES, Filter, Rule, load_rules
 from pacsguard.savedobjects.links import discover_url, investigation_url
 
@@ -33,7 +35,16 @@ ESCALATED_SUFFIX = " (escalated: after a new device or country login)"
 
 
 def rules_folder() -> Path:
-    return content_path("detections")
+    return pack_folder()
+
+
+def rule_settings(rule: Rule, settings: Settings) -> Settings:
+    """The settings a rule runs with: its override's threshold values over the shared ones."""
+    o = settings.rules.overrides.get(rule.signal)
+    if o is None or not o.thresholds:
+        return settings
+    thresholds = Thresholds.model_validate({**settings.thresholds.model_dump(), **o.thresholds})
+    return settings.model_copy(update={"thresholds": thresholds})
 
 
 @dataclass(frozen=True)
@@ -64,19 +75,29 @@ def time_range(field: str, window: str) -> dict[str, Any]:
     return {"range": {field: {"gte": f"{PERIOD_END}||-{window}", "lte": PERIOD_END, "format": "epoch_millis"}}}
 
 
+def _values(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
+
+
 def event_clause(f: Filter, window: str, settings: Settings, time_field: str | None = None) -> dict[str, Any]:
-    clauses: list[dict[str, Any]] = [
-        {"term": {"event.dataset": "pacs.audit"}},
-        {"terms": {"event.action": list(f.actions)}},
-    ]
+    clauses: list[dict[str, Any]] = [{"term": {"event.dataset": "pacs.audit"}}]
+    if f.actions:
+        clauses.append({"terms": {"event.action": list(f.actions)}})
+    clauses += [{"terms": {name: _values(v)}} for name, v in f.where.items()]
+    if f.query:
+        clauses.append({"query_string": {"query": f.query, "default_operator": "AND",
+                                         "allow_leading_wildcard": False}})
     if f.outcome:
         clauses.append({"term": {"event.outcome": f.outcome}})
     if f.external_only:
         clauses.append({"term": {"pacs.share.external": True}})
     clauses.append(time_range(time_field or settings.detection.time_field, window))
     body: dict[str, Any] = {"filter": clauses}
+    must_not = [{"terms": {name: _values(v)}} for name, v in f.where_not.items()]
     if f.exclude_admins:
-        body["must_not"] = [{"terms": {"user.roles": list(settings.thresholds.admin_roles)}}]
+        must_not.append({"terms": {"user.roles": list(settings.thresholds.admin_roles)}})
+    if must_not:
+        body["must_not"] = must_not
     return {"bool": body}
 
 
@@ -90,7 +111,9 @@ def new_login_clause(window: str, settings: Settings) -> dict[str, Any]:
 
 # The joined entity key of a rule with group_by (engines/result.py join_keys does the same in
 # Python): each field's first value ('' when missing), '\\' and '|' escaped, joined by '|'.
+# An exception document (rules/exceptions.py) carries the joined key as it is.
 JOIN_SCRIPT = (
+    "if (doc.containsKey('exception.key') && doc['exception.key'].size() > 0) { return doc['exception.key'].value; } "
     "String out = ''; "
     "for (int i = 0; i < params.fields.size(); ++i) { "
     "String f = params.fields.get(i); "
@@ -131,14 +154,21 @@ def evidence_query(rule: Rule, entity: str = "<entity>") -> str:
     d = rule.detection
     if d.filter is None:
         return f'profile.kind:{d.profile_kind} AND user.name:"{entity}"'
-    parts = ["event.action:(" + " OR ".join(f'"{a}"' for a in d.filter.actions) + ")"]
-    if d.filter.outcome:
-        parts.append(f"event.outcome:{d.filter.outcome}")
+    f = d.filter
+    parts = ["event.action:(" + " OR ".join(f'"{a}"' for a in f.actions) + ")"] if f.actions else []
+    parts += [f"{name}:(" + " OR ".join(f'"{v}"' for v in _values(value)) + ")" for name, value in f.where.items()]
+    parts += [f"NOT {name}:(" + " OR ".join(f'"{v}"' for v in _values(value)) + ")"
+              for name, value in f.where_not.items()]
+    if f.query:
+        parts.append(f"({f.query})")
+    if f.outcome:
+        parts.append(f"event.outcome:{f.outcome}")
     parts.append(f'{d.entity}:"{entity}"')
     return " AND ".join(parts)
 
 
 def rule_window(rule: Rule, settings: Settings) -> str:
+    settings = rule_settings(rule, settings)
     d = rule.detection
     if d.type == "event":
         return settings.detection.event_rule_window
@@ -153,6 +183,7 @@ def message_template(rule: Rule, settings: Settings, escalated: bool = False) ->
     Inside {{#ctx.newAlerts}} Alerting exposes only bucket_keys; the pack's engine
     adds count (and the owner is fixed per rule and severity, so it is written in).
     """
+    settings = rule_settings(rule, settings)
     d = rule.detection
     severity = "critical" if escalated else rule.severity
     route = settings.routing.route(rule.signal, severity)
@@ -328,9 +359,10 @@ def _inputs_and_triggers(rule: Rule, settings: Settings) -> tuple[list[dict[str,
 
 
 def render_monitor(rule: Rule, settings: Settings) -> dict[str, Any]:
-    """The Alerting monitor body of a rule (without the pack's stamp)."""
+    """The Alerting monitor body of a rule (without the pack's stamp), reading the exceptions too."""
+    settings = rule_settings(rule, settings)
     inputs, triggers = _inputs_and_triggers(rule, settings)
-    return {
+    return with_exceptions({
         "type": "monitor",
         "monitor_type": "bucket_level_monitor",
         "name": f"{monitor_object_id(settings, rule)} {rule.name}",
@@ -338,12 +370,14 @@ def render_monitor(rule: Rule, settings: Settings) -> dict[str, Any]:
         "schedule": {"period": {"interval": int(rule.schedule[:-1]), "unit": _UNITS[rule.schedule[-1]]}},
         "inputs": inputs,
         "triggers": triggers,
-    }
+    }, rule.signal, settings.index("exceptions"))
 
 
 def compile_rules(settings: Settings, folder: Path | None = None) -> list[CompiledRule]:
+    """Every rule of the installation (the pack's and the team's, overrides applied), or of one folder."""
+    rules = [overridden(r, settings) for r in load_rules(folder)] if folder else all_rules(settings)
     return [CompiledRule(rule, monitor_object_id(settings, rule), render_monitor(rule, settings))
-            for rule in load_rules(folder or rules_folder())]
+            for rule in rules]
 
 
 def monitor_objects(settings: Settings, folder: Path | None = None,

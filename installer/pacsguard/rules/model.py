@@ -19,6 +19,7 @@ import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from pacsguard.core.errors import PacsguardError
+from pacsguard.core.fields import ENTITY_TYPES, check_query, known_field
 from pacsguard.core.models import Frozen
 from pacsguard.core.render import canonical_hash
 from pacsguard.core.settings import DURATION, Thresholds
@@ -28,6 +29,11 @@ FILE_NAME = re.compile(r"^(?P<tactic>[a-z_]+)_(?P<what>[a-z0-9_]+)\.yml$")
 SEVERITIES = {"critical": 1, "high": 2, "medium": 3, "low": 4, "info": 5}
 RISK_RANGES = {"critical": (90, 100), "high": (70, 89), "medium": (40, 69), "low": (20, 39), "info": (0, 19)}
 THRESHOLD_KEYS = set(Thresholds.model_fields)
+PACK_SIGNAL = re.compile(r"^[1-5][a-c]?$")
+# A team's own rule (settings rules.folders) names itself: lower case, not a pack signal.
+CUSTOM_SIGNAL = re.compile(r"^[a-z][a-z0-9-]{1,30}$")
+Scalar = str | int | float | bool
+NEWER_FILTER_KEYS = ("where", "where_not", "query")
 
 
 def in_vocabulary(value: str | None, known: Iterable[str], what: str) -> str | None:
@@ -60,10 +66,19 @@ class Guide(Frozen):
 
 
 class Filter(Frozen):
-    """Which events count. Fields of the normalized schema only."""
+    """Which events count: any query on the schema's fields. The structured keys (actions,
+    outcome, where, where_not) and a Lucene query string (query) all hold together."""
 
-    actions: list[str] = Field(min_length=1)
+    actions: list[str] = []
     outcome: Literal["success", "failure"] | None = None
+    # field: value (or values, any of them); every field must hold
+    where: dict[str, Scalar | list[Scalar]] = {}
+    # field: value (or values); none may hold
+    where_not: dict[str, Scalar | list[Scalar]] = {}
+    # a Lucene query string (query_string), every term on a named field of the schema
+    query: str | None = None
+    exclude_admins: bool = False
+    external_only: bool = False
 
     @field_validator("actions")
     @classmethod
@@ -74,13 +89,30 @@ class Filter(Frozen):
             raise ValueError(f"unknown event.action {', '.join(map(repr, unknown))}; the vocabulary "
                              f"(pack/schema.yaml) has: {', '.join(known)}")
         return value
-    exclude_admins: bool = False
-    external_only: bool = False
+
+    @field_validator("where", "where_not")
+    @classmethod
+    def _known_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            known_field(name, "filter field")
+        return value
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, value: str | None) -> str | None:
+        return None if value is None else check_query(value)
+
+    @model_validator(mode="after")
+    def _something(self) -> Filter:
+        if not (self.actions or self.where or self.query):
+            raise ValueError("a filter needs actions, where or query (it would match every event)")
+        return self
 
 
 class Detection(Frozen):
     type: Literal["threshold", "sequence", "baseline", "new_value", "event"]
-    entity: Literal["user.name", "source.ip"] = "user.name"
+    # any keyword (or ip) field of the schema; e.g. observer.hostname, pacs.share.recipients
+    entity: str = "user.name"
     filter: Filter | None = None
     # names of pack thresholds (validated against Thresholds' fields)
     window: str | None = None
@@ -97,7 +129,17 @@ class Detection(Frozen):
     # same entity happened within this window (a pack threshold name)
     escalate_after_new_login: str | None = None
     # event: every matching event alerts, once per (entity, group) in the event-rule window
-    group_by: list[Literal["event.action", "user.target.name", "source.ip"]] = []
+    group_by: list[str] = []
+
+    @field_validator("entity")
+    @classmethod
+    def _entity(cls, value: str) -> str:
+        return known_field(value, "entity", ENTITY_TYPES)
+
+    @field_validator("group_by")
+    @classmethod
+    def _group_by(cls, value: list[str]) -> list[str]:
+        return [known_field(v, "group_by field", ENTITY_TYPES) for v in value]
 
     @field_validator("profile_kind")
     @classmethod
@@ -134,7 +176,8 @@ class Detection(Frozen):
 class Rule(Frozen):
     id: uuid.UUID
     name: str = Field(min_length=5, max_length=120)
-    signal: str = Field(pattern=r"^[1-5][a-c]?$")
+    # the pack's signals (1a..5b); a team's own rule: a name of its own (CUSTOM_SIGNAL)
+    signal: str = Field(pattern=r"^([1-5][a-c]?|[a-z][a-z0-9-]{1,30})$")
     version: int = Field(ge=1)
     created: dt.date
     updated: dt.date
@@ -152,15 +195,28 @@ class Rule(Frozen):
     detection: Detection
     enabled: bool = True
     _path: Path | None = PrivateAttr(default=None)
+    _custom: bool = PrivateAttr(default=False)
 
     @property
     def path(self) -> Path | None:
         """The file the rule was loaded from (None for a rule built in code)."""
         return self._path
 
+    @property
+    def custom(self) -> bool:
+        """A team's own rule (from a folder of settings rules.folders), not one of the pack's."""
+        return self._custom
+
     def content_hash(self) -> str:
         """Hash of what the rule does and says, without its version and dates (see rules/lock.py)."""
-        return canonical_hash(self.model_dump(mode="json", exclude={"version", "updated", "created"}))
+        data = self.model_dump(mode="json", exclude={"version", "updated", "created"})
+        # filter keys added after rules were first locked count only when a rule uses them
+        for name in ("filter", "before"):
+            f = data["detection"].get(name)
+            for key in NEWER_FILTER_KEYS if isinstance(f, dict) else ():
+                if not f[key]:
+                    del f[key]
+        return canonical_hash(data)
 
     @model_validator(mode="after")
     def _consistent(self) -> Rule:
@@ -231,11 +287,22 @@ def load_rule(path: Path) -> Rule:
     return rule
 
 
-def load_rules(folder: Path) -> list[Rule]:
-    """Every rule of a folder; all offenders reported at once, duplicate ids refused."""
+def load_rules(folder: Path, custom: bool = False) -> list[Rule]:
+    """Every rule of a folder; all offenders reported at once, duplicate ids refused.
+    custom: a team's folder, whose signals are names of their own (not 1a..5b)."""
+    rules, problems = _load_folder(folder, custom)
+    if problems:
+        raise RuleError("\n".join(problems))
+    return rules
+
+
+def _load_folder(folder: Path, custom: bool) -> tuple[list[Rule], list[str]]:
     rules: list[Rule] = []
     problems: list[str] = []
+    if not folder.is_dir():
+        return [], [f"{folder}:1: rules folder does not exist"]
     ids: dict[uuid.UUID, Path] = {}
+    signals: dict[str, Path] = {}
     for path in sorted(folder.glob("*.yml")):
         try:
             rule = load_rule(path)
@@ -244,8 +311,37 @@ def load_rules(folder: Path) -> list[Rule]:
             continue
         if rule.id in ids:
             problems.append(f"{path}:1: id {rule.id} is also used by {ids[rule.id].name}")
+        if rule.signal in signals:
+            problems.append(f"{path}:1: signal {rule.signal} is also used by {signals[rule.signal].name}")
+        wrong = not CUSTOM_SIGNAL.match(rule.signal) if custom else not PACK_SIGNAL.match(rule.signal)
+        if wrong:
+            lines = _key_lines(path.read_text())
+            problems.append(f"{path}:{lines.get(('signal',), 1)}: signal: "
+                            + (f"{rule.signal!r}: a custom rule names itself (lower case, e.g. team-node-query), "
+                               "never a pack signal 1a..5b" if custom else f"{rule.signal!r} is not a pack signal"))
         ids[rule.id] = path
+        signals[rule.signal] = path
+        rule._custom = custom
         rules.append(rule)
+    return rules, problems
+
+
+def load_rule_sets(folders: list[tuple[Path, bool]]) -> list[Rule]:
+    """The rules of several folders (the pack's, then the team's): a custom rule may not reuse
+    a pack rule's id or signal; every problem of every folder reported at once."""
+    rules: list[Rule] = []
+    problems: list[str] = []
+    for folder, custom in folders:
+        found, bad = _load_folder(folder, custom)
+        problems += bad
+        for rule in found:
+            twin = next((r for r in rules if r.id == rule.id or r.signal == rule.signal), None)
+            if twin is not None:
+                what = f"id {rule.id}" if twin.id == rule.id else f"signal {rule.signal}"
+                problems.append(f"{rule.path}:1: {what} is already used by {twin.path}"
+                                + (" (a pack rule)" if not twin.custom else ""))
+                continue
+            rules.append(rule)
     if problems:
         raise RuleError("\n".join(problems))
     return rules

@@ -36,8 +36,10 @@ from pacsguard.packobjects import (
     delete_index_template,
     live_fingerprint,
 )
+from pacsguard.rules import exceptions
+from pacsguard.rules.catalog import all_rules
 from pacsguard.rules.compiler import channel_objects, monitor_objects, notifications_gaps, rule_channels
-from pacsguard.rules.model import Rule, load_rules
+from pacsguard.rules.model import Rule
 
 # Where each kind's content lives (relative to the content root).
 CONTENT_GLOBS = (("pack/index", "*.yaml"), ("pack/security", "*.yaml"), ("pack/scripts", "*.yaml"),
@@ -115,7 +117,7 @@ def alerting_signals(settings: Settings, plugins: set[str]) -> set[str]:
     webhook) runs on the pack's engine, which can: its alerts are never delivered unsigned."""
     present = "opensearch-alerting" in plugins
     out = set()
-    for rule in load_rules(content_path("detections")):
+    for rule in all_rules(settings):
         if settings.engine.engine_for(rule.signal, present) != "alerting":
             continue
         if settings.engine.rules.get(rule.signal, settings.engine.mode) == "auto" and _channel_gaps(settings, rule):
@@ -131,7 +133,7 @@ def delivery_warnings(settings: Settings, plugins: set[str]) -> list[str]:
     on_alerting = alerting_signals(settings, plugins)
     warnings: list[str] = []
     moved: dict[str, list[str]] = {}
-    for rule in load_rules(content_path("detections")):
+    for rule in all_rules(settings):
         gaps = _channel_gaps(settings, rule)
         for name, missing in gaps.items():
             if rule.signal in on_alerting:
@@ -153,6 +155,7 @@ def delivery_warnings(settings: Settings, plugins: set[str]) -> list[str]:
 def desired_objects(cluster: Cluster, settings: Settings) -> list[PackObject]:
     plugins, modules = cluster.installed_components()
     objects = load_objects(settings, resolve_salt(settings), plugins | modules, resolve_envelope_key(settings))
+    objects.append(exceptions.index_object(settings))
     signals = alerting_signals(settings, plugins)
     if signals:
         objects += channel_objects(settings) + monitor_objects(settings, signals=signals)
@@ -222,7 +225,8 @@ def make_plan(cluster: Cluster, settings: Settings, objects: list[PackObject]) -
 
 def _is_data(settings: Settings, kind: str, obj_id: str) -> bool:
     """Indices that hold events are data: only --purge removes them."""
-    return kind == "index" and obj_id in (settings.index("failures"), settings.index("alerts"), settings.index("actions"))
+    return kind == "index" and obj_id in (settings.index("failures"), settings.index("alerts"), settings.index("actions"),
+                                          settings.index("exceptions"))
 
 
 def _relative(path: Path) -> str:

@@ -24,13 +24,15 @@ import yaml
 from pydantic import Field, ValidationError
 
 from pacsguard.core.connection import Cluster
-from pacsguard.core.content import content_path
 from pacsguard.core.models import Frozen, Progress, quiet
 from pacsguard.core.settings import Settings, duration_seconds
 from pacsguard.engines import MonitorRun, run_monitor
 from pacsguard.jobs import run_job
+from pacsguard.rules.catalog import all_rules, scenario_folders
 from pacsguard.rules.compiler import ESCALATED_SEVERITY, render_monitor
-from pacsguard.rules.model import Rule, RuleError, load_rules
+from pacsguard.rules.model import Rule, RuleError
+from pacsguard.rules.report import Case as JunitCase
+from pacsguard.rules.report import junit
 from pacsguard.services.install import install, uninstall
 
 JOB_RULE_TYPES = {"baseline", "new_value"}
@@ -53,6 +55,8 @@ class EventSpec(Frozen):
     roles_changed: list[str] = []
     recipients: list[str] = []
     external: bool | None = None
+    # any other generic-JSON keys of the event (docs/generic-json.md), e.g. {host: ws-01}
+    extra: dict[str, Any] = {}
 
 
 class Case(Frozen):
@@ -138,6 +142,7 @@ def expand(spec: EventSpec, key: str, now: dt.datetime, seq: Iterator[int]) -> l
             event["target_user"] = f"{key}-{spec.target_user}"
         if spec.roles_changed:
             event["roles_changed"] = spec.roles_changed
+        event.update({k: v for k, v in spec.extra.items() if k not in event})
         if spec.recipients:
             event["share"] = {"id": f"{key}-share-{n}", "recipients": [f"{key}-{r}" for r in spec.recipients]}
             if spec.external is not None:
@@ -165,8 +170,8 @@ def scenario_settings(base: Settings) -> Settings:
 
 def run_scenarios(cluster: Cluster, base: Settings, progress: Progress = quiet,
                   only: set[str] | None = None, keep: bool = False, engine: str | None = None) -> RunReport:
-    rules = {r.signal: r for r in load_rules(content_path("detections"))}
-    files = load_scenarios(content_path("detections", "scenarios"))
+    rules = {r.signal: r for r in all_rules(base)}
+    files = [found for folder in scenario_folders(base) if folder.is_dir() for found in load_scenarios(folder)]
     if only:
         files = [(p, f) for p, f in files if f.signal in only]
     settings = scenario_settings(base)
@@ -205,11 +210,24 @@ def run_scenarios(cluster: Cluster, base: Settings, progress: Progress = quiet,
             run = run_monitor(cluster, render_monitor(rule, settings), period_end=as_of, engine=engine)
             report.monitor_ms[rule.signal] = run.took_ms
             for i, case in enumerate(scen.cases):
-                report.results.append(_judge(rule, case, _case_key(path, i), run, path))
+                key = _case_key(path, i)
+                values = None if rule.detection.entity == "user.name" else _case_values(cluster, settings, key, rule)
+                report.results.append(_judge(rule, case, key, run, path, values))
     finally:
         if not keep:
             uninstall(cluster, settings, purge=True)
     return report
+
+
+def junit_report(report: RunReport) -> str:
+    """JUnit XML: one test case per scenario case, a failure saying expected vs fired."""
+    cases = [JunitCase(f"test-rules {r.engine}", r.case, f"{r.source}.{r.signal}",
+                  None if r.passed else f"expected {sorted(r.expected)}, fired {sorted(r.fired)}"
+                  + (f"; escalated expected {sorted(r.expected_escalated)}, got {sorted(r.escalated)}"
+                     if r.escalated != r.expected_escalated else ""),
+                  seconds=report.monitor_ms.get(r.signal, 0.0) / 1000, file=r.source)
+             for r in report.results]
+    return junit("pacsguard test-rules", cases)
 
 
 def _run_jobs(cluster: Cluster, settings: Settings, now: dt.datetime) -> None:
@@ -218,9 +236,20 @@ def _run_jobs(cluster: Cluster, settings: Settings, now: dt.datetime) -> None:
     cluster.request("POST", f"/{settings.index('baselines')},{settings.index('profiles')}/_refresh")
 
 
-def _judge(rule: Rule, case: Case, key: str, run: MonitorRun, path: Path) -> CaseResult:
+def _case_values(cluster: Cluster, settings: Settings, key: str, rule: Rule) -> set[str]:
+    """The values of the rule's entity field in this case's events, as the pipeline indexed them."""
+    field_ = rule.detection.entity
+    res = cluster.request("POST", f"/{settings.index('events_data_stream')}/_search", body={
+        "size": 0, "query": {"prefix": {"event.id": f"{key}-"}},
+        "aggs": {"v": {"terms": {"field": field_, "size": 1000}}}})
+    return {str(b["key"]) for b in res["aggregations"]["v"]["buckets"]}
+
+
+def _judge(rule: Rule, case: Case, key: str, run: MonitorRun, path: Path,
+           values: set[str] | None = None) -> CaseResult:
     """Which of the case's entities fired. The entity is a bucket's first key (an event
-    rule's further keys, action and target, only split its alerts)."""
+    rule's further keys, action and target, only split its alerts). values: for an entity other
+    than user.name, the case's own values of it (a user name carries the case key)."""
     mine = f"{key}-"
 
     def entities(severity: str | None = None) -> set[str]:
@@ -228,9 +257,8 @@ def _judge(rule: Rule, case: Case, key: str, run: MonitorRun, path: Path) -> Cas
 
     fired = entities()
     escalated = entities(ESCALATED_SEVERITY) if rule.detection.escalate_after_new_login else set()
-    if rule.detection.entity == "source.ip":
-        ips = {e.source_ip for e in case.events if e.source_ip}
-        strip = {e for e in fired if e in ips}
+    if values is not None:
+        strip = {e for e in fired if e in values}
     else:
         strip = {e[len(mine):] for e in fired if e.startswith(mine)}
     esc = {e[len(mine):] for e in escalated if e.startswith(mine)}

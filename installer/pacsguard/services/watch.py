@@ -51,6 +51,7 @@ from pacsguard.rules.compiler import (
     rule_window,
     subject,
 )
+from pacsguard.services.exceptions import snoozed_delivery
 from pacsguard.services.install import alerting_signals
 
 ENGINE = "pacsguard"
@@ -280,6 +281,9 @@ class Watcher:
     def _notify(self, alert: Alert, kind: str, at: dt.datetime) -> None:
         """Record a pending delivery per channel on the alert, then send in a worker thread."""
         sends: list[tuple[Channel, str]] = []
+        # a snoozed rule's alert is recorded; its delivery waits for the snooze's end (services/exceptions.py)
+        snooze = snoozed_delivery(self.cluster, self.settings, alert.source, at)
+        status = "snoozed" if snooze else "pending"
 
         def add_pending(src: dict[str, Any]) -> None:
             sends.clear()
@@ -290,12 +294,15 @@ class Watcher:
                     continue
                 delivery_id = f"{alert.id}.{kind}{n}.{name}"
                 src.setdefault("deliveries", []).append({"delivery_id": delivery_id, "channel": name, "kind": kind,
-                                                         "ok": False, "attempts": 0, "status": "pending",
+                                                         "ok": False, "attempts": 0, "status": status,
                                                          "at": now_iso(at)})
                 sends.append((channel, delivery_id))
             src["last_notification_time"] = now_iso(at)
 
         updated = self.store.update(alert.id, add_pending)
+        if snooze:
+            self.progress(f"alert {alert.id}: {kind} delivery held back by snooze {snooze.id} until {snooze.expires}")
+            return
         for channel, delivery_id in sends:
             self._send(updated, channel, delivery_id, kind)
 
@@ -338,16 +345,18 @@ class Watcher:
                 continue
             alert = self.store.get(found.id)  # a search may lag behind the last write: decide on the document
             src = alert.source
+            snoozed = snoozed_delivery(self.cluster, self.settings, src, at)
             for d in src.get("deliveries", []):
-                if d.get("ok") or d["delivery_id"] in in_flight or d["channel"] not in self.channels:
+                if d.get("ok") or d["delivery_id"] in in_flight or d["channel"] not in self.channels or snoozed:
                     continue
                 last = dt.datetime.fromisoformat(str(d.get("at")))
-                # a "pending" record is one a stopped watch never finished: send it again, same id
-                if d.get("status") == "pending" or (at - last).total_seconds() >= self.redeliver:
+                # a "pending" record is one a stopped watch never finished: send it again, same id;
+                # a "snoozed" one waited for its snooze to end
+                if d.get("status") in ("pending", "snoozed") or (at - last).total_seconds() >= self.redeliver:
                     self._send(alert, self.channels[d["channel"]], d["delivery_id"], d.get("kind", "new"))
                     in_flight.add(d["delivery_id"])
             last_note = src.get("last_notification_time")
-            if (self.renotify and alert.state == ACTIVE and last_note
+            if (self.renotify and alert.state == ACTIVE and last_note and not snoozed
                     and (at - dt.datetime.fromisoformat(last_note)).total_seconds() >= self.renotify):
                 self._notify(alert, "reminder", at)
 

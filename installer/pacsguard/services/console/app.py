@@ -40,12 +40,11 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pacsguard.core.connection import Cluster
-from pacsguard.core.content import content_path
 from pacsguard.core.errors import PacsguardError
 from pacsguard.core.settings import Settings, duration_seconds
 from pacsguard.engines.alerts import QUEUE, AlertNotFound
+from pacsguard.rules.catalog import all_rules
 from pacsguard.rules.compiler import evidence_query
-from pacsguard.rules.model import load_rules
 from pacsguard.savedobjects.spec import load_content
 from pacsguard.services import alerts as alert_service
 from pacsguard.services.console.charts import overview_charts
@@ -160,8 +159,8 @@ class SecurityMiddleware:
             await self.app(scope, receive, send_with_headers)
 
 
-def _rules_by_signal() -> dict[str, Any]:
-    return {r.signal: r for r in load_rules(content_path("detections"))}
+def _rules_by_signal(settings: Settings) -> dict[str, Any]:
+    return {r.signal: r for r in all_rules(settings)}
 
 
 def _checklist(cluster: Cluster, settings: Settings) -> list[dict[str, Any]] | None:
@@ -206,7 +205,7 @@ def _parse_time(value: Any) -> dt.datetime | None:
 def create_app(cluster: Cluster, settings: Settings, config: ConsoleConfig) -> Starlette:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     content = load_content()
-    rules = _rules_by_signal()
+    rules = _rules_by_signal(settings)
 
     def page(request: Request, name: str, **context: Any) -> Response:
         return templates.TemplateResponse(request, name, {"csrf": config.csrf, "scope": settings.scope,

@@ -17,6 +17,7 @@ from pacsguard.core.errors import PacsguardError
 from pacsguard.core.settings import Settings, duration_seconds
 from pacsguard.engines.alerts import AlertStore
 from pacsguard.response.actions import ActionLog, ActionRecord, now_iso
+from pacsguard.rules.catalog import all_rules
 from pacsguard.rules.compiler import rules_folder
 from pacsguard.rules.model import Rule, load_rules
 from pacsguard.services.alerts import PACK_ID_PREFIX, show_alert
@@ -66,8 +67,9 @@ def parse_time(value: Any) -> dt.datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
-def rule_for(signal: str, rule_id: str | None = None) -> Rule:
-    rules = load_rules(rules_folder())
+def rule_for(signal: str, rule_id: str | None = None, settings: Settings | None = None) -> Rule:
+    """The rule of an alert: the pack's, or (with the settings) a team's own too."""
+    rules = all_rules(settings) if settings is not None else load_rules(rules_folder())
     found = [r for r in rules if rule_id and str(r.id) == rule_id] or [r for r in rules if r.signal == signal]
     if not found:
         raise PacsguardError(f"no rule for signal {signal!r} in {rules_folder()}")
@@ -80,10 +82,10 @@ def load_alert(cluster: Cluster, settings: Settings, alert_id: str) -> AlertCont
     if alert_id.startswith(PACK_ID_PREFIX):
         rule_doc = detail.get("rule") or {}
         entity = detail.get("entity") or {}
-        rule = rule_for(view.signal, str(rule_doc.get("id") or ""))
+        rule = rule_for(view.signal, str(rule_doc.get("id") or ""), settings)
         field = str(entity.get("field") or rule.detection.entity)
     else:
-        rule = rule_for(view.signal)
+        rule = rule_for(view.signal, settings=settings)
         field = rule.detection.entity
     keys = view.keys or [view.entity]
     document = {"id": view.id, "engine": view.engine, **detail}
