@@ -181,7 +181,7 @@ def test_one_export_audited_by_two_sources_counts_its_studies_once(pack: Setting
          + [fhir_export(now - dt.timedelta(minutes=8), "clerk.kowal", s) for s in more[12:]])
     run = run_monitor(cluster, render_monitor(rule("4a"), settings), period_end=now)
     assert run.fired() == {"clerk.kowal"}
-    assert [b.count for t in run.triggers for b in t.buckets if b.entity == "clerk.kowal"][0] == 16
+    assert next(b.count for t in run.triggers for b in t.buckets if b.entity == "clerk.kowal") == 16
 
 
 def test_the_baseline_of_exports_audited_twice_counts_each_study_once(pack: Settings) -> None:
