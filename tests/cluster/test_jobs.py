@@ -274,11 +274,12 @@ def test_external_recipients_profile(cluster: Cluster, cluster_url: str, unique:
         report = run_profiles(cluster, s)
         got = docs(cluster, s.index("profiles"), profile__kind="recipient")
         values = {(d["user"]["name"], d["profile"]["value"]): d["profile"] for d in got.values()}
-        # keyword values are stored as sent; the hospital colleague is internal and left out
-        assert set(values) == {("sharer", "old@partner.example"), ("sharer", "Fresh@Elsewhere.example")}
+        # recipients are keyed at ingest (trimmed, lower-cased: docs/identity.md); the hospital
+        # colleague is internal and left out
+        assert set(values) == {("sharer", "old@partner.example"), ("sharer", "fresh@elsewhere.example")}
         assert values[("sharer", "old@partner.example")]["count"] == 2
         assert values[("sharer", "old@partner.example")]["new"] is False
-        assert values[("sharer", "Fresh@Elsewhere.example")]["new"] is True
+        assert values[("sharer", "fresh@elsewhere.example")]["new"] is True
         assert report.users["recipient"] == 1
 
 

@@ -56,6 +56,11 @@ def render_context(settings: Settings, salt: str | None = None,
         # per format, where its patient data hides (sources.<format>.patient; enrich reads it)
         "patient_data": {name: source.patient.model_dump() for name, source in settings.sources
                          if hasattr(source, "patient")},
+        # per format, how its account names are keyed; addresses: e-mails and share recipients
+        # (docs/identity.md; enrich reads them)
+        "identity": {**{name: source.identity.model_dump() for name, source in settings.sources
+                        if name in vocabulary().formats},
+                     "addresses": settings.sources.addresses.model_dump()},
         "salt": salt or "",
         # without a key (a render for checks, not an install) the router refuses every envelope
         "envelope_key": envelope_key or "",

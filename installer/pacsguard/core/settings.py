@@ -351,8 +351,43 @@ class PatientData(Frozen):
         return list(dict.fromkeys(key.strip().lower() for key in value))
 
 
+class Identity(Frozen):
+    """How a source's account names (or e-mail addresses) become the key the rules count by
+    (docs/identity.md). Applied at ingest by the enrich pipeline, in this order: Unicode
+    normalization, trimming, domain stripping, case folding; the source's spelling is kept
+    in pacs.identity.* where it differs from the key."""
+
+    # insensitive: the source treats "Alice" and "alice" as one account: keyed lower-cased
+    case: Literal["sensitive", "insensitive"] = "sensitive"
+    # white space around a name is never part of it
+    trim: bool = True
+    # NFC: one spelling for canonically equal text (e + combining accent = é); NFKC also folds
+    # compatibility forms (full-width letters, ligatures): only for a source that does so itself
+    unicode: Literal["none", "NFC", "NFKC"] = "NFC"
+    # strip: DOMAIN\name and name@domain are keyed as name (the domain goes to user.domain)
+    domain: Literal["keep", "strip"] = "keep"
+
+
+def _case_insensitive() -> Identity:
+    return Identity(case="insensitive")
+
+
 class GenericSourceSettings(Frozen):
     patient: PatientData = PatientData()
+    identity: Identity = Identity()
+
+
+class AtnaSourceSettings(Frozen):
+    # DICOM audit UserIDs as the archive writes them (dcm4chee: its Keycloak or LDAP login name)
+    identity: Identity = Identity()
+
+
+class FhirSourceSettings(Frozen):
+    identity: Identity = Identity()
+
+
+class OrthancSourceSettings(Frozen):
+    identity: Identity = Identity()
 
 
 class KeycloakSourceSettings(Frozen):
@@ -360,6 +395,9 @@ class KeycloakSourceSettings(Frozen):
     timezone: str = "UTC"
     # Patient routes and keys in redirect URIs (and any other URL of an event).
     patient: PatientData = PatientData()
+    # Keycloak user names are case-insensitive: it stores them lower-cased, but its failed-login
+    # events carry the name as typed
+    identity: Identity = Field(default_factory=_case_insensitive)
 
     @field_validator("timezone")
     @classmethod
@@ -384,6 +422,9 @@ class DirectorySourceSettings(Frozen):
     csv_file: Path | None = None
     # admin events this recent get their actor id replaced by the account's name
     resolve_window: str = "2d"
+    # how the CSV's user names are keyed (Keycloak's accounts follow sources.keycloak.identity):
+    # as the rules see the same accounts in the events of the sources that name them
+    identity: Identity = Identity()
 
     @field_validator("resolve_window")
     @classmethod
@@ -478,6 +519,7 @@ class ProxySourceSettings(Frozen):
     # the client is the right-most X-Forwarded-For address that is not (never the sender's own claim).
     trusted_proxies: list[str] = []
     patient: PatientData = PatientData()
+    identity: Identity = Identity()
 
     @field_validator("login_paths", "logout_paths")
     @classmethod
@@ -489,10 +531,23 @@ class ProxySourceSettings(Frozen):
 
 
 class SourcesSettings(Frozen):
+    atna: AtnaSourceSettings = AtnaSourceSettings()
+    fhir: FhirSourceSettings = FhirSourceSettings()
+    orthanc: OrthancSourceSettings = OrthancSourceSettings()
     proxy: ProxySourceSettings = ProxySourceSettings()
     keycloak: KeycloakSourceSettings = KeycloakSourceSettings()
     generic: GenericSourceSettings = GenericSourceSettings()
     directory: DirectorySourceSettings = DirectorySourceSettings()
+    # e-mail addresses (user.email, user.target.email) and share recipients (pacs.share.recipients)
+    # of every source: mail domains and, in practice, local parts are case-insensitive
+    addresses: Identity = Field(default_factory=_case_insensitive)
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses_keep_domain(cls, value: Identity) -> Identity:
+        if value.domain != "keep":
+            raise ValueError("sources.addresses.domain must be keep: the domain is part of an address")
+        return value
 
 
 class RuleFolder(Frozen):

@@ -37,7 +37,7 @@ class ProfileKind(Frozen):
 class BaselineMetric(Frozen):
     actions: list[str]
     unit: Literal["hour", "day"]
-    value: Literal["studies", "events", "external_recipients"]
+    value: Literal["distinct_studies", "events", "external_recipients"]
 
 
 class Vocabulary(Frozen):

@@ -52,8 +52,9 @@ class Series:
 
 
 def _studies_per_hour(buckets: Iterable[dict[str, Any]]) -> list[float]:
-    # pacs.study.count where the source gave it, else one study per event.
-    return [b["studies"]["value"] + b["no_count"]["doc_count"] for b in buckets]
+    # distinct Study Instance UIDs, as the rules count them (4a, 4b): one export audited by the
+    # archive and by FHIR is one export, not two
+    return [float(b["studies"]["value"]) for b in buckets]
 
 
 def _events_per_hour(buckets: Iterable[dict[str, Any]]) -> list[float]:
@@ -91,10 +92,9 @@ def series_for(settings: Settings, end_ms: int) -> list[Series]:
         unit = unit_seconds(settings, metric.unit)
         histogram = _histogram(unit, f"{unit}s", end_ms)
         filters: list[dict[str, Any]] = [{"terms": {"event.action": list(metric.actions)}}, not_failed]
-        if metric.value == "studies":
+        if metric.value == "distinct_studies":
             out.append(Series(name, unit, metric.unit, filters, [histogram],
-                              {"studies": {"sum": {"field": "pacs.study.count"}},
-                               "no_count": {"missing": {"field": "pacs.study.count"}}}, _studies_per_hour))
+                              {"studies": {"cardinality": {"field": "pacs.study.uids"}}}, _studies_per_hour))
         elif metric.value == "events":
             out.append(Series(name, unit, metric.unit, filters, [histogram], None, _events_per_hour))
         else:

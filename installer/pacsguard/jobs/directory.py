@@ -30,6 +30,7 @@ the jobs every engine.jobs_every); an alert raised before that names the UUID.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 import time
@@ -41,7 +42,8 @@ from typing import Any
 from pacsguard.core.connection import ApiError, Cluster
 from pacsguard.core.errors import PacsguardError
 from pacsguard.core.escaping import path_segment
-from pacsguard.core.settings import Settings, duration_seconds
+from pacsguard.core.identity import identity_key
+from pacsguard.core.settings import Identity, Settings, duration_seconds
 from pacsguard.jobs.clock import start_run
 from pacsguard.jobs.report import JobReport
 from pacsguard.jobs.writer import BulkWriter, finish_run, job_stamp
@@ -134,6 +136,16 @@ def keycloak_accounts(rest: Any, realm: str) -> list[Account]:
         first += PAGE
 
 
+def keyed(accounts: Iterable[Account], how: Identity, settings: Settings) -> list[Account]:
+    """Accounts with their names and e-mail addresses keyed as the events of their source are
+    (docs/identity.md), so the directory's "alice" is the events' "alice"."""
+    out = []
+    for a in accounts:
+        email = identity_key(a.email, settings.sources.addresses) if a.email else None
+        out.append(dataclasses.replace(a, name=identity_key(a.name, how), email=email or None))
+    return out
+
+
 def merge(*sources: Iterable[Account]) -> dict[str, Account]:
     """One account per user name; the first source wins for id/enabled/created, roles add up."""
     out: dict[str, Account] = {}
@@ -183,42 +195,63 @@ def _last_seen(cluster: Cluster, settings: Settings, names: list[str]) -> dict[s
     return out
 
 
+# The names an event may give by id: (name field, id field). Keycloak admin events name their actor
+# (user.name) and their target (user.target.name) by id where they give no name.
+ID_NAMED = (("user.name", "user.id"), ("user.target.name", "user.target.id"))
+
+
 def resolve_actors(cluster: Cluster, settings: Settings, ids: dict[str, str], *, now: dt.datetime,
                    window_seconds: int) -> int:
-    """Rewrite user.name of recent events whose user.name is still an account id; returns how many."""
+    """Rewrite user.name and user.target.name of recent events that are still an account id (the
+    id field says so); returns how many events changed."""
     if not ids:
         return 0
     events = settings.index("events_data_stream")
     since = (now - dt.timedelta(seconds=window_seconds)).isoformat()
     keys = sorted(ids)
     fixed = 0
-    for i in range(0, len(keys), RESOLVE_BATCH):
-        batch = keys[i:i + RESOLVE_BATCH]
-        body = {"size": 1000, "_source": ["user.id", "user.name", "related.user"], "sort": ["_doc"],
-                "query": {"bool": {"filter": [{"terms": {"user.name": batch}},
-                                              {"range": {"@timestamp": {"gte": since}}}]}}}
-        while True:
-            try:
-                hits = cluster.request("POST", f"/{events}/_search", body=body)["hits"]["hits"]
-            except ApiError as exc:
-                if exc.status == 404:
-                    return fixed
-                raise
-            writer = BulkWriter(cluster, events)
-            lines: list[str] = []
-            for h in hits:
-                user = h["_source"].get("user") or {}
-                uid = user.get("name")
-                if uid not in ids or user.get("id") not in (None, uid):
-                    continue
-                related = list(dict.fromkeys([*((h["_source"].get("related") or {}).get("user") or []), ids[uid]]))
-                lines.append(_update(h["_index"], h["_id"], {"user": {"name": ids[uid]}, "related": {"user": related}}))
-            if lines:
-                res = writer.cluster.request("POST", "/_bulk?refresh=true", body="".join(lines))
-                fixed += sum(1 for item in res["items"] if item["update"].get("status", 500) < 300)
-            if len(hits) < 1000 or not lines:
-                break
+    for name_field, id_field in ID_NAMED:
+        for i in range(0, len(keys), RESOLVE_BATCH):
+            body = {"size": 1000, "_source": [id_field, name_field, "related.user"], "sort": ["_doc"],
+                    "query": {"bool": {"filter": [{"terms": {name_field: keys[i:i + RESOLVE_BATCH]}},
+                                                  {"range": {"@timestamp": {"gte": since}}}]}}}
+            while True:
+                try:
+                    hits = cluster.request("POST", f"/{events}/_search", body=body)["hits"]["hits"]
+                except ApiError as exc:
+                    if exc.status == 404:
+                        return fixed
+                    raise
+                lines = [line for h in hits if (line := _named(h, name_field, id_field, ids))]
+                if lines:
+                    res = cluster.request("POST", "/_bulk?refresh=true", body="".join(lines))
+                    fixed += sum(1 for item in res["items"] if item["update"].get("status", 500) < 300)
+                if len(hits) < 1000 or not lines:
+                    break
     return fixed
+
+
+def _named(hit: dict[str, Any], name_field: str, id_field: str, ids: dict[str, str]) -> str | None:
+    """The bulk update that names one event's id-named account, or None (named already)."""
+    src = hit["_source"]
+    uid, given_id = _get(src, name_field), _get(src, id_field)
+    if uid not in ids or given_id not in (None, uid):
+        return None
+    related = list(dict.fromkeys([*((src.get("related") or {}).get("user") or []), ids[uid]]))
+    doc: dict[str, Any] = {"related": {"user": related}}
+    holder = doc
+    *path, last = name_field.split(".")
+    for part in path:
+        holder = holder.setdefault(part, {})
+    holder[last] = ids[uid]
+    return _update(hit["_index"], hit["_id"], doc)
+
+
+def _get(src: dict[str, Any], dotted: str) -> Any:
+    node: Any = src
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _update(index: str, doc_id: str, doc: dict[str, Any]) -> str:
@@ -246,15 +279,16 @@ def run_directory(cluster: Cluster, settings: Settings, *, now: dt.datetime | No
             realm = realm or kc.realm
             if not realm:
                 raise PacsguardError("connectors.keycloak.realm is not set: the directory job reads its users")
-            sources.append(keycloak_accounts(rest or _rest(settings), realm))
+            sources.append(keyed(keycloak_accounts(rest or _rest(settings), realm), settings.sources.keycloak.identity,
+                                 settings))
         if d.csv_file is not None:
-            sources.append(read_csv(d.csv_file))
+            sources.append(keyed(read_csv(d.csv_file), d.identity, settings))
         if not sources:
             raise PacsguardError("the directory job has no source: set connectors.keycloak (url, realm, secret) "
                                  "and/or sources.directory.csv_file")
         merged = merge(*sources)
     else:
-        merged = merge(accounts)
+        merged = merge(keyed(accounts, d.identity, settings))
     admin_roles = set(settings.thresholds.admin_roles)
     target = settings.index("directory")
     seen = _last_seen(cluster, settings, sorted(merged))
@@ -280,3 +314,53 @@ def run_directory(cluster: Cluster, settings: Settings, *, now: dt.datetime | No
                                     window_seconds=duration_seconds(d.resolve_window))
     report.seconds = round(time.monotonic() - began, 3)
     return report
+
+
+@dataclass(frozen=True)
+class Named:
+    """An account as an alert keys it, and what the directory says of it."""
+
+    value: str
+    name: str | None = None  # the directory's name for the account; None: the directory does not know it
+    id: str | None = None  # the account id, where the value is one
+
+    def text(self) -> str:
+        if self.name and self.id:
+            return f"{self.name} (id {self.id})"
+        if self.name:
+            return self.name
+        if self.id:
+            return f"{self.id} (an id the directory does not know)"
+        return f"{self.value} (not in the directory)"
+
+
+def lookup_names(cluster: Cluster, settings: Settings, values: list[str]) -> dict[str, Named]:
+    """What the directory index says of each value: an account's id (named by the account), an
+    account's name, or neither; for the last, whether the events gave the value as an id."""
+    values = list(dict.fromkeys(v for v in values if v))
+    if not values:
+        return {}
+    res = cluster.request("POST", f"/{settings.index('directory')}/_search", ok_missing=True, body={
+        "size": 2 * len(values), "_source": ["user.name", "user.id"],
+        "query": {"bool": {"should": [{"terms": {"user.id": values}}, {"terms": {"user.name": values}}]}}}) or {}
+    out: dict[str, Named] = {}
+    for h in res.get("hits", {}).get("hits", []):
+        user = h["_source"].get("user") or {}
+        if user.get("id") in values:
+            out[user["id"]] = Named(user["id"], user.get("name"), user["id"])
+        if user.get("name") in values and user["name"] not in out:
+            out[user["name"]] = Named(user["name"], user["name"])
+    for v in values:
+        if v not in out:
+            out[v] = Named(v, None, v if _given_as_id(cluster, settings, v) else None)
+    return out
+
+
+def _given_as_id(cluster: Cluster, settings: Settings, value: str) -> bool:
+    """Whether an event names an account by this value where its id field holds the same value
+    (the pipelines key an account the event names only by id by that id)."""
+    should = [{"bool": {"filter": [{"term": {name: value}}, {"term": {id_field: value}}]}}
+              for name, id_field in ID_NAMED]
+    res = cluster.request("POST", f"/{settings.index('events_data_stream')}/_search", ok_missing=True,
+                          body={"size": 0, "track_total_hits": 1, "query": {"bool": {"should": should}}}) or {}
+    return int(res.get("hits", {}).get("total", {}).get("value", 0)) > 0

@@ -280,8 +280,7 @@ def bucket_trigger(rule: Rule, settings: Settings, name: str, severity: str, pat
 
 def _value_agg(count: str) -> dict[str, Any]:
     return {"events": {"value_count": {"field": "@timestamp"}},
-            "distinct_studies": {"cardinality": {"field": "pacs.study.uids"}},
-            "studies": {"sum": {"field": "pacs.study.count"}}}[count]
+            "distinct_studies": {"cardinality": {"field": "pacs.study.uids"}}}[count]
 
 
 def _inputs_and_triggers(rule: Rule, settings: Settings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

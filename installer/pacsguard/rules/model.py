@@ -117,7 +117,9 @@ class Detection(Frozen):
     # names of pack thresholds (validated against Thresholds' fields)
     window: str | None = None
     threshold: str | None = None
-    count: Literal["events", "distinct_studies", "studies"] = "events"
+    # studies are counted as distinct Study Instance UIDs, never as a sum of per-event counts: one
+    # export audited by two sources is one export (docs/identity.md)
+    count: Literal["events", "distinct_studies"] = "events"
     # sequence: the run of failures before a success
     before: Filter | None = None
     # new_value: which profile kind (written by the profiles job)

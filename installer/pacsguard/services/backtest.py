@@ -1,7 +1,8 @@
 """Backtest: what the rules would have raised over a past period, and how that compares with labels.
 
-The jobs are replayed as of each job step (baselines and profiles rewritten as the
-cluster would have had them then), and every rule's compiled monitor runs with the
+The jobs are replayed as of each job step, the same jobs `watch` runs (the directory,
+where it has a source, naming the accounts that events gave by id; baselines and profiles
+rewritten as the cluster would have had them then), and every rule's compiled monitor runs with the
 pack's core engine as of each step. Consecutive steps on which a rule's trigger holds
 for the same bucket make one alert (Alerting's lifecycle: it stays ACTIVE while the
 condition holds), dated at its first step. Against a labels file (`pacsguard
@@ -30,6 +31,7 @@ from pacsguard.core.settings import Settings, duration_seconds
 from pacsguard.engines import core
 from pacsguard.jobs import run_job
 from pacsguard.jobs.profiles import default_lookback
+from pacsguard.jobs.schedule import all_jobs
 from pacsguard.rules.compiler import ESCALATED_SUFFIX, compile_rules, rule_window
 
 ESCALATION_SIGNAL = "4c"
@@ -176,14 +178,19 @@ def backtest(cluster: Cluster, settings: Settings, start: dt.datetime, end: dt.d
     windows = {c.signal: duration_seconds(rule_window(c.rule, bt)) for c in compiled}
     report = Report(start, end, step_s, users if users is not None else _count_users(cluster, settings, start, end))
     lookback = default_lookback(settings, jobs_s)
+    # every job watch runs, the directory first where it has a source (it names the accounts of
+    # id-only events before the rules read them, as it does live)
+    jobs = all_jobs(settings)
     open_alerts: dict[tuple[str, tuple[str, ...]], Alert] = {}
     t = start
     total = int((end - start).total_seconds() // step_s)
     while t <= end:
         if report.steps % (jobs_s // step_s) == 0:
-            for job in ("baselines", "profiles"):
+            for job in jobs:
                 run_job(cluster, settings, job, now=t, lookback_seconds=lookback if job == "profiles" else None)
-            cluster.request("POST", f"/{settings.index('baselines')},{settings.index('profiles')}/_refresh")
+            cluster.request("POST", f"/{settings.index('baselines')},{settings.index('profiles')},"
+                            f"{settings.index('directory')},{settings.index('events_data_stream')}/_refresh",
+                            params={"ignore_unavailable": "true"})
             report.job_runs += 1
         seen: set[tuple[str, tuple[str, ...]]] = set()
         for c in compiled:
@@ -211,7 +218,7 @@ def backtest(cluster: Cluster, settings: Settings, start: dt.datetime, end: dt.d
     if labels is not None:
         _match(report, labels, windows, step_s)
     progress("running the jobs once as of now, so the live state is current again")
-    for job in ("baselines", "profiles"):
+    for job in jobs:
         run_job(cluster, settings, job)
     return report
 

@@ -42,6 +42,7 @@ from pacsguard.engines.channels.inbox import inbox_channel
 from pacsguard.engines.delivery import AlertMessage, DeliveryResult, deliver
 from pacsguard.engines.result import Bucket, MonitorRun
 from pacsguard.jobs import run_job
+from pacsguard.jobs.directory import directory_configured, lookup_names
 from pacsguard.jobs.schedule import all_jobs
 from pacsguard.rules.compiler import (
     CompiledRule,
@@ -139,6 +140,7 @@ class Watcher:
         self.jobs_thread: threading.Thread | None = None
         self.renotify = duration_seconds(settings.engine.renotify_every)
         self.redeliver = duration_seconds(settings.engine.redeliver_after)
+        self.named: dict[tuple[str, tuple[str, ...]], dict[str, str]] = {}
 
     # ------------------------------------------------------------ one tick
 
@@ -231,13 +233,16 @@ class Watcher:
         text = core.render_mustache(message_template(rule, self.settings, escalated), {"ctx": {
             "monitor": {"name": compiled.monitor["name"]}, "trigger": {"name": trigger, "severity": severity},
             "periodEnd": now_iso(at).replace("+00:00", "Z"), "newAlerts": [{"bucket_keys": entity, "count": _number(bucket.count)}]}})
+        names = self._names(compiled, bucket)
+        text = with_names(text, names)
         return {
             "@timestamp": now_iso(at), "engine": ENGINE, "state": ACTIVE, "status": OPEN, "severity": severity,
             "escalated": escalated, "owner": route.owner,
             "rule": {"id": str(rule.id), "signal": rule.signal, "name": rule.name, "version": rule.version,
                      "object_id": compiled.object_id},
             "trigger": {"name": trigger, "severity": severity},
-            "entity": {"value": entity, "keys": list(bucket.keys), "field": rule.detection.entity},
+            "entity": {"value": entity, "keys": list(bucket.keys), "field": rule.detection.entity,
+                       **({"names": names} if names else {})},
             "count": _number(bucket.count), "window": rule_window(rule, self.settings),
             "evidence_query": evidence_query(rule, bucket.keys[0] if bucket.keys else entity),
             "start_time": now_iso(at), "last_seen_time": now_iso(at),
@@ -245,6 +250,26 @@ class Watcher:
             "channels": channels, "deliveries": [],
             "history": [{"at": now_iso(at), "state": ACTIVE, "by": ENGINE, "note": f"{trigger} fired"}],
         }
+
+    def _names(self, compiled: CompiledRule, bucket: Bucket) -> dict[str, str]:
+        """The accounts of an alert's entity named through the directory (docs/identity.md), at the
+        moment the alert is raised: its field -> how the message names it. Remembered per entity,
+        so a rule that keeps firing does not look them up on every run."""
+        if not directory_configured(self.settings):
+            return {}
+        d = compiled.rule.detection
+        wanted = {f: v for f, v in zip([d.entity, *d.group_by], bucket.keys, strict=False) if f in ACCOUNT_FIELDS and v}
+        key = (compiled.object_id, bucket.keys)
+        if wanted and key not in self.named:
+            try:
+                found = lookup_names(self.cluster, self.settings, list(wanted.values()))
+            except PacsguardError as exc:
+                self.progress(f"warning: names of {bucket.entity}: {exc}")
+                return {}  # the alert goes out with the ids; naming them is not worth losing it
+            if len(self.named) >= 10_000:
+                self.named.clear()
+            self.named[key] = {f: found[v].text() for f, v in wanted.items()}
+        return self.named.get(key, {})
 
     def _open(self, compiled: CompiledRule, entity: str, severity: str, bucket: Bucket, trigger: str,
               at: dt.datetime) -> None:
@@ -381,6 +406,20 @@ def _needs_attention(src: dict[str, Any], at: dt.datetime, renotify: int) -> boo
     last = src.get("last_notification_time")
     return bool(renotify and src.get("state") == ACTIVE and last
                 and (at - dt.datetime.fromisoformat(last)).total_seconds() >= renotify)
+
+
+# The entity fields that hold an account, and how a message calls each.
+ACCOUNT_FIELDS = {"user.name": "Actor", "user.target.name": "Target"}
+
+
+def with_names(text: str, names: dict[str, str]) -> str:
+    """The message with a line per named account after its entity line."""
+    if not names:
+        return text
+    lines = text.split("\n")
+    at = next((i + 1 for i, line in enumerate(lines) if line.startswith("Entity (")), len(lines))
+    named = [f"{ACCOUNT_FIELDS[f]} ({f}): {n}" for f, n in names.items()]
+    return "\n".join(lines[:at] + named + lines[at:])
 
 
 def _number(value: Any) -> int | float | None:
