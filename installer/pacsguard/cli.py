@@ -286,13 +286,19 @@ def status(strict: Annotated[bool, typer.Option("--strict", help="Exit 4 on drif
     lines.append("")
     lines.append(table(["state", "kind", "id", "detail"], [[o.state, o.kind, o.id, o.detail] for o in st.objects]))
     if st.installed_version:
-        from pacsguard.services.watch import rule_status
+        from pacsguard.services.watch import rule_status, watch_leader
 
         rules = rule_status(cluster, settings)
         data["rules"] = rules
-        lines += ["", table(["signal", "engine", "last run", "last error", "open alerts", "rule"],
-                            [[r["signal"], r["engine"], r["last_run"] or "never", r["last_error"] or "-",
-                              r["open_alerts"], r["rule"]] for r in rules])]
+        data["watch_leader"] = leader = watch_leader(cluster, settings)
+        lines += ["", table(["signal", "engine", "last run", "evaluated through", "catching up", "last error",
+                             "open alerts", "rule"],
+                            [[r["signal"], r["engine"], r["last_run"] or "never", r["evaluated_through"] or "-",
+                              f"{r['catching_up']} period(s)" if r["catching_up"] else "-",
+                              r["last_error"] or "-", r["open_alerts"], r["rule"]] for r in rules])]
+        if leader:
+            lines.append(f"watch leader: {leader.get('holder')} (epoch {leader.get('epoch')}, "
+                         f"renewed {leader.get('renewed_at')})")
     emit(data, "\n".join(lines))
     if strict and not st.healthy:
         raise typer.Exit(EXIT_UNHEALTHY)
@@ -1116,7 +1122,7 @@ def watch(
 
     from pacsguard.engines.delivery import delivery_problems
     from pacsguard.jobs.schedule import stop_on_signals
-    from pacsguard.services.watch import Watcher, run_forever
+    from pacsguard.services.watch import Watcher, run_forever, watch_leader
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO if opts().verbose else logging.WARNING)
     cluster, settings = connect()
@@ -1135,6 +1141,9 @@ def watch(
         watcher.tick()
         watcher.close()
         report = watcher.report
+        if not watcher.leading:
+            lease = watch_leader(cluster, settings) or {}
+            report.errors.append(f"another watch leads ({lease.get('holder', 'unknown')}): nothing was run")
     else:
         with stop_on_signals() as stop:
             report = run_forever(watcher, stop)

@@ -63,7 +63,8 @@ def time_range(field: str, window: str) -> dict[str, Any]:
     return {"range": {field: {"gte": f"{PERIOD_END}||-{window}", "lte": PERIOD_END, "format": "epoch_millis"}}}
 
 
-def event_clause(f: Filter, window: str, settings: Settings, time_field: str | None = None) -> dict[str, Any]:
+def event_filter(f: Filter, settings: Settings) -> dict[str, Any]:
+    """The events a filter takes, at any time."""
     clauses: list[dict[str, Any]] = [
         {"term": {"event.dataset": "pacs.audit"}},
         {"terms": {"event.action": list(f.actions)}},
@@ -72,11 +73,25 @@ def event_clause(f: Filter, window: str, settings: Settings, time_field: str | N
         clauses.append({"term": {"event.outcome": f.outcome}})
     if f.external_only:
         clauses.append({"term": {"pacs.share.external": True}})
-    clauses.append(time_range(time_field or settings.detection.time_field, window))
     body: dict[str, Any] = {"filter": clauses}
     if f.exclude_admins:
         body["must_not"] = [{"terms": {"user.roles": list(settings.thresholds.admin_roles)}}]
     return {"bool": body}
+
+
+def event_clause(f: Filter, window: str, settings: Settings, time_field: str | None = None) -> dict[str, Any]:
+    clause = event_filter(f, settings)
+    clause["bool"]["filter"].append(time_range(time_field or settings.detection.time_field, window))
+    return clause
+
+
+def rule_events(rule: Rule, settings: Settings) -> dict[str, Any] | None:
+    """The events a rule counts, at any time (None: it reads only the profiles index)."""
+    d = rule.detection
+    filters = [f for f in (d.filter, d.before) if f is not None]
+    if d.type == "new_value" or not filters:
+        return None
+    return any_of(*(event_filter(f, settings) for f in filters))
 
 
 def new_login_clause(window: str, settings: Settings) -> dict[str, Any]:
