@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -60,6 +61,7 @@ class Lease:
         self._version: tuple[int, int] | None = None
         self._valid_until = 0.0
         self._seen = Seen(None, clock())
+        self._lock = threading.Lock()
 
     def valid(self) -> bool:
         """True while this instance may act as the leader (send, write alerts)."""
@@ -67,6 +69,10 @@ class Lease:
 
     def tick(self) -> bool:
         """Renew the lease when held, else try to take it if free or stale. Returns valid()."""
+        with self._lock:
+            return self._tick()
+
+    def _tick(self) -> bool:
         started = self.clock()
         try:
             if self.epoch is not None:
@@ -113,6 +119,10 @@ class Lease:
 
     def release(self) -> None:
         """Give the lease up at a clean stop, so a standby takes over on its next tick."""
+        with self._lock:
+            self._release()
+
+    def _release(self) -> None:
         if self.epoch is None or self._version is None:
             return
         self.epoch = None

@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,11 @@ SETTLE_SECONDS = 5
 # The lease runs out after this many ticks without renewal: a standby takes over within
 # LEASE_TICKS + 1 ticks (9 s at the default tick of 1 s), well inside two schedule intervals.
 LEASE_TICKS = 8
+# The lease is renewed by a thread of its own (a long rule run must not cost the lease), but only
+# while the loop shows signs of life: a loop that has not ticked for this long is hung, and lets
+# the lease run out (the shortest rule schedule, Alerting's minimum: a standby then takes over
+# within two schedule intervals).
+HUNG_SECONDS = 60.0
 # A run spends at most this share of the rule's interval on past periods; the rest next run.
 CATCHUP_SHARE = 0.5
 MAX_ENTITY_ERRORS = 20
@@ -157,6 +163,9 @@ class Watcher:
                            clock=clock)
         self.leading = False
         self.led_once = False
+        self.heartbeat = clock()
+        self._renewer: threading.Thread | None = None
+        self._stop_renewing = threading.Event()
         # Rules run in workers of their own, so a slow windowed rule never holds back the
         # event rules due every few seconds; alert documents change under one lock.
         self.rule_pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="pacsguard-rule")
@@ -178,6 +187,7 @@ class Watcher:
         wait=True (tests, --once) returns once the rules started here have run;
         the loop passes False and picks up their results on later ticks.
         """
+        self.heartbeat = self.clock()
         with self.lock:
             self._collect_deliveries()
         if not self._lead():
@@ -193,15 +203,21 @@ class Watcher:
                 state.next_run = mono + state.every
                 state.running = self.rule_pool.submit(self.run_rule, state, now)
                 started.append(state.running)
-        if wait:
-            for future in started:
-                future.result()
+        while wait and started:
+            self.heartbeat = self.clock()
+            _, running = futures_wait(started, timeout=1.0)
+            started = list(running)
         with self.lock:
             self._retry_and_remind(now)
 
     def _lead(self) -> bool:
-        """Renew or take the lease; a standby (or a leader that lost it) does nothing else."""
-        leading = self.lease.tick()
+        """Whether this instance holds the lease (the renewing thread starts on the first call);
+        a standby, or a leader that lost it, does nothing else."""
+        if self._renewer is None:
+            self.lease.tick()
+            self._renewer = threading.Thread(target=self._renew, name="pacsguard-lease", daemon=True)
+            self._renewer.start()
+        leading = self.lease.valid()
         if leading and not self.leading:
             self.progress(f"leading (lease epoch {self.lease.epoch}, {self.lease.holder})")
             for state in self.rules:
@@ -211,6 +227,11 @@ class Watcher:
         self.leading = leading
         self.led_once = self.led_once or leading
         return leading
+
+    def _renew(self) -> None:
+        while not self._stop_renewing.wait(self.settings.engine.tick_seconds):
+            if self.clock() - self.heartbeat < HUNG_SECONDS:
+                self.lease.tick()
 
     def _may_act(self) -> bool:
         """Write alerts and send: the leader only (an instance that never ticked, e.g. a direct
@@ -467,6 +488,7 @@ class Watcher:
 
     def _open(self, compiled: CompiledRule, entity: str, severity: str, bucket: Bucket, trigger: str,
               at: dt.datetime) -> None:
+        self._guard()
         alert = self.store.create(self._doc(compiled, entity, severity, bucket, trigger, at))
         self.report.opened += 1
         self.progress(f"alert {alert.id}: {compiled.signal} {severity} {entity} (owner {alert.source['owner']})")
@@ -638,10 +660,16 @@ class Watcher:
                                    "leader": self.lease.holder, "written_at": now_iso(at)})
 
     def close(self) -> None:
+        """Finish the rule runs and deliveries in flight (still leading meanwhile), then hand the
+        lease over."""
+        self.heartbeat = float("inf")
         self.rule_pool.shutdown(wait=True, cancel_futures=True)
         with self.lock:
             self._collect_deliveries(wait=True)
         self.lanes.shutdown(wait=True)
+        self._stop_renewing.set()
+        if self._renewer is not None:
+            self._renewer.join()
         self.lease.release()
 
 
