@@ -387,9 +387,12 @@ class Watcher:
             if own_time is None:
                 continue
             try:
-                alert = touched.get(key) or self._episode(compiled, key, period.end, window)
+                # this run's own alerts first: the search does not see them before a refresh
+                alert = next((a for a in touched.values() if a.entity == key
+                              and _overlaps(a.source, period.end, window)), None) \
+                    or self._episode(compiled, key, period.end, window)
                 if alert is not None:
-                    touched[key] = self._extend(alert, period.end)
+                    touched[alert.id] = self._extend(alert, period.end)
                     continue
                 doc = self._doc(compiled, entity, severity, bucket, trigger, at, period_end=period.end,
                                 event_time=own_time)
@@ -399,7 +402,7 @@ class Watcher:
                     if exc.status != 409:
                         raise
                     continue  # another engine wrote this very episode
-                touched[key] = alert
+                touched[alert.id] = alert
                 self.report.opened += 1
                 self.progress(f"alert {alert.id}: {compiled.signal} {severity} {key} (late: events at "
                               f"{doc['event_time']}, detected {doc['detected_time']})")
@@ -409,12 +412,8 @@ class Watcher:
 
     def _episode(self, compiled: CompiledRule, key: str, end: dt.datetime, window: int) -> Alert | None:
         """The alert (any state) whose firing windows overlap the window ending at `end`."""
-        reach = dt.timedelta(seconds=window)
-        for alert in self.store.of_entity(compiled.object_id, key):
-            first, last = _span(alert.source)
-            if first - reach <= end and end - reach <= last:
-                return alert
-        return None
+        return next((a for a in self.store.of_entity(compiled.object_id, key) if _overlaps(a.source, end, window)),
+                    None)
 
     def _extend(self, alert: Alert, end: dt.datetime) -> Alert:
         def widen(src: dict[str, Any]) -> bool:
@@ -752,6 +751,13 @@ def _span(src: dict[str, Any]) -> tuple[dt.datetime, dt.datetime]:
     its first and last run, which were its period ends)."""
     first = _time(src.get("period_start") or src["start_time"])
     return first, _time(src.get("period_end") or src.get("last_seen_time") or src["start_time"])
+
+
+def _overlaps(src: dict[str, Any], end: dt.datetime, window: int) -> bool:
+    """Whether the window ending at `end` overlaps the windows the alert fired in: one episode."""
+    first, last = _span(src)
+    reach = dt.timedelta(seconds=window)
+    return first - reach <= end and end - reach <= last
 
 
 def _time(value: str) -> dt.datetime:
