@@ -548,19 +548,34 @@ class Watcher:
         src = alert.source
         message = AlertMessage(subject=src["message"]["subject"], text=src["message"]["text"],
                                alert=_public(alert))
-        future = self.lanes.submit(channel.name, self._deliver_as_leader, channel, message, delivery_id)
+        future = self.lanes.submit(channel.name, self._deliver_as_leader, alert.id, channel, message, delivery_id)
         self.pending.append(Pending(alert.id, delivery_id, channel.name, kind, future))
 
-    def _deliver_as_leader(self, channel: Channel, message: AlertMessage, delivery_id: str) -> DeliveryResult | None:
+    def _deliver_as_leader(self, alert_id: str, channel: Channel, message: AlertMessage,
+                           delivery_id: str) -> DeliveryResult | None:
         """Send unless the lease was lost while the delivery waited in its lane (None: not sent; the
-        claim stays, and the next leader sends it)."""
+        claim stays, and the next leader sends it), and record the outcome on the alert at once:
+        the shorter the time between an answer and its record, the less a successor sends again.
+        A leader that lost its lease meanwhile still records what it did send: that is true."""
         if not self._may_act():
             return None
-        return deliver(channel, message, delivery_id=delivery_id, policy=self.settings.notifications.delivery)
+        result = deliver(channel, message, delivery_id=delivery_id, policy=self.settings.notifications.delivery)
+
+        def record(src: dict[str, Any]) -> None:
+            for d in src.get("deliveries", []):
+                if d.get("delivery_id") == delivery_id:
+                    d.update(ok=result.ok, attempts=int(d.get("attempts", 0)) + result.attempts,
+                             status=result.status or result.reason, error=result.error,
+                             at=now_iso(result.finished_at))
+
+        try:
+            self.store.update(alert_id, record)
+        except PacsguardError as exc:  # the cluster is away: the record stays pending, sent again later
+            self.progress(f"delivery {delivery_id}: outcome not recorded: {exc}")
+        return result
 
     def _collect_deliveries(self, wait: bool = False) -> None:
-        """Record finished deliveries on their alerts (a leader that lost its lease records what it
-        did send: that is still true)."""
+        """Count the finished deliveries (their lanes recorded them on the alerts)."""
         still: list[Pending] = []
         for p in self.pending:
             if not (wait or p.future.done()):
@@ -569,15 +584,6 @@ class Watcher:
             result = p.future.result()
             if result is None:
                 continue
-
-            def record(src: dict[str, Any], p: Pending = p, result: DeliveryResult = result) -> None:
-                for d in src.get("deliveries", []):
-                    if d.get("delivery_id") == p.delivery_id:
-                        d.update(ok=result.ok, attempts=int(d.get("attempts", 0)) + result.attempts,
-                                 status=result.status or result.reason, error=result.error,
-                                 at=now_iso(result.finished_at))
-
-            self.store.update(p.alert_id, record)
             if result.ok:
                 self.report.delivered += 1
             else:
