@@ -325,12 +325,20 @@ def status(strict: Annotated[bool, typer.Option(
     healthy = st.healthy
     if st.installed_version:
         from pacsguard.services.rulestatus import rule_runs
+        from pacsguard.services.watch import watch_leader
 
         rules = rule_runs(cluster, settings)
         data["rules"] = [r.as_dict() for r in rules]
-        lines += ["", table(["signal", "engine", "running", "last run", "last error", "in queue", "rule"],
+        data["watch_leader"] = leader = watch_leader(cluster, settings)
+        lines += ["", table(["signal", "engine", "running", "last run", "evaluated through", "catching up",
+                             "last error", "in queue", "rule"],
                             [[r.signal, r.engine, "yes" if r.running else ("disabled" if not r.enabled else "NO"),
-                              r.last_run or "never", r.last_error or "-", r.open_alerts, r.rule] for r in rules])]
+                              r.last_run or "never", r.evaluated_through or "-",
+                              f"{r.catching_up} period(s)" if r.catching_up else "-", r.last_error or "-",
+                              r.open_alerts, r.rule] for r in rules])]
+        if leader:
+            lines.append(f"watch leader: {leader.get('holder')} (epoch {leader.get('epoch')}, "
+                         f"renewed {leader.get('renewed_at')})")
         from pacsguard.services.exceptions import entries
 
         silenced = entries(cluster, settings)
@@ -1416,7 +1424,7 @@ def watch(
 
     from pacsguard.engines.delivery import delivery_problems
     from pacsguard.jobs.schedule import stop_on_signals
-    from pacsguard.services.watch import Watcher, run_forever
+    from pacsguard.services.watch import Watcher, run_forever, watch_leader
 
     configure_logging(logging.INFO if opts().verbose else logging.WARNING)
     cluster, settings = connect()
@@ -1435,6 +1443,9 @@ def watch(
         watcher.tick()
         watcher.close()
         report = watcher.report
+        if not watcher.leading:
+            lease = watch_leader(cluster, settings) or {}
+            report.errors.append(f"another watch leads ({lease.get('holder', 'unknown')}): nothing was run")
     else:
         with stop_on_signals() as stop:
             report = run_forever(watcher, stop)

@@ -8,9 +8,13 @@ the alert loop, the collector's hardening tests, and what the node itself runs."
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
+from alert_receivers import SECRET, Mailbox, Receiver
 from testnode import node_version
 
 HERE = Path(__file__).resolve().parent
@@ -38,3 +42,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_report_header() -> str:
     return f"pacsguard test node: OpenSearch {node_version() or 'default (pack/local-node.yaml)'}"
+
+
+@pytest.fixture
+def receivers(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Receiver, Mailbox, int]]:
+    monkeypatch.setenv("PG_LOOP_SECRET", SECRET)
+    hook, box = Receiver(), Mailbox()
+    with socket.socket() as probe:  # aiosmtpd checks readiness by connecting: it needs a real port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    smtp = Controller(box, hostname="127.0.0.1", port=port)
+    smtp.start()
+    yield hook, box, port
+    smtp.stop()
+    hook.server.shutdown()

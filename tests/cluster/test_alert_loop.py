@@ -6,25 +6,18 @@ nothing, a cleared condition completes the alert."""
 from __future__ import annotations
 
 import datetime as dt
-import email
-import hashlib
-import hmac
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
+from alert_receivers import Mailbox, Receiver, loop_settings
 from pacsguard.core.connection import Cluster
 from pacsguard.core.content import content_path
 from pacsguard.core.settings import Settings, duration_seconds
@@ -36,72 +29,6 @@ from pacsguard.services.scenarios import _case_key, expand, load_scenarios
 from pacsguard.services.watch import Watcher
 
 pytestmark = pytest.mark.cluster
-SECRET = "loop-test-signing-secret-0123456789"
-
-
-class Receiver:
-    """A webhook receiver that checks the HMAC signature of every request it records."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.bad_signatures = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                want = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-                if not hmac.compare_digest(want, self.headers.get("X-Pacsguard-Signature", "")):
-                    outer.bad_signatures += 1
-                outer.requests.append({"headers": dict(self.headers), "body": json.loads(body)})
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-class Mailbox:
-    def __init__(self) -> None:
-        self.messages: list[email.message.Message] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(email.message_from_bytes(envelope.content))
-        return "250 OK"
-
-
-@pytest.fixture
-def receivers(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Receiver, Mailbox, int]]:
-    monkeypatch.setenv("PG_LOOP_SECRET", SECRET)
-    hook, box = Receiver(), Mailbox()
-    with socket.socket() as probe:  # aiosmtpd checks readiness by connecting: it needs a real port
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    smtp = Controller(box, hostname="127.0.0.1", port=port)
-    smtp.start()
-    yield hook, box, port
-    smtp.stop()
-    hook.server.shutdown()
-
-
-def loop_settings(base: Settings, hook: Receiver, smtp_port: int, **engine: Any) -> Settings:
-    from pacsguard.core.settings import load_settings
-
-    return load_settings(environ={"PG_LOOP_SECRET": SECRET}, overrides={
-        "cluster": {"url": base.cluster.url}, "id_prefix": base.id_prefix, "namespace": base.namespace,
-        "pseudonymization": {"salt": "loop-salt-0123456789abcdef"},
-        "engine": {"mode": "pacsguard", "renotify_every": "0s", **engine},
-        "routing": {"default_owner": "PACS on-call (pacs-oncall@hospital.test)",
-                    "routes": [{"signals": ["3"], "owner": "IAM team", "channels": ["soc", "mail"]}]},
-        "notifications": {"channels": [
-            {"name": "soc", "type": "webhook", "url": hook.url, "secret_env": "PG_LOOP_SECRET"},
-            {"name": "mail", "type": "smtp", "host": "127.0.0.1", "port": smtp_port, "security": "none",
-             "from_address": "pacsguard@hospital.test", "recipients": ["soc@hospital.test"]}]},
-    })
 
 
 def scenario_events(now: dt.datetime) -> tuple[list[dict[str, Any]], set[tuple[str, str]], set[tuple[str, str]]]:

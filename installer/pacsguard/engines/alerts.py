@@ -135,9 +135,21 @@ class AlertStore:
         return out
 
     def create(self, doc: dict[str, Any]) -> Alert:
-        new_id = alert_id(doc["rule"]["object_id"], doc["entity"]["value"], doc["start_time"])
+        """One document per episode; its id comes from the period it began in (for a live alert,
+        the run that opened it), so two engines that find the same late episode write one alert."""
+        new_id = alert_id(doc["rule"]["object_id"], doc["entity"]["value"], doc.get("period_start", doc["start_time"]))
         self.cluster.request("PUT", f"/{self.index}/_create/{path_segment(new_id)}", body=doc)
         return Alert(new_id, doc)
+
+    def of_entity(self, rule_object_id: str, entity: str, size: int = 50) -> list[Alert]:
+        """The rule's alerts for one entity, in any state, newest first (to find an episode)."""
+        return self._hits({"bool": {"filter": [{"term": {"rule.object_id": rule_object_id}},
+                                               {"term": {"entity.value": entity}}]}}, size=size)
+
+    def undelivered(self, states: list[str], size: int = 1000) -> list[Alert]:
+        """Alerts in these states with a delivery not (yet) done."""
+        return self._hits({"bool": {"filter": [{"terms": {"state": states}}, {"nested": {
+            "path": "deliveries", "query": {"term": {"deliveries.ok": False}}}}]}}, size=size)
 
     def refresh(self) -> None:
         """Make the writes so far visible to searches (one call per rule run, not per alert:

@@ -15,6 +15,7 @@ import copy
 import datetime as dt
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pystache
@@ -51,10 +52,15 @@ def bucket_value(bucket: dict[str, Any], path: str) -> Any:
     return node
 
 
-def run(cluster: Cluster, monitor: dict[str, Any], period_end: dt.datetime) -> MonitorRun:
+def run(cluster: Cluster, monitor: dict[str, Any], period_end: dt.datetime,
+        only: tuple[str, list[str]] | None = None) -> MonitorRun:
+    """Run the monitor at period_end; only=(field, values) narrows it to those entities (every
+    document the query joins, events, baselines, directory and profiles, carries the entity field)."""
     started = time.monotonic()
     search = monitor["inputs"][0]["search"]
     query = render_query(search["query"], period_end)
+    if only is not None:
+        query["query"] = {"bool": {"filter": [query["query"], {"terms": {only[0]: only[1]}}]}}
     indices = ",".join(search["indices"])
     results: list[TriggerResult] = []
     for trig in monitor["triggers"]:
@@ -78,3 +84,54 @@ def run(cluster: Cluster, monitor: dict[str, Any], period_end: dt.datetime) -> M
             parent["composite"]["after"] = after
         results.append(result)
     return MonitorRun(CORE, results, (time.monotonic() - started) * 1000)
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """Events of one entity that arrived (by event.ingested) in a span, with own times (the rule's
+    time field) in one cell [cell, cell + step) of a grid: the latest of those times, and how many."""
+
+    entity: str
+    cell: dt.datetime
+    last: dt.datetime
+    count: int
+
+
+def arrivals(cluster: Cluster, index: str, events: dict[str, Any], entity_field: str, time_field: str,
+             ingested: tuple[dt.datetime, dt.datetime], before: dt.datetime, step_seconds: int,
+             page_size: int) -> list[Arrival]:
+    """Which entities have events matching `events` that arrived in (ingested[0], ingested[1]]
+    with an own time before `before`, and in which cells of a `step_seconds` grid those times lie:
+    a composite aggregation on (entity, date histogram), paged to its end. Only cells holding
+    such events come back, so a sparse trickle of late events costs what it holds."""
+    query = {"bool": {"filter": [events,
+                                 {"range": {INGESTED: {"gt": _millis(ingested[0]), "lte": _millis(ingested[1]),
+                                                       "format": "epoch_millis"}}},
+                                 {"range": {time_field: {"lt": _millis(before), "format": "epoch_millis"}}}]}}
+    composite: dict[str, Any] = {"size": page_size, "sources": [
+        {"entity": {"terms": {"field": entity_field}}},
+        {"cell": {"date_histogram": {"field": time_field, "fixed_interval": f"{step_seconds}s"}}}]}
+    body = {"size": 0, "query": query, "aggregations": {"late": {"composite": composite, "aggs": {
+        "last": {"max": {"field": time_field}}}}}}
+    out: list[Arrival] = []
+    while True:
+        res = cluster.request("POST", f"/{index}/_search", params={"ignore_unavailable": "true"}, body=body)
+        agg = res.get("aggregations", {}).get("late", {"buckets": []})
+        for b in agg["buckets"]:
+            out.append(Arrival(str(b["key"]["entity"]), _from_millis(b["key"]["cell"]),
+                               _from_millis(b["last"]["value"]), int(b["doc_count"])))
+        after = agg.get("after_key")
+        if not after or not agg["buckets"]:
+            return out
+        composite["after"] = after
+
+
+INGESTED = "event.ingested"
+
+
+def _millis(when: dt.datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+def _from_millis(value: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(value / 1000, dt.timezone.utc)

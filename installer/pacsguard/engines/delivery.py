@@ -14,8 +14,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,7 +33,8 @@ from pacsguard.engines.channels.smtp_transport import SmtpTransport
 from pacsguard.engines.channels.tls import client_context
 from pacsguard.engines.channels.webhook_format import RESERVED_HEADERS
 
-__all__ = ["AlertMessage", "DeliveryResult", "StopReason", "backoff_seconds", "deliver", "delivery_problems"]
+__all__ = ["AlertMessage", "DeliveryResult", "Lanes", "StopReason", "backoff_seconds", "deliver",
+           "delivery_problems"]
 
 log = logging.getLogger("pacsguard.delivery")
 # A signing key shorter than this is guessable offline from one signed body.
@@ -159,6 +162,34 @@ def deliver(channel: Channel, message: AlertMessage, *, delivery_id: str, policy
         sleep(wait)
     return result("attempts-exhausted", policy.max_attempts, history, last,
                   _gave_up(f"{policy.max_attempts} attempts failed", policy.max_attempts, last), transport)
+
+
+class Lanes:
+    """One delivery lane per channel: a receiver that hangs holds back only its own channel.
+
+    Each lane has LANE_WORKERS threads of its own; a delivery in it is bounded by the delivery
+    policy (attempt timeout and total time), so a hung receiver delays the next message on
+    its channel by at most that bound, and the other channels not at all."""
+
+    LANE_WORKERS = 2
+
+    def __init__(self) -> None:
+        self._lanes: dict[str, ThreadPoolExecutor] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, lane: str, fn: Callable[..., DeliveryResult], *args: Any, **kwargs: Any) -> Future[DeliveryResult]:
+        with self._lock:
+            pool = self._lanes.get(lane)
+            if pool is None:
+                pool = self._lanes[lane] = ThreadPoolExecutor(
+                    max_workers=self.LANE_WORKERS, thread_name_prefix=f"pacsguard-delivery-{lane}")
+        return pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True) -> None:
+        with self._lock:
+            pools = list(self._lanes.values())
+        for pool in pools:
+            pool.shutdown(wait=wait)
 
 
 def _gave_up(why: str, attempts: int, last: AttemptOutcome | None) -> str:

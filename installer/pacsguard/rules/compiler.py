@@ -79,7 +79,8 @@ def _values(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
 
-def event_clause(f: Filter, window: str, settings: Settings, time_field: str | None = None) -> dict[str, Any]:
+def event_filter(f: Filter, settings: Settings) -> dict[str, Any]:
+    """The events a filter takes, at any time."""
     clauses: list[dict[str, Any]] = [{"term": {"event.dataset": "pacs.audit"}}]
     if f.actions:
         clauses.append({"terms": {"event.action": list(f.actions)}})
@@ -91,7 +92,6 @@ def event_clause(f: Filter, window: str, settings: Settings, time_field: str | N
         clauses.append({"term": {"event.outcome": f.outcome}})
     if f.external_only:
         clauses.append({"term": {"pacs.share.external": True}})
-    clauses.append(time_range(time_field or settings.detection.time_field, window))
     body: dict[str, Any] = {"filter": clauses}
     must_not = [{"terms": {name: _values(v)}} for name, v in f.where_not.items()]
     if f.exclude_admins:
@@ -99,6 +99,21 @@ def event_clause(f: Filter, window: str, settings: Settings, time_field: str | N
     if must_not:
         body["must_not"] = must_not
     return {"bool": body}
+
+
+def event_clause(f: Filter, window: str, settings: Settings, time_field: str | None = None) -> dict[str, Any]:
+    clause = event_filter(f, settings)
+    clause["bool"]["filter"].append(time_range(time_field or settings.detection.time_field, window))
+    return clause
+
+
+def rule_events(rule: Rule, settings: Settings) -> dict[str, Any] | None:
+    """The events a rule counts, at any time (None: it reads only the profiles index)."""
+    d = rule.detection
+    filters = [f for f in (d.filter, d.before) if f is not None]
+    if d.type == "new_value" or not filters:
+        return None
+    return any_of(*(event_filter(f, settings) for f in filters))
 
 
 def new_login_clause(window: str, settings: Settings) -> dict[str, Any]:

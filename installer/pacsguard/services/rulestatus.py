@@ -8,7 +8,7 @@ monitor (`_plugins/_alerting/stats`) and records a run that failed as an ERROR a
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pacsguard.core.connection import Cluster
@@ -38,6 +38,11 @@ class RuleRun:
     open_alerts: int          # in the work queue: open or acknowledged, active or cleared
     channels: list[str]
     owner: str
+    # the pack's engine: the period it has evaluated through, periods still to catch up, entities
+    # it could not write (services/watch.py checkpoints)
+    evaluated_through: str | None = None
+    catching_up: int = 0
+    entity_errors: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,13 +84,19 @@ def rule_runs(cluster: Cluster, settings: Settings, now: dt.datetime | None = No
             running = bool(live and live.get("enabled") and ran and ran["on_time"]
                            and (now - parse_time(last_run)).total_seconds() <= stale)
             error = errors.get(rule.signal)
+            seen: dict[str, Any] = {}
         else:
             seen = recorded.get(rule.signal) or {}
             engine, last_run, error, is_installed = ENGINE, seen.get("last_run"), seen.get("last_error"), installed
             written = seen.get("written_at")
             running = bool(written) and (now - parse_time(written)).total_seconds() <= stale
+            unwritten = seen.get("entity_errors") or []
+            if unwritten and not error:
+                error = (f"{len(unwritten)} entit{'y' if len(unwritten) == 1 else 'ies'} not written, first "
+                         f"{unwritten[0]['entity']}: {unwritten[0]['error']}")
         route = settings.routing.route(rule.signal, rule.severity)
         out.append(RuleRun(rule.signal, rule.name, rule.enabled, engine, is_installed, running and rule.enabled,
                            last_run, error, queued.get(rule.signal, 0), rule_channels(rule, settings),
-                           route.owner))
+                           route.owner, seen.get("evaluated_through"), seen.get("catching_up") or 0,
+                           seen.get("entity_errors") or []))
     return out

@@ -6,10 +6,21 @@ event rules (signal 3) every few seconds. Firing entities become alerts with
 Alerting's lifecycle (engines/alerts.py): one alert per (rule, entity) while
 the condition holds, COMPLETED when it clears, severity raised when an
 escalation trigger (4c) fires for an open alert. New and escalated alerts are
-delivered to the routed channels (engines/delivery.py) in worker threads, each
-delivery recorded on the alert before and after it is sent, with a stable
+delivered to the routed channels (engines/delivery.py) in one lane per channel,
+each delivery recorded on the alert before and after it is sent, with a stable
 delivery id, so a restart neither loses nor repeats a message. The baseline and
 profile jobs run on their own interval beside the rules.
+
+Event time without gaps: each rule keeps a checkpoint in the state index (the
+period it last evaluated, and up to when it has looked at arrivals); every run
+first evaluates again the past periods whose windows hold events that arrived
+since (late events, or events that came while no engine ran), oldest first and
+bounded in time, then the live period (engines/catchup.py).
+
+Any number of instances may run; one leads through a lease in the state index
+(engines/lease.py). Only the leader runs rules and sends; every delivery is
+claimed on its alert with the leader's epoch, so a new leader sends again only
+what the old one cannot still be sending.
 """
 
 from __future__ import annotations
@@ -19,14 +30,15 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from pacsguard.core.connection import Cluster
+from pacsguard.core.connection import ApiError, Cluster
 from pacsguard.core.errors import PacsguardError
 from pacsguard.core.models import Progress, quiet
 from pacsguard.core.settings import Channel, Settings, duration_seconds
-from pacsguard.engines import core
+from pacsguard.engines import catchup, core
 from pacsguard.engines.alerts import (
     ACTIVE,
     COMPLETED,
@@ -39,7 +51,9 @@ from pacsguard.engines.alerts import (
     now_iso,
 )
 from pacsguard.engines.channels.inbox import inbox_channel
-from pacsguard.engines.delivery import AlertMessage, DeliveryResult, deliver
+from pacsguard.engines.delivery import AlertMessage, DeliveryResult, Lanes, deliver
+from pacsguard.engines.entity import bounded, is_bounded
+from pacsguard.engines.lease import Lease, read_lease
 from pacsguard.engines.result import Bucket, MonitorRun
 from pacsguard.jobs import run_job
 from pacsguard.jobs.directory import directory_configured, lookup_names
@@ -49,6 +63,7 @@ from pacsguard.rules.compiler import (
     compile_rules,
     evidence_query,
     message_template,
+    rule_events,
     rule_window,
     subject,
 )
@@ -57,6 +72,25 @@ from pacsguard.services.install import alerting_signals
 
 ENGINE = "pacsguard"
 WATCH_STATUS_PREFIX = "watch:"
+# Arrivals are looked at up to this long before a run: a document the pipeline stamped with
+# event.ingested is searchable within a refresh (1 s) of it; what comes later is looked at next run.
+SETTLE_SECONDS = 5
+# The lease runs out after this many ticks without renewal: a standby takes over within
+# LEASE_TICKS + 1 ticks (9 s at the default tick of 1 s), well inside two schedule intervals.
+LEASE_TICKS = 8
+# The lease is renewed by a thread of its own (a long rule run must not cost the lease), but only
+# while the loop shows signs of life: a loop that has not ticked for this long is hung, and lets
+# the lease run out (the shortest rule schedule, Alerting's minimum: a standby then takes over
+# within two schedule intervals).
+HUNG_SECONDS = 60.0
+# A run spends at most this share of the rule's interval on past periods; the rest next run.
+CATCHUP_SHARE = 0.5
+MAX_ENTITY_ERRORS = 20
+ENTITIES_PER_SEARCH = 10_000  # a terms filter takes at most 65,536 values
+
+
+class LeaseLost(PacsguardError):
+    """This instance no longer leads: it stops writing alerts and sending."""
 
 
 @dataclass
@@ -69,6 +103,9 @@ class RuleState:
     last_took_ms: float = 0.0
     runs: int = 0
     running: Future[None] | None = None
+    # what the rule has evaluated (kept in its status document, so it survives restarts)
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    entity_errors: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -127,7 +164,14 @@ class Watcher:
         self.rules = [RuleState(c, event_every if c.rule.detection.type == "event"
                                 else duration_seconds(c.rule.schedule))
                       for c in pacsguard_rules(settings, cluster.installed_components()[0])]
-        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pacsguard-delivery")
+        self.lanes = Lanes()
+        self.lease = Lease(cluster, settings.index("state"), ttl=LEASE_TICKS * settings.engine.tick_seconds,
+                           clock=clock)
+        self.leading = False
+        self.led_once = False
+        self.heartbeat = clock()
+        self._renewer: threading.Thread | None = None
+        self._stop_renewing = threading.Event()
         # Rules run in workers of their own, so a slow windowed rule never holds back the
         # event rules due every few seconds; alert documents change under one lock.
         self.rule_pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="pacsguard-rule")
@@ -150,8 +194,11 @@ class Watcher:
         wait=True (tests, --once) returns once the rules started here have run;
         the loop passes False and picks up their results on later ticks.
         """
+        self.heartbeat = self.clock()
         with self.lock:
             self._collect_deliveries()
+        if not self._lead():
+            return
         mono = self.clock()
         if self.run_jobs and mono >= self.next_jobs and not (self.jobs_thread and self.jobs_thread.is_alive()):
             self.next_jobs = mono + self.jobs_every
@@ -163,11 +210,44 @@ class Watcher:
                 state.next_run = mono + state.every
                 state.running = self.rule_pool.submit(self.run_rule, state, now)
                 started.append(state.running)
-        if wait:
-            for future in started:
-                future.result()
+        while wait and started:
+            self.heartbeat = self.clock()
+            _, running = futures_wait(started, timeout=1.0)
+            started = list(running)
         with self.lock:
             self._retry_and_remind(now)
+
+    def _lead(self) -> bool:
+        """Whether this instance holds the lease (the renewing thread starts on the first call);
+        a standby, or a leader that lost it, does nothing else."""
+        if self._renewer is None:
+            self.lease.tick()
+            self._renewer = threading.Thread(target=self._renew, name="pacsguard-lease", daemon=True)
+            self._renewer.start()
+        leading = self.lease.valid()
+        if leading and not self.leading:
+            self.progress(f"leading (lease epoch {self.lease.epoch}, {self.lease.holder})")
+            for state in self.rules:
+                state.next_run = 0.0  # take over at once: the checkpoints say what is left to do
+        elif self.leading and not leading:
+            self.progress("lost the lease: standing by (no rule runs, no deliveries)")
+        self.leading = leading
+        self.led_once = self.led_once or leading
+        return leading
+
+    def _renew(self) -> None:
+        while not self._stop_renewing.wait(self.settings.engine.tick_seconds):
+            if self.clock() - self.heartbeat < HUNG_SECONDS:
+                self.lease.tick()
+
+    def _may_act(self) -> bool:
+        """Write alerts and send: the leader only (an instance that never ticked, e.g. a direct
+        run_rule call, acts on its own behalf)."""
+        return self.lease.valid() or not self.led_once
+
+    def _guard(self) -> None:
+        if not self._may_act():
+            raise LeaseLost("this watch no longer holds the lease")
 
     def _jobs(self) -> None:
         for job in all_jobs(self.settings):
@@ -182,9 +262,15 @@ class Watcher:
         compiled = state.compiled
         at = now or dt.datetime.now(dt.timezone.utc)
         try:
+            state.checkpoint = self._read_checkpoint(state)
+            state.entity_errors = []
+            self._catch_up(state, at)
             run = core.run(self.cluster, compiled.monitor, at)
             with self.lock:
+                self._guard()
                 self._apply(state, run, at)
+        except LeaseLost:
+            return  # the new leader runs it from the checkpoint
         except Exception as exc:  # noqa: BLE001 - a worker must record every failure, not lose it
             state.last_error = str(exc) if isinstance(exc, PacsguardError) else f"{type(exc).__name__}: {exc}"
             self.report.errors.append(f"rule {compiled.signal}: {state.last_error}")
@@ -200,55 +286,214 @@ class Watcher:
         state.last_error, state.last_run, state.last_took_ms = None, now_iso(at), run.took_ms
         state.runs += 1
         self.report.runs += 1
-        firing = _firing(run)
+        firing = {bounded(entity): fired for entity, fired in _firing(run).items()}
         for entity, (severity, bucket, trigger) in firing.items():
             alert = open_alerts.get(entity)
-            if alert is None:
-                self._open(compiled, entity, severity, bucket, trigger, at)
-            else:
-                self._still_firing(compiled, alert, severity, bucket, trigger, at)
+            try:
+                if alert is None:
+                    self._open(compiled, bucket.entity, severity, bucket, trigger, at)
+                else:
+                    self._still_firing(compiled, alert, severity, bucket, trigger, at)
+            except (ApiError, ValueError) as exc:  # this entity's alert cannot be written: the others go on
+                self._entity_error(state, entity, exc)
         for entity, alert in open_alerts.items():
             if entity not in firing and alert.state != ERROR:
-                def complete(src: dict[str, Any]) -> bool:
-                    if src.get("state") in (COMPLETED, ERROR):
-                        return False  # closed by a person in the meantime
-                    src["state"] = COMPLETED
-                    src["end_time"] = now_iso(at)
-                    src.setdefault("history", []).append(
-                        {"at": now_iso(at), "state": COMPLETED, "by": ENGINE, "note": "condition cleared"})
-                    return True
-                self.store.update(alert.id, complete)
-                self.report.completed += 1
+                self._clear(alert.id, at, "condition cleared")
         self.store.refresh()
+        state.checkpoint["evaluated_through"] = now_iso(at)
+        state.checkpoint.setdefault("ingested_through", now_iso(at - dt.timedelta(seconds=SETTLE_SECONDS)))
         self._record_status(state, at)
+
+    def _entity_error(self, state: RuleState, entity: str, exc: Exception) -> None:
+        what = f"rule {state.compiled.signal}, entity {bounded(entity)}: {exc}"
+        self.report.errors.append(what)
+        self.progress(f"error: {what}")
+        if len(state.entity_errors) < MAX_ENTITY_ERRORS:
+            state.entity_errors.append({"entity": bounded(entity), "error": str(exc)[:500]})
+
+    # ------------------------------------------------------------ event time: late events, downtime
+
+    def _read_checkpoint(self, state: RuleState) -> dict[str, Any]:
+        """The rule's checkpoint from its status document: another instance may have moved it."""
+        res = self.cluster.request("GET", f"/{self.settings.index('state')}/_doc/"
+                                   f"{WATCH_STATUS_PREFIX}{state.compiled.signal}", ok_missing=True)
+        found = (res or {}).get("_source", {}).get("checkpoint") if res and res.get("found") else None
+        return dict(found) if isinstance(found, dict) else dict(state.checkpoint)
+
+    def _catch_up(self, state: RuleState, at: dt.datetime) -> None:
+        """Evaluate again the past periods whose windows hold events that arrived since the last run.
+
+        Arrivals are (ingested_through, at - SETTLE]. Normally only events whose own time is
+        more than one interval older than that checkpoint count (late ones: the live runs saw
+        the others); after downtime (the last evaluated period more than an interval and a half
+        back) every arrival older than one interval does. The batch is kept in the checkpoint
+        until done, so a long backlog is worked off over several runs, oldest first."""
+        compiled, cp = state.compiled, state.checkpoint
+        rule = compiled.rule
+        events = rule_events(rule, self.settings)
+        last, since = cp.get("evaluated_through"), cp.get("ingested_through")
+        if events is None or not last or not since:
+            return  # the first run starts the checkpoint; the profiles rules read what the jobs wrote
+        every = int(state.every)
+        event_rule = rule.detection.type == "event"
+        field_ = self.settings.detection.event_rule_time_field if event_rule else self.settings.detection.time_field
+        window = duration_seconds(rule_window(rule, self.settings))
+        # an event rule fires on any one event: windows side by side cover every event
+        step = window if event_rule else every
+        batch = cp.get("batch")
+        if not batch:
+            upto = at - dt.timedelta(seconds=SETTLE_SECONDS)
+            if upto <= _time(since):
+                return
+            missed = (at - _time(last)).total_seconds() > 1.5 * every
+            if not missed and field_ == core.INGESTED:
+                cp["ingested_through"] = now_iso(upto)  # arrival-time windows see every arrival live
+                return
+            before = at - dt.timedelta(seconds=every) if missed else _time(since) - dt.timedelta(seconds=every)
+            batch = {"from": since, "to": now_iso(upto), "before": now_iso(before), "done_through": None,
+                     "until": now_iso(at - dt.timedelta(seconds=every))}
+        found = core.arrivals(self.cluster, self.settings.index("events_data_stream"), events, rule.detection.entity,
+                              field_, (_time(batch["from"]), _time(batch["to"])), _time(batch["before"]), step,
+                              self.settings.detection.composite_page_size)
+        done = _time(batch["done_through"]) if batch.get("done_through") else None
+        periods = catchup.plan(found, step, window, _time(batch["until"]), after=done)
+        deadline = self.clock() + CATCHUP_SHARE * every
+        touched: dict[str, Alert] = {}
+        for n, period in enumerate(periods):
+            if self.clock() > deadline:
+                cp["batch"], cp["behind_periods"] = batch, len(periods) - n
+                self.progress(f"rule {compiled.signal}: catching up, {len(periods) - n} past period(s) left "
+                              f"(evaluated through {batch['done_through']})")
+                return
+            names = sorted(period.entities)
+            for chunk in range(0, len(names), ENTITIES_PER_SEARCH):
+                run = core.run(self.cluster, compiled.monitor, period.end,
+                               only=(rule.detection.entity, names[chunk:chunk + ENTITIES_PER_SEARCH]))
+                with self.lock:
+                    self._guard()
+                    self._apply_late(state, run, period, at, window, touched)
+            batch["done_through"] = now_iso(period.end)
+        with self.lock:
+            # an episode that ended before the live window: its condition no longer holds
+            for alert in touched.values():
+                if _span(alert.source)[1] < at - dt.timedelta(seconds=window):
+                    self._clear(alert.id, at, "condition cleared (a past episode, found late)")
+            if touched:
+                self.store.refresh()
+        cp.pop("batch", None)
+        cp["ingested_through"], cp["behind_periods"] = batch["to"], 0
+
+    def _apply_late(self, state: RuleState, run: MonitorRun, period: catchup.Period, at: dt.datetime,
+                    window: int, touched: dict[str, Alert]) -> None:
+        """A past period evaluated again for the entities with late events in it: a firing entity
+        opens an alert only if no alert of the rule already covers that episode (live or late)."""
+        compiled = state.compiled
+        for entity, (severity, bucket, trigger) in _firing(run).items():
+            key = bounded(entity)
+            own_time = period.entities.get(bucket.keys[0] if bucket.keys else entity)
+            if own_time is None:
+                continue
+            try:
+                # this run's own alerts first: the search does not see them before a refresh
+                alert = next((a for a in touched.values() if a.entity == key
+                              and _overlaps(a.source, period.end, window)), None) \
+                    or self._episode(compiled, key, period.end, window)
+                if alert is not None:
+                    touched[alert.id] = self._extend(alert, period.end)
+                    continue
+                doc = self._doc(compiled, entity, severity, bucket, trigger, at, period_end=period.end,
+                                event_time=own_time)
+                try:
+                    alert = self.store.create(doc)
+                except ApiError as exc:
+                    if exc.status != 409:
+                        raise
+                    continue  # another engine wrote this very episode
+                touched[alert.id] = alert
+                self.report.opened += 1
+                self.progress(f"alert {alert.id}: {compiled.signal} {severity} {key} (late: events at "
+                              f"{doc['event_time']}, detected {doc['detected_time']})")
+                self._notify(alert, "new", at)
+            except (ApiError, ValueError) as exc:
+                self._entity_error(state, entity, exc)
+
+    def _episode(self, compiled: CompiledRule, key: str, end: dt.datetime, window: int) -> Alert | None:
+        """The alert (any state) whose firing windows overlap the window ending at `end`."""
+        return next((a for a in self.store.of_entity(compiled.object_id, key) if _overlaps(a.source, end, window)),
+                    None)
+
+    def _extend(self, alert: Alert, end: dt.datetime) -> Alert:
+        def widen(src: dict[str, Any]) -> bool:
+            first, last = _span(src)
+            if first <= end <= last:
+                return False
+            src["period_start"], src["period_end"] = now_iso(min(first, end)), now_iso(max(last, end))
+            return True
+        return self.store.update(alert.id, widen)
+
+    def _clear(self, alert_id: str, at: dt.datetime, note: str) -> None:
+        changed = False
+
+        def complete(src: dict[str, Any]) -> bool:
+            nonlocal changed
+            if src.get("state") in (COMPLETED, ERROR):
+                return False  # closed by a person in the meantime
+            changed = True
+            src["state"] = COMPLETED
+            src["end_time"] = now_iso(at)
+            src.setdefault("history", []).append({"at": now_iso(at), "state": COMPLETED, "by": ENGINE, "note": note})
+            return True
+        self.store.update(alert_id, complete)
+        self.report.completed += int(changed)
 
     # ------------------------------------------------------------ lifecycle
 
     def _doc(self, compiled: CompiledRule, entity: str, severity: str, bucket: Bucket, trigger: str,
-             at: dt.datetime) -> dict[str, Any]:
+             at: dt.datetime, period_end: dt.datetime | None = None,
+             event_time: dt.datetime | None = None) -> dict[str, Any]:
+        """The alert document. period_end/event_time: a late alert, found in a past period
+        (evaluated at `at`) for events that happened at event_time."""
         rule = compiled.rule
         escalated = severity == "critical" and rule.severity != "critical"
         route = self.settings.routing.route(rule.signal, severity)
         channels = route.channels if route.channels is not None else list(self.channels)
+        shown = bounded(entity)
+        period = period_end or at
         text = core.render_mustache(message_template(rule, self.settings, escalated), {"ctx": {
             "monitor": {"name": compiled.monitor["name"]}, "trigger": {"name": trigger, "severity": severity},
-            "periodEnd": now_iso(at).replace("+00:00", "Z"), "newAlerts": [{"bucket_keys": entity, "count": _number(bucket.count)}]}})
+            "periodEnd": now_iso(period).replace("+00:00", "Z"),
+            "newAlerts": [{"bucket_keys": shown, "count": _number(bucket.count)}]}})
+        late = period_end is not None
+        if late:
+            head, _, rest = text.partition("\n")
+            text = (f"{head}\nDetected late: the events happened at {now_iso(event_time or period)}, "
+                    f"detected at {now_iso(at)} (they arrived after their window was evaluated)\n{rest}")
         names = self._names(compiled, bucket)
         text = with_names(text, names)
+        first_key = bucket.keys[0] if bucket.keys else entity
+        ent: dict[str, Any] = {"value": shown, "keys": [bounded(k) for k in bucket.keys],
+                               "field": rule.detection.entity}
+        if is_bounded(entity):
+            ent["full_value"] = entity  # not indexed (the mapping is closed): kept, never a term
+        if names:
+            ent["names"] = names
         return {
             "@timestamp": now_iso(at), "engine": ENGINE, "state": ACTIVE, "status": OPEN, "severity": severity,
             "escalated": escalated, "owner": route.owner,
             "rule": {"id": str(rule.id), "signal": rule.signal, "name": rule.name, "version": rule.version,
                      "object_id": compiled.object_id},
             "trigger": {"name": trigger, "severity": severity},
-            "entity": {"value": entity, "keys": list(bucket.keys), "field": rule.detection.entity,
-                       **({"names": names} if names else {})},
+            "entity": ent,
             "count": _number(bucket.count), "window": rule_window(rule, self.settings),
-            "evidence_query": evidence_query(rule, bucket.keys[0] if bucket.keys else entity),
+            "evidence_query": evidence_query(rule, bounded(first_key)),
             "start_time": now_iso(at), "last_seen_time": now_iso(at),
+            "period_start": now_iso(period), "period_end": now_iso(period),
+            "event_time": now_iso(event_time or period), "detected_time": now_iso(at), "late": late,
             "message": {"subject": subject(rule, escalated), "text": text},
             "channels": channels, "deliveries": [],
-            "history": [{"at": now_iso(at), "state": ACTIVE, "by": ENGINE, "note": f"{trigger} fired"}],
+            "history": [{"at": now_iso(at), "state": ACTIVE, "by": ENGINE,
+                         "note": f"{trigger} fired" + (f" (late, events at {now_iso(event_time or period)})"
+                                                       if late else "")}],
         }
 
     def _names(self, compiled: CompiledRule, bucket: Bucket) -> dict[str, str]:
@@ -273,6 +518,7 @@ class Watcher:
 
     def _open(self, compiled: CompiledRule, entity: str, severity: str, bucket: Bucket, trigger: str,
               at: dt.datetime) -> None:
+        self._guard()
         alert = self.store.create(self._doc(compiled, entity, severity, bucket, trigger, at))
         self.report.opened += 1
         self.progress(f"alert {alert.id}: {compiled.signal} {severity} {entity} (owner {alert.source['owner']})")
@@ -285,7 +531,7 @@ class Watcher:
 
         def refresh_alert(src: dict[str, Any]) -> None:
             nonlocal raised
-            src["last_seen_time"] = now_iso(at)
+            src["last_seen_time"] = src["period_end"] = now_iso(at)
             src["count"] = _number(bucket.count)
             if src.get("state") == ERROR:
                 src["state"] = ACTIVE
@@ -320,7 +566,7 @@ class Watcher:
                 delivery_id = f"{alert.id}.{kind}{n}.{name}"
                 src.setdefault("deliveries", []).append({"delivery_id": delivery_id, "channel": name, "kind": kind,
                                                          "ok": False, "attempts": 0, "status": status,
-                                                         "at": now_iso(at)})
+                                                         "at": now_iso(at), "claim": self._claim()})
                 sends.append((channel, delivery_id))
             src["last_notification_time"] = now_iso(at)
 
@@ -331,30 +577,50 @@ class Watcher:
         for channel, delivery_id in sends:
             self._send(updated, channel, delivery_id, kind)
 
+    def _claim(self) -> dict[str, Any]:
+        """Who sends a delivery: this instance, under its lease epoch (None: it never led)."""
+        return {"by": self.lease.holder, "epoch": self.lease.epoch}
+
     def _send(self, alert: Alert, channel: Channel, delivery_id: str, kind: str) -> None:
         src = alert.source
         message = AlertMessage(subject=src["message"]["subject"], text=src["message"]["text"],
                                alert=_public(alert))
-        future = self.pool.submit(deliver, channel, message, delivery_id=delivery_id,
-                                  policy=self.settings.notifications.delivery)
+        future = self.lanes.submit(channel.name, self._deliver_as_leader, alert.id, channel, message, delivery_id)
         self.pending.append(Pending(alert.id, delivery_id, channel.name, kind, future))
 
+    def _deliver_as_leader(self, alert_id: str, channel: Channel, message: AlertMessage,
+                           delivery_id: str) -> DeliveryResult | None:
+        """Send unless the lease was lost while the delivery waited in its lane (None: not sent; the
+        claim stays, and the next leader sends it), and record the outcome on the alert at once:
+        the shorter the time between an answer and its record, the less a successor sends again.
+        A leader that lost its lease meanwhile still records what it did send: that is true."""
+        if not self._may_act():
+            return None
+        result = deliver(channel, message, delivery_id=delivery_id, policy=self.settings.notifications.delivery)
+
+        def record(src: dict[str, Any]) -> None:
+            for d in src.get("deliveries", []):
+                if d.get("delivery_id") == delivery_id:
+                    d.update(ok=result.ok, attempts=int(d.get("attempts", 0)) + result.attempts,
+                             status=result.status or result.reason, error=result.error,
+                             at=now_iso(result.finished_at))
+
+        try:
+            self.store.update(alert_id, record)
+        except PacsguardError as exc:  # the cluster is away: the record stays pending, sent again later
+            self.progress(f"delivery {delivery_id}: outcome not recorded: {exc}")
+        return result
+
     def _collect_deliveries(self, wait: bool = False) -> None:
+        """Count the finished deliveries (their lanes recorded them on the alerts)."""
         still: list[Pending] = []
         for p in self.pending:
             if not (wait or p.future.done()):
                 still.append(p)
                 continue
             result = p.future.result()
-
-            def record(src: dict[str, Any], p: Pending = p, result: DeliveryResult = result) -> None:
-                for d in src.get("deliveries", []):
-                    if d.get("delivery_id") == p.delivery_id:
-                        d.update(ok=result.ok, attempts=int(d.get("attempts", 0)) + result.attempts,
-                                 status=result.status or result.reason, error=result.error,
-                                 at=now_iso(result.finished_at))
-
-            self.store.update(p.alert_id, record)
+            if result is None:
+                continue
             if result.ok:
                 self.report.delivered += 1
             else:
@@ -365,38 +631,91 @@ class Watcher:
     def _retry_and_remind(self, now: dt.datetime | None) -> None:
         at = now or dt.datetime.now(dt.timezone.utc)
         in_flight = {p.delivery_id for p in self.pending}
-        for found in self.store.search(states=[ACTIVE, "ACKNOWLEDGED"], size=1000):
-            if found.source.get("engine") != ENGINE or not _needs_attention(found.source, at, self.renotify):
+        seen: set[str] = set()
+        # a completed alert whose delivery failed is still owed its message
+        for found in [*self.store.search(states=[ACTIVE, "ACKNOWLEDGED"], size=1000),
+                      *self.store.undelivered([COMPLETED])]:
+            if found.id in seen or found.source.get("engine") != ENGINE \
+                    or not _needs_attention(found.source, at, self.renotify):
                 continue
+            seen.add(found.id)
             alert = self.store.get(found.id)  # a search may lag behind the last write: decide on the document
+            # a snoozed rule's deliveries wait for the snooze's end (services/exceptions.py)
+            snoozed = snoozed_delivery(self.cluster, self.settings, alert.source, at)
+            due = [] if snoozed else [d["delivery_id"] for d in alert.source.get("deliveries", [])
+                                      if d["delivery_id"] not in in_flight and self._due(d, at)]
+            if due:
+                alert, due = self._take(alert.id, due, at)
+                for d in alert.source.get("deliveries", []):
+                    if d["delivery_id"] in due:
+                        self._send(alert, self.channels[d["channel"]], d["delivery_id"], d.get("kind", "new"))
+                        in_flight.add(d["delivery_id"])
             src = alert.source
-            snoozed = snoozed_delivery(self.cluster, self.settings, src, at)
-            for d in src.get("deliveries", []):
-                if d.get("ok") or d["delivery_id"] in in_flight or d["channel"] not in self.channels or snoozed:
-                    continue
-                last = dt.datetime.fromisoformat(str(d.get("at")))
-                # a "pending" record is one a stopped watch never finished: send it again, same id;
-                # a "snoozed" one waited for its snooze to end
-                if d.get("status") in ("pending", "snoozed") or (at - last).total_seconds() >= self.redeliver:
-                    self._send(alert, self.channels[d["channel"]], d["delivery_id"], d.get("kind", "new"))
-                    in_flight.add(d["delivery_id"])
             last_note = src.get("last_notification_time")
             if (self.renotify and alert.state == ACTIVE and last_note and not snoozed
                     and (at - dt.datetime.fromisoformat(last_note)).total_seconds() >= self.renotify):
                 self._notify(alert, "reminder", at)
 
+    def _due(self, d: dict[str, Any], at: dt.datetime) -> bool:
+        """Whether this leader should send a delivery that is not done.
+
+        Its own claim: a failed try is retried after redeliver_after. Another instance's claim
+        (an older epoch, or one from before leases): that instance may still be sending it, but
+        it stops starting sends when its lease runs out and each send is bounded by the delivery
+        policy; so once this leader has held the lease that long, the claim is stale. When the
+        lease was handed over cleanly (released at a stop), the old holder had finished."""
+        if d.get("ok") or d["channel"] not in self.channels:
+            return False
+        claim = d.get("claim") or {}
+        mine = claim.get("by") == self.lease.holder and claim.get("epoch") == self.lease.epoch
+        if not mine and self.lease.took_over:
+            bound = self.settings.notifications.delivery.total_seconds + self.lease.ttl
+            if self.clock() < self.lease.acquired_at + bound:
+                return False
+        # "pending": a send nobody finished (another instance's, or one this instance never made);
+        # "snoozed": one that waited for its snooze to end
+        last = dt.datetime.fromisoformat(str(d.get("at")))
+        return d.get("status") in ("pending", "snoozed") or (at - last).total_seconds() >= self.redeliver
+
+    def _take(self, alert_id: str, due: list[str], at: dt.datetime) -> tuple[Alert, set[str]]:
+        """Claim deliveries on the alert document (optimistic concurrency): only those still not
+        done and still as seen are taken, so two instances never both take one."""
+        taken: set[str] = set()
+
+        def claim(src: dict[str, Any]) -> bool:
+            taken.clear()
+            for d in src.get("deliveries", []):
+                if d["delivery_id"] in due and self._due(d, at):
+                    d["claim"] = self._claim()
+                    taken.add(d["delivery_id"])
+            return bool(taken)
+
+        self._guard()
+        return self.store.update(alert_id, claim), taken
+
     def _record_status(self, state: RuleState, at: dt.datetime) -> None:
+        cp = state.checkpoint
+        behind = cp.get("behind_periods") or 0
         self.cluster.request("PUT", f"/{self.settings.index('state')}/_doc/{WATCH_STATUS_PREFIX}{state.compiled.signal}",
                              body={"kind": "watch", "id": state.compiled.object_id, "engine": ENGINE,
                                    "signal": state.compiled.signal, "last_run": state.last_run,
                                    "last_error": state.last_error, "took_ms": round(state.last_took_ms, 1),
-                                   "written_at": now_iso(at)})
+                                   "checkpoint": cp, "evaluated_through": cp.get("evaluated_through"),
+                                   "catching_up": behind, "entity_errors": state.entity_errors,
+                                   "leader": self.lease.holder, "written_at": now_iso(at)})
 
     def close(self) -> None:
+        """Finish the rule runs and deliveries in flight (still leading meanwhile), then hand the
+        lease over."""
+        self.heartbeat = float("inf")
         self.rule_pool.shutdown(wait=True, cancel_futures=True)
         with self.lock:
             self._collect_deliveries(wait=True)
-        self.pool.shutdown(wait=True)
+        self.lanes.shutdown(wait=True)
+        self._stop_renewing.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        self.lease.release()
 
 
 def _needs_attention(src: dict[str, Any], at: dt.datetime, renotify: int) -> bool:
@@ -457,3 +776,26 @@ def watch_status(cluster: Cluster, settings: Settings) -> list[dict[str, Any]]:
     res = cluster.request("POST", f"/{settings.index('state')}/_search", ok_missing=True,
                           body={"size": 100, "query": {"term": {"kind": "watch"}}}) or {}
     return [h["_source"] for h in res.get("hits", {}).get("hits", [])]
+
+
+def watch_leader(cluster: Cluster, settings: Settings) -> dict[str, Any] | None:
+    """Which `watch` holds the lease (holder, epoch, renewed_at, expires_at), if any."""
+    return read_lease(cluster, settings.index("state"))
+
+
+def _span(src: dict[str, Any]) -> tuple[dt.datetime, dt.datetime]:
+    """The period ends an alert fired at, first and last (alerts from before period_* was kept:
+    its first and last run, which were its period ends)."""
+    first = _time(src.get("period_start") or src["start_time"])
+    return first, _time(src.get("period_end") or src.get("last_seen_time") or src["start_time"])
+
+
+def _overlaps(src: dict[str, Any], end: dt.datetime, window: int) -> bool:
+    """Whether the window ending at `end` overlaps the windows the alert fired in: one episode."""
+    first, last = _span(src)
+    reach = dt.timedelta(seconds=window)
+    return first - reach <= end and end - reach <= last
+
+
+def _time(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
