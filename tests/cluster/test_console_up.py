@@ -37,7 +37,7 @@ def test_up_prints_the_console_url_and_the_console_answers(test_node: SessionNod
         assert match[1] == f"http://127.0.0.1:{port}/"
         with urllib.request.urlopen(match[1], timeout=15) as res:
             page = res.read().decode()
-        assert res.status == 200 and "Open alerts" in page and "PACS security overview" in page
+        assert res.status == 200 and "Alert queue" in page and "PACS security overview" in page
         again = CliRunner().invoke(app, ["--namespace", "upconsole", "up", "--port", str(TEST_PORT), "--no-watch",
                                          "--console-port", str(port)])
         assert f"Console: http://127.0.0.1:{port}/" in again.output  # reused, not a second one
