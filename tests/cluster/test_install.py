@@ -123,8 +123,9 @@ def test_uninstall_removes_every_pack_object_and_keeps_data(cluster: Cluster, pa
     result = uninstall(cluster, pack_settings)
     assert owned_objects(cluster, pack_settings) == []
     assert not cluster.exists(f"/{pack_settings.index('state')}")
-    # alerts and response actions are records of what happened: data, kept like the events
-    assert set(result.kept) == {stream, failures, pack_settings.index("alerts"), pack_settings.index("actions")}
+    # alerts, response actions and exceptions are records of what happened: data, kept like the events
+    assert set(result.kept) == {stream, failures, pack_settings.index("alerts"), pack_settings.index("actions"),
+                                pack_settings.index("exceptions")}
     assert count(cluster, stream) == 1 and count(cluster, failures) == 1
     # The kept data stream still takes writes (its pipeline is gone, so raw).
     cluster.request("POST", f"/{stream}/_doc", params={"op_type": "create", "refresh": "true"},

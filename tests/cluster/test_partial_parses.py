@@ -79,7 +79,7 @@ def test_a_partly_garbled_event_is_indexed_tagged_and_raises_signal_3(
 
     signal_3 = next(r for r in load_rules(content_path("detections")) if r.signal == "3")
     fired = run_monitor(cluster, render_monitor(signal_3, pack), period_end=dt.datetime.now(dt.timezone.utc)).fired()
-    assert any(entity.startswith(f"{actor},{action}") for entity in fired), fired
+    assert any(entity.startswith(f"{actor}|{action}|") for entity in fired), fired  # the joined key
 
 
 def test_a_sender_cannot_write_the_pipelines_scratch_fields(pack: Settings) -> None:

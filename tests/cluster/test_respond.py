@@ -356,7 +356,7 @@ def test_an_admin_grant_is_taken_back_by_contain_and_reset_finds_nothing_left(
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     ship(cluster, settings, [generic("it.admin", "role-grant", now, target_user=target.username,
                                      roles_changed=["pacs-admin"])])
-    alert = open_alert(cluster, settings, "3", f"it.admin,role-grant,{target.username}")
+    alert = open_alert(cluster, settings, "3", f"it.admin|role-grant|{target.username}")
 
     def roles() -> set[str]:
         return {r["name"] for r in kc_admin.admin("GET", keycloak.realm,

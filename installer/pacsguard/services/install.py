@@ -223,10 +223,14 @@ def make_plan(cluster: Cluster, settings: Settings, objects: list[PackObject]) -
     return plan
 
 
+# Indices that hold records of what happened (and what people decided): data, kept by an
+# uninstall like the events, removed only by --purge. (settings index key, what it holds)
+DATA_INDICES = (("failures", "failed events"), ("alerts", "alerts"), ("actions", "response actions"),
+                ("exceptions", "exceptions and snoozes"))
+
+
 def _is_data(settings: Settings, kind: str, obj_id: str) -> bool:
-    """Indices that hold events are data: only --purge removes them."""
-    return kind == "index" and obj_id in (settings.index("failures"), settings.index("alerts"), settings.index("actions"),
-                                          settings.index("exceptions"))
+    return kind == "index" and obj_id in {settings.index(key) for key, _ in DATA_INDICES}
 
 
 def _relative(path: Path) -> str:
@@ -477,7 +481,6 @@ def uninstall(cluster: Cluster, settings: Settings, purge: bool = False,
     kept: list[str] = []
     purged: list[str] = []
     stream = settings.index("events_data_stream")
-    failures = settings.index("failures")
     has_stream = bool((cluster.request("GET", f"/_data_stream/{stream}", ok_missing=True) or {}).get("data_streams"))
     if purge:
         for name in (stream,):
@@ -485,7 +488,7 @@ def uninstall(cluster: Cluster, settings: Settings, purge: bool = False,
                 progress(f"purge data stream {name}")
                 cluster.request("DELETE", f"/_data_stream/{name}", ok_missing=True)
                 purged.append(name)
-        for index in (failures, settings.index("alerts"), settings.index("actions")):
+        for index in (settings.index(key) for key, _ in DATA_INDICES):
             if cluster.exists(f"/{index}"):
                 progress(f"purge index {index}")
                 cluster.request("DELETE", f"/{index}", ok_missing=True)
@@ -495,8 +498,7 @@ def uninstall(cluster: Cluster, settings: Settings, purge: bool = False,
         if has_stream:
             _retain_event_data(cluster, settings, stream)
             kept.append(stream)
-        for index, what in ((failures, "failed events"), (settings.index("alerts"), "alerts"),
-                            (settings.index("actions"), "response actions")):
+        for index, what in ((settings.index(key), what) for key, what in DATA_INDICES):
             if cluster.exists(f"/{index}"):
                 # Kept as data, no longer a pack object: its stamp goes (_meta is replaced whole).
                 cluster.request("PUT", f"/{index}/_mapping", body={
