@@ -87,6 +87,10 @@ HUNG_SECONDS = 60.0
 CATCHUP_SHARE = 0.5
 MAX_ENTITY_ERRORS = 20
 ENTITIES_PER_SEARCH = 10_000  # a terms filter takes at most 65,536 values
+# Rule types whose query joins state of every entity with no time bound (4b: the baselines of
+# all users): the live run is narrowed to the entities with events in the rule's window, which
+# are the only ones it can fire for, so its cost follows activity, not the number of users.
+NARROWED_TYPES = frozenset({"baseline"})
 
 
 class LeaseLost(PacsguardError):
@@ -106,6 +110,9 @@ class RuleState:
     # what the rule has evaluated (kept in its status document, so it survives restarts)
     checkpoint: dict[str, Any] = field(default_factory=dict)
     entity_errors: list[dict[str, str]] = field(default_factory=list)
+    # how many open alerts this instance knows the rule has (None: unknown, search); a run that
+    # fires nothing while none is open has nothing to look up, clear or refresh
+    open_known: int | None = None
 
 
 @dataclass
@@ -229,6 +236,7 @@ class Watcher:
             self.progress(f"leading (lease epoch {self.lease.epoch}, {self.lease.holder})")
             for state in self.rules:
                 state.next_run = 0.0  # take over at once: the checkpoints say what is left to do
+                state.open_known = None  # the previous leader may have opened alerts
         elif self.leading and not leading:
             self.progress("lost the lease: standing by (no rule runs, no deliveries)")
         self.leading = leading
@@ -265,7 +273,7 @@ class Watcher:
             state.checkpoint = self._read_checkpoint(state)
             state.entity_errors = []
             self._catch_up(state, at)
-            run = core.run(self.cluster, compiled.monitor, at)
+            run = self._live_run(state, at)
             with self.lock:
                 self._guard()
                 self._apply(state, run, at)
@@ -280,13 +288,30 @@ class Watcher:
             except PacsguardError:
                 pass  # the cluster is away: the next run records it
 
+    def _live_run(self, state: RuleState, at: dt.datetime) -> MonitorRun:
+        """The monitor at `at`; a rule of NARROWED_TYPES for the entities with events in its window."""
+        compiled = state.compiled
+        rule = compiled.rule
+        events = rule_events(rule, self.settings)
+        if rule.detection.type not in NARROWED_TYPES or events is None:
+            return core.run(self.cluster, compiled.monitor, at)
+        since = at - dt.timedelta(seconds=duration_seconds(rule_window(rule, self.settings)))
+        active = core.entities(self.cluster, self.settings.index("events_data_stream"), events,
+                               rule.detection.entity, self.settings.detection.time_field, since, at,
+                               self.settings.detection.composite_page_size)
+        if len(active) > ENTITIES_PER_SEARCH:
+            return core.run(self.cluster, compiled.monitor, at)  # most are active: a filter saves nothing
+        return core.run(self.cluster, compiled.monitor, at, only=(rule.detection.entity, active))
+
     def _apply(self, state: RuleState, run: MonitorRun, at: dt.datetime) -> None:
         compiled = state.compiled
-        open_alerts = self.store.open_alerts(compiled.object_id)
         state.last_error, state.last_run, state.last_took_ms = None, now_iso(at), run.took_ms
         state.runs += 1
         self.report.runs += 1
         firing = {bounded(entity): fired for entity, fired in _firing(run).items()}
+        # nothing fires and no alert is open: nothing to look up, clear or make visible
+        open_alerts = {} if not firing and state.open_known == 0 else self.store.open_alerts(compiled.object_id)
+        changes = self.report.opened + self.report.completed
         for entity, (severity, bucket, trigger) in firing.items():
             alert = open_alerts.get(entity)
             try:
@@ -296,10 +321,15 @@ class Watcher:
                     self._still_firing(compiled, alert, severity, bucket, trigger, at)
             except (ApiError, ValueError) as exc:  # this entity's alert cannot be written: the others go on
                 self._entity_error(state, entity, exc)
+        kept = 0
         for entity, alert in open_alerts.items():
             if entity not in firing and alert.state != ERROR:
                 self._clear(alert.id, at, "condition cleared")
-        self.store.refresh()
+            elif entity not in firing:
+                kept += 1
+        state.open_known = len(firing) + kept  # an entity whose alert could not be written: counted, so searched
+        if self.report.opened + self.report.completed > changes:
+            self.store.refresh()  # the next run's search must see the alerts opened and cleared
         state.checkpoint["evaluated_through"] = now_iso(at)
         state.checkpoint.setdefault("ingested_through", now_iso(at - dt.timedelta(seconds=SETTLE_SECONDS)))
         self._record_status(state, at)
@@ -380,6 +410,7 @@ class Watcher:
                     self._clear(alert.id, at, "condition cleared (a past episode, found late)")
             if touched:
                 self.store.refresh()
+                state.open_known = None  # a late alert may still be open
         cp.pop("batch", None)
         cp["ingested_through"], cp["behind_periods"] = batch["to"], 0
 
