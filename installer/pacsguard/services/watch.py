@@ -55,8 +55,9 @@ from pacsguard.engines.delivery import AlertMessage, DeliveryResult, Lanes, deli
 from pacsguard.engines.entity import bounded, is_bounded
 from pacsguard.engines.lease import Lease, read_lease
 from pacsguard.engines.result import Bucket, MonitorRun
-from pacsguard.jobs import run_job
+from pacsguard.jobs import run_job, run_profiles
 from pacsguard.jobs.directory import directory_configured, lookup_names
+from pacsguard.jobs.profiles import feed_query
 from pacsguard.jobs.schedule import all_jobs
 from pacsguard.rules.compiler import (
     CompiledRule,
@@ -189,6 +190,11 @@ class Watcher:
         self.jobs_every = duration_seconds(settings.engine.jobs_every)
         self.next_jobs = 0.0
         self.jobs_thread: threading.Thread | None = None
+        # profiles rewritten for the users with new logins or shares before the rules that read
+        # them (_fresh_profiles); never beside the full profiles job, whose sweep would delete them
+        self.profiles_lock = threading.Lock()
+        self.full_profiles = threading.Event()
+        self.profiles_since: dt.datetime | None = None
         self.renotify = duration_seconds(settings.engine.renotify_every)
         self.redeliver = duration_seconds(settings.engine.redeliver_after)
         self.named: dict[tuple[str, tuple[str, ...]], dict[str, str]] = {}
@@ -260,10 +266,35 @@ class Watcher:
     def _jobs(self) -> None:
         for job in all_jobs(self.settings):
             try:
-                run_job(self.cluster, self.settings, job)
+                if job == "profiles":
+                    self.full_profiles.set()
+                    with self.profiles_lock:
+                        run_job(self.cluster, self.settings, job)
+                else:
+                    run_job(self.cluster, self.settings, job)
             except PacsguardError as exc:
                 self.report.errors.append(f"job {job}: {exc}")
                 self.progress(f"error: job {job}: {exc}")
+            finally:
+                self.full_profiles.clear()
+
+    def _fresh_profiles(self, at: dt.datetime) -> None:
+        """Rewrite the profiles of the users whose logins or external shares arrived since the last
+        time (by event.ingested), from the same history the profiles job reads: a rule that reads
+        profiles (2a, 2b, 5b, and 4a/4b for 4c) then compares the new events with the stored
+        history now, not at the next job run. The job keeps everyone else's."""
+        if self.full_profiles.is_set():
+            return  # the job is rewriting every profile; what it misses, the next rule run takes
+        with self.profiles_lock:
+            since = self.profiles_since or at - dt.timedelta(seconds=self.jobs_every)
+            if at - since < dt.timedelta(seconds=1):
+                return  # another rule of this tick has just done it
+            users = core.entities(self.cluster, self.settings.index("events_data_stream"), feed_query(), "user.name",
+                                  core.INGESTED, since - dt.timedelta(seconds=SETTLE_SECONDS), at,
+                                  self.settings.detection.composite_page_size)
+            for chunk in range(0, len(users), ENTITIES_PER_SEARCH):
+                run_profiles(self.cluster, self.settings, now=at, users=users[chunk:chunk + ENTITIES_PER_SEARCH])
+            self.profiles_since = at
 
     def run_rule(self, state: RuleState, now: dt.datetime | None = None) -> None:
         """Run one rule and apply what it found; an error is recorded, never raised (a worker runs this)."""
@@ -272,6 +303,8 @@ class Watcher:
         try:
             state.checkpoint = self._read_checkpoint(state)
             state.entity_errors = []
+            if self.settings.index("profiles") in compiled.monitor["inputs"][0]["search"]["indices"]:
+                self._fresh_profiles(at)
             self._catch_up(state, at)
             run = self._live_run(state, at)
             with self.lock:
