@@ -46,6 +46,7 @@ from pacsguard.jobs import run_job
 from pacsguard.rules.compiler import render_monitor
 from pacsguard.rules.model import load_rules
 from pacsguard.services.install import install, uninstall
+from pacsguard.services.watch import Watcher
 
 DAYS = 30
 # (ip, country, region) as the GeoLite2 test databases resolve them
@@ -198,6 +199,18 @@ def bench(url: str, users: int, active: float = 1.0, trace: bool = True) -> list
                        key=lambda run: run.took_ms)
             rows.append({"users": users, "events": events, "job": f"monitor {rule.signal}", "seconds": best.took_ms / 1000,
                          "engine": best.engine, "fired": len(best.fired())})
+        # the live run as `watch` makes it (a rule whose query joins every user's state is narrowed
+        # to the users active in its window: services/watch.py live_run), timed with its lookups
+        watcher = Watcher(cluster, settings, run_jobs=False)
+        for state in watcher.rules if hasattr(watcher, "live_run") else []:
+            timed = []
+            for _ in range(3):
+                began = time.monotonic()
+                fired = len(watcher.live_run(state, now).fired())
+                timed.append(time.monotonic() - began)
+            rows.append({"users": users, "events": events, "job": f"watch {state.compiled.signal}",
+                         "seconds": min(timed), "engine": "watch live run", "fired": fired})
+        watcher.close()
     finally:
         uninstall(cluster, settings, purge=True)
     return rows

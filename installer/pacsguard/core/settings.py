@@ -584,6 +584,21 @@ class RulesSettings(Frozen):
         return self
 
 
+class RetentionSettings(Frozen):
+    """How long the event data stream keeps events, and when it rolls over to a new backing index
+    (an ISM policy, installed where the Index Management plugin runs: docs/sizing.md)."""
+
+    events: str = "2190d"  # audit trails are often kept for years (6 here); a backing index goes after this age
+    rollover_age: str = "30d"
+    rollover_primary_shard_size: str = Field(default="30gb", pattern=r"^[0-9]+(b|kb|mb|gb|tb)$")
+
+    @field_validator("events", "rollover_age")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        duration_seconds(value)
+        return value
+
+
 class Settings(Frozen):
     cluster: ClusterSettings
     namespace: str = Field(pattern=r"^[a-z0-9_]+$")
@@ -597,6 +612,7 @@ class Settings(Frozen):
     connectors: Connectors = Connectors()
     detection: DetectionSettings
     engine: EngineSettings = EngineSettings()
+    retention: RetentionSettings = RetentionSettings()
     routing: Routing
     response: ResponseSettings = ResponseSettings()
     checklist: ChecklistSettings = ChecklistSettings()

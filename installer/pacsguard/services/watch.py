@@ -306,7 +306,7 @@ class Watcher:
             if self.settings.index("profiles") in compiled.monitor["inputs"][0]["search"]["indices"]:
                 self._fresh_profiles(at)
             self._catch_up(state, at)
-            run = self._live_run(state, at)
+            run = self.live_run(state, at)
             with self.lock:
                 self._guard()
                 self._apply(state, run, at)
@@ -321,7 +321,7 @@ class Watcher:
             except PacsguardError:
                 pass  # the cluster is away: the next run records it
 
-    def _live_run(self, state: RuleState, at: dt.datetime) -> MonitorRun:
+    def live_run(self, state: RuleState, at: dt.datetime) -> MonitorRun:
         """The monitor at `at`; a rule of NARROWED_TYPES for the entities with events in its window."""
         compiled = state.compiled
         rule = compiled.rule
