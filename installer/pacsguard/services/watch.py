@@ -84,6 +84,9 @@ LEASE_TICKS = 8
 # the lease run out (the shortest rule schedule, Alerting's minimum: a standby then takes over
 # within two schedule intervals).
 HUNG_SECONDS = 60.0
+# An arrival check counts events ingested this long before a rule's last run started: a document
+# is searchable within a refresh (1 s) of its event.ingested stamp, so the run may not have seen it.
+ARRIVAL_OVERLAP_SECONDS = 2
 # A run spends at most this share of the rule's interval on past periods; the rest next run.
 CATCHUP_SHARE = 0.5
 MAX_ENTITY_ERRORS = 20
@@ -108,6 +111,7 @@ class RuleState:
     last_took_ms: float = 0.0
     runs: int = 0
     running: Future[None] | None = None
+    started_at: dt.datetime | None = None  # when its last run started (wall clock)
     # what the rule has evaluated (kept in its status document, so it survives restarts)
     checkpoint: dict[str, Any] = field(default_factory=dict)
     entity_errors: list[dict[str, str]] = field(default_factory=list)
@@ -198,6 +202,8 @@ class Watcher:
         self.renotify = duration_seconds(settings.engine.renotify_every)
         self.redeliver = duration_seconds(settings.engine.redeliver_after)
         self.named: dict[tuple[str, tuple[str, ...]], dict[str, str]] = {}
+        self.arrival_every = duration_seconds(settings.engine.arrival_check_every)
+        self.next_arrival_check = 0.0
 
     # ------------------------------------------------------------ one tick
 
@@ -217,10 +223,14 @@ class Watcher:
             self.next_jobs = mono + self.jobs_every
             self.jobs_thread = threading.Thread(target=self._jobs, name="pacsguard-jobs", daemon=True)
             self.jobs_thread.start()
+        if self.arrival_every and mono >= self.next_arrival_check:
+            self.next_arrival_check = mono + self.arrival_every
+            self._run_on_arrival(mono)
         started = []
         for state in self.rules:
             if mono >= state.next_run and (state.running is None or state.running.done()):
                 state.next_run = mono + state.every
+                state.started_at = now or dt.datetime.now(dt.timezone.utc)
                 state.running = self.rule_pool.submit(self.run_rule, state, now)
                 started.append(state.running)
         while wait and started:
@@ -229,6 +239,31 @@ class Watcher:
             started = list(running)
         with self.lock:
             self._retry_and_remind(now)
+
+    def _run_on_arrival(self, mono: float) -> None:
+        """Make due now every windowed rule with events it reads that arrived (event.ingested) since
+        its last run started: one search for all of them. An alert then waits for this check, not
+        for the rule's schedule; the schedule still runs the rule (a condition that clears)."""
+        waiting = {s.compiled.signal: s for s in self.rules if s.every > self.arrival_every and s.started_at
+                   and mono < s.next_run and (s.running is None or s.running.done())}
+        filters: dict[str, Any] = {}
+        for signal, state in waiting.items():
+            rule = state.compiled.rule
+            # rules that read only profiles (2a, 2b, 5b) are made of logins and shares
+            events = rule_events(rule, self.settings) or feed_query()
+            since = state.started_at - dt.timedelta(seconds=ARRIVAL_OVERLAP_SECONDS)
+            filters[signal] = {"bool": {"filter": [events, {"range": {core.INGESTED: {
+                "gt": int(since.timestamp() * 1000), "format": "epoch_millis"}}}]}}
+        if not filters:
+            return
+        res = self.cluster.request("POST", f"/{self.settings.index('events_data_stream')}/_search",
+                                   params={"ignore_unavailable": "true"},
+                                   body={"size": 0, "query": {"bool": {"should": list(filters.values())}},
+                                         "aggregations": {"arrived": {"filters": {"filters": filters}}}})
+        buckets = res.get("aggregations", {}).get("arrived", {}).get("buckets", {})
+        for signal, bucket in buckets.items():
+            if bucket.get("doc_count"):
+                waiting[signal].next_run = mono
 
     def _lead(self) -> bool:
         """Whether this instance holds the lease (the renewing thread starts on the first call);

@@ -1,6 +1,7 @@
-"""The rules that read profiles (2a new country, 2b new device, 5b new recipients) compare the
-events that have just arrived with the stored history when they run, without waiting for the
-next run of the profiles job."""
+"""`watch` alerts soon after the events arrive: a windowed rule runs when events it reads have
+arrived, not at its schedule, and the rules that read profiles (2a new country, 2b new device,
+5b new recipients) compare the events that have just arrived with the stored history when they
+run, without waiting for the next run of the profiles job."""
 
 from __future__ import annotations
 
@@ -52,7 +53,28 @@ def test_a_login_from_a_new_country_and_device_alerts_at_the_next_rule_run(clust
             watcher.run_rule(state, now)
             assert state.last_error is None
     watcher.close()
-    cluster.request("POST", f"/{pack.index('alerts')}/_refresh")
-    hits = cluster.request("POST", f"/{pack.index('alerts')}/_search", body={"size": 10})["hits"]["hits"]
-    assert sorted((h["_source"]["rule"]["signal"], h["_source"]["entity"]["value"]) for h in hits) == [
-        ("2a", "traveller"), ("2b", "newphone")]
+    assert alerted(cluster, pack) == [("2a", "traveller"), ("2b", "newphone")]
+
+
+def failure(at: dt.datetime, user: str, ingested: dt.datetime) -> dict[str, Any]:
+    return {"@timestamp": iso(at), "event": {"dataset": "pacs.audit", "action": "user-login", "outcome": "failure",
+                                             "ingested": iso(ingested)}, "user": {"name": user}}
+
+
+def alerted(cluster: Cluster, settings: Settings) -> list[tuple[str, str]]:
+    cluster.request("POST", f"/{settings.index('alerts')}/_refresh")
+    hits = cluster.request("POST", f"/{settings.index('alerts')}/_search", body={"size": 10})["hits"]["hits"]
+    return sorted((h["_source"]["rule"]["signal"], h["_source"]["entity"]["value"]) for h in hits)
+
+
+def test_a_windowed_rule_runs_when_its_events_arrive_not_at_its_schedule(cluster: Cluster, pack: Settings) -> None:
+    mono = [1000.0]
+    watcher = Watcher(cluster, pack, run_jobs=False, clock=lambda: mono[0])
+    watcher.tick()  # every rule runs once: nothing to fire
+    now = dt.datetime.now(dt.timezone.utc)
+    bulk(cluster, pack, [failure(now - dt.timedelta(seconds=10 - i), "guesser", now) for i in range(8)])
+    mono[0] += 6  # past one arrival check (5 s), far from 1a's next scheduled run (1 minute)
+    watcher.lease.tick()
+    watcher.tick()
+    watcher.close()
+    assert ("1a", "guesser") in alerted(cluster, pack)
