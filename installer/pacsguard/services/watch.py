@@ -87,6 +87,9 @@ HUNG_SECONDS = 60.0
 # An arrival check counts events ingested this long before a rule's last run started: a document
 # is searchable within a refresh (1 s) of its event.ingested stamp, so the run may not have seen it.
 ARRIVAL_OVERLAP_SECONDS = 2
+# Retries and reminders are looked for at least this often (more often where redeliver_after or
+# renotify_every is shorter): what is due waits at most this long beyond its time.
+SCAN_SECONDS = 15
 # A run spends at most this share of the rule's interval on past periods; the rest next run.
 CATCHUP_SHARE = 0.5
 MAX_ENTITY_ERRORS = 20
@@ -203,6 +206,10 @@ class Watcher:
         self.redeliver = duration_seconds(settings.engine.redeliver_after)
         self.named: dict[tuple[str, tuple[str, ...]], dict[str, str]] = {}
         self.arrival_every = duration_seconds(settings.engine.arrival_check_every)
+        # the alerts that may need a retry or a reminder are looked up this often, and at the next
+        # tick after a delivery failed or this instance took the lease (None: at the next tick)
+        self.scan_every = min(s for s in (SCAN_SECONDS, self.redeliver, self.renotify) if s > 0)
+        self.next_scan: dt.datetime | None = None
         self.next_arrival_check = 0.0
 
     # ------------------------------------------------------------ one tick
@@ -278,6 +285,7 @@ class Watcher:
             for state in self.rules:
                 state.next_run = 0.0  # take over at once: the checkpoints say what is left to do
                 state.open_known = None  # the previous leader may have opened alerts
+            self.next_scan = None  # and left deliveries to finish
         elif self.leading and not leading:
             self.progress("lost the lease: standing by (no rule runs, no deliveries)")
         self.leading = leading
@@ -724,11 +732,15 @@ class Watcher:
                 self.report.delivered += 1
             else:
                 self.report.failed_deliveries += 1
+                self.next_scan = None
                 self.progress(f"delivery {p.delivery_id} failed: {result.error or result.reason}")
         self.pending = still
 
     def _retry_and_remind(self, now: dt.datetime | None) -> None:
         at = now or dt.datetime.now(dt.timezone.utc)
+        if self.next_scan is not None and at < self.next_scan:
+            return
+        self.next_scan = at + dt.timedelta(seconds=self.scan_every)
         in_flight = {p.delivery_id for p in self.pending}
         seen: set[str] = set()
         # a completed alert whose delivery failed is still owed its message
