@@ -77,12 +77,13 @@ class CountingProxy:
 
 
 def endpoint(path: str) -> str:
-    """'/pgidle-alerts-idle/_search?x' -> 'alerts/_search': the index's role and the API."""
+    """'/pgidle-alerts-idle/_search?x' -> 'alerts/_search': the indices' roles and the API."""
     parts = [p for p in urlsplit(path).path.split("/") if p]
     api = next((p for p in reversed(parts) if p.startswith("_")), "")
-    index = parts[0] if parts and not parts[0].startswith("_") else ""
-    role = "events" if index.startswith("logs-") else index.removeprefix("pgidle-").removesuffix("-idle")
-    return f"{role}/{api}" if role else api
+    names = parts[0].split(",") if parts and not parts[0].startswith("_") else []
+    roles = ",".join("events" if n.startswith("logs-") else n.removeprefix("pgidle-").removesuffix("-idle")
+                     for n in names)
+    return f"{roles}/{api}" if roles else api
 
 
 def cpu_seconds(pid: int) -> float:

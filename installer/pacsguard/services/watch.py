@@ -190,6 +190,9 @@ class Watcher:
         # Rules run in workers of their own, so a slow windowed rule never holds back the
         # event rules due every few seconds; alert documents change under one lock.
         self.rule_pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="pacsguard-rule")
+        # event rules (signal 3) in workers of their own: windowed rules started by their arrivals
+        # all at once never queue ahead of them
+        self.event_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pacsguard-event-rule")
         self.lock = threading.RLock()
         self.pending: list[Pending] = []
         self.report = WatchReport()
@@ -238,7 +241,8 @@ class Watcher:
             if mono >= state.next_run and (state.running is None or state.running.done()):
                 state.next_run = mono + state.every
                 state.started_at = now or dt.datetime.now(dt.timezone.utc)
-                state.running = self.rule_pool.submit(self.run_rule, state, now)
+                pool = self.event_pool if state.compiled.rule.detection.type == "event" else self.rule_pool
+                state.running = pool.submit(self.run_rule, state, now)
                 started.append(state.running)
         while wait and started:
             self.heartbeat = self.clock()
@@ -820,6 +824,7 @@ class Watcher:
         lease over."""
         self.heartbeat = float("inf")
         self.rule_pool.shutdown(wait=True, cancel_futures=True)
+        self.event_pool.shutdown(wait=True, cancel_futures=True)
         with self.lock:
             self._collect_deliveries(wait=True)
         self.lanes.shutdown(wait=True)
