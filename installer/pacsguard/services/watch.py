@@ -121,6 +121,9 @@ class RuleState:
     # how many open alerts this instance knows the rule has (None: unknown, search); a run that
     # fires nothing while none is open has nothing to look up, clear or refresh
     open_known: int | None = None
+    # the lease epoch under which this instance last wrote the checkpoint: while it still holds
+    # that epoch, no other instance has led since, and the checkpoint in memory is the one stored
+    written_epoch: int | None = None
 
 
 @dataclass
@@ -424,7 +427,10 @@ class Watcher:
     # ------------------------------------------------------------ event time: late events, downtime
 
     def _read_checkpoint(self, state: RuleState) -> dict[str, Any]:
-        """The rule's checkpoint from its status document: another instance may have moved it."""
+        """The rule's checkpoint from its status document: another instance may have moved it
+        (not while this one has held the lease since it wrote it)."""
+        if self.lease.epoch is not None and state.written_epoch == self.lease.epoch:
+            return state.checkpoint
         res = self.cluster.request("GET", f"/{self.settings.index('state')}/_doc/"
                                    f"{WATCH_STATUS_PREFIX}{state.compiled.signal}", ok_missing=True)
         found = (res or {}).get("_source", {}).get("checkpoint") if res and res.get("found") else None
@@ -818,6 +824,7 @@ class Watcher:
                                    "checkpoint": cp, "evaluated_through": cp.get("evaluated_through"),
                                    "catching_up": behind, "entity_errors": state.entity_errors,
                                    "leader": self.lease.holder, "written_at": now_iso(at)})
+        state.written_epoch = self.lease.epoch
 
     def close(self) -> None:
         """Finish the rule runs and deliveries in flight (still leading meanwhile), then hand the
