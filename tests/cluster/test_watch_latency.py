@@ -73,7 +73,7 @@ def test_a_windowed_rule_runs_when_its_events_arrive_not_at_its_schedule(cluster
     watcher.tick()  # every rule runs once: nothing to fire
     now = dt.datetime.now(dt.timezone.utc)
     bulk(cluster, pack, [failure(now - dt.timedelta(seconds=10 - i), "guesser", now) for i in range(8)])
-    mono[0] += 6  # past one arrival check (5 s), far from 1a's next scheduled run (1 minute)
+    mono[0] += 6  # past arrival checks (every 2 s), far from 1a's next scheduled run (1 minute)
     watcher.lease.tick()
     watcher.tick()
     watcher.close()

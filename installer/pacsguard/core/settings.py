@@ -295,9 +295,9 @@ class EngineSettings(Frozen):
     renotify_every: str = "60m"
     # a failed delivery is tried again on later ticks, this long after the previous try
     redeliver_after: str = "30s"
-    # this often `watch` asks whether events a windowed rule reads arrived since its last run,
+    # this often `watch` asks whether events a rule reads arrived since its last run,
     # and runs it at once when they did, not at its schedule ("0s": on the schedule only)
-    arrival_check_every: str = "5s"
+    arrival_check_every: str = "2s"
 
     def engine_for(self, signal: str, alerting_present: bool) -> EngineName:
         mode = self.rules.get(signal, self.mode)

@@ -255,9 +255,10 @@ class Watcher:
             self._retry_and_remind(now)
 
     def _run_on_arrival(self, mono: float) -> None:
-        """Make due now every windowed rule with events it reads that arrived (event.ingested) since
-        its last run started: one search for all of them. An alert then waits for this check, not
-        for the rule's schedule; the schedule still runs the rule (a condition that clears)."""
+        """Make due now every rule with events it reads that arrived (event.ingested) since its last
+        run started: one search for all of them. An alert then waits for this check, not for the
+        rule's schedule (1 minute; 5 s for event rules); the schedule still runs the rule (a
+        condition that clears)."""
         waiting = {s.compiled.signal: s for s in self.rules if s.every > self.arrival_every and s.started_at
                    and mono < s.next_run and (s.running is None or s.running.done())}
         filters: dict[str, Any] = {}
