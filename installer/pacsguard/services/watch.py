@@ -25,6 +25,7 @@ what the old one cannot still be sending.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 import time
@@ -316,18 +317,18 @@ class Watcher:
 
     def _jobs(self) -> None:
         for job in all_jobs(self.settings):
+            profiles = job == "profiles"
+            if profiles:
+                self.full_profiles.set()
             try:
-                if job == "profiles":
-                    self.full_profiles.set()
-                    with self.profiles_lock:
-                        run_job(self.cluster, self.settings, job)
-                else:
+                with self.profiles_lock if profiles else contextlib.nullcontext():
                     run_job(self.cluster, self.settings, job)
             except PacsguardError as exc:
                 self.report.errors.append(f"job {job}: {exc}")
                 self.progress(f"error: job {job}: {exc}")
             finally:
-                self.full_profiles.clear()
+                if profiles:
+                    self.full_profiles.clear()
 
     def _fresh_profiles(self, at: dt.datetime) -> None:
         """Rewrite the profiles of the users whose logins or external shares arrived since the last
