@@ -19,6 +19,7 @@ during the job). Flat memory shows as a peak that does not grow with users.
     python benchmarks/detect.py                     # 1000 10000 100000
     python benchmarks/detect.py --users 1000 10000  # a subset
     python benchmarks/detect.py --url http://127.0.0.1:9200
+    python benchmarks/detect.py --users 100000 --active 0.01 --no-trace   # a rule run at 10^5 users, 1 % active
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import json
 import os
 import random
 import resource
-import shlex
 import subprocess
 import sys
 import time
@@ -37,6 +37,7 @@ import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
+from machine import load_average, machine_facts
 from pacsguard.core.connection import Cluster
 from pacsguard.core.content import content_path
 from pacsguard.core.settings import Settings, load_settings
@@ -45,6 +46,7 @@ from pacsguard.jobs import run_job
 from pacsguard.rules.compiler import render_monitor
 from pacsguard.rules.model import load_rules
 from pacsguard.services.install import install, uninstall
+from pacsguard.services.watch import Watcher
 
 DAYS = 30
 # (ip, country, region) as the GeoLite2 test databases resolve them
@@ -89,11 +91,13 @@ def history(users: int, now: dt.datetime, seed: int = 7) -> Iterator[dict[str, A
                    "pacs": {"share": {"id": f"lnk{i}", "recipients": recipients, "external": True}}}
 
 
-def recent(users: int, now: dt.datetime, seed: int = 11) -> Iterator[dict[str, Any]]:
-    """The last minutes, which the monitors read: every user logs in once; one in ten also
-    fails three times first, exports two studies and shares one link."""
+def recent(users: int, now: dt.datetime, seed: int = 11, active: float = 1.0) -> Iterator[dict[str, Any]]:
+    """The last minutes, which the monitors read: every active user (a share `active` of them)
+    logs in once; one in ten of those also fails three times first, exports two studies and
+    shares one link."""
     rng = random.Random(seed)
-    for i in range(users):
+    step = max(1, round(1 / active))
+    for i in range(0, users, step):
         user = f"user{i:06d}"
         ip = PLACES[i % 2][0]
         base = {"user": {"name": user}, "source": {"ip": ip}}
@@ -103,7 +107,7 @@ def recent(users: int, now: dt.datetime, seed: int = 11) -> Iterator[dict[str, A
 
         yield {**base, "@timestamp": at(540), "event": {"dataset": "pacs.audit", "action": "user-login",
                                                         "outcome": "success"}}
-        if i % 10:
+        if (i // step) % 10:
             continue
         for _ in range(3):
             yield {**base, "@timestamp": at(540), "event": {"dataset": "pacs.audit", "action": "user-login",
@@ -166,7 +170,7 @@ def run_child(url: str, users: int, job: str, trace: bool) -> dict[str, Any]:
     return result
 
 
-def bench(url: str, users: int) -> list[dict[str, Any]]:
+def bench(url: str, users: int, active: float = 1.0, trace: bool = True) -> list[dict[str, Any]]:
     settings = bench_settings(url, users)
     cluster = Cluster.connect(settings.cluster)
     uninstall(cluster, settings, purge=True)  # leftovers of an interrupted run
@@ -180,7 +184,7 @@ def bench(url: str, users: int) -> list[dict[str, Any]]:
         print(f"  {users} users: loaded {events} events in {time.monotonic() - began:.1f}s", flush=True)
         for job in ("baselines", "profiles"):
             plain = run_child(url, users, job, trace=False)
-            traced = run_child(url, users, job, trace=True)
+            traced = run_child(url, users, job, trace=True) if trace else {"tracemalloc_peak": float("nan")}
             rep = plain["report"]
             rows.append({"users": users, "events": events, "job": job, "seconds": plain["seconds"],
                          "pages": rep["pages"], "written": rep["written"], "deleted": rep["deleted"],
@@ -189,12 +193,24 @@ def bench(url: str, users: int) -> list[dict[str, Any]]:
                          "rss_max_mb": plain["rss_after_kb"] / 1024})
             print(f"  {users} users: {job} done in {plain['seconds']:.1f}s", flush=True)
         now = dt.datetime.now(dt.timezone.utc)
-        load(cluster, settings, users, now, source=recent)
+        load(cluster, settings, users, now, source=lambda n, at: recent(n, at, active=active))
         for rule in load_rules(content_path("detections")):
             best = min((run_monitor(cluster, render_monitor(rule, settings), period_end=now) for _ in range(3)),
                        key=lambda run: run.took_ms)
             rows.append({"users": users, "events": events, "job": f"monitor {rule.signal}", "seconds": best.took_ms / 1000,
                          "engine": best.engine, "fired": len(best.fired())})
+        # the live run as `watch` makes it (a rule whose query joins every user's state is narrowed
+        # to the users active in its window: services/watch.py live_run), timed with its lookups
+        watcher = Watcher(cluster, settings, run_jobs=False)
+        for state in watcher.rules if hasattr(watcher, "live_run") else []:
+            timed = []
+            for _ in range(3):
+                began = time.monotonic()
+                fired = len(watcher.live_run(state, now).fired())
+                timed.append(time.monotonic() - began)
+            rows.append({"users": users, "events": events, "job": f"watch {state.compiled.signal}",
+                         "seconds": min(timed), "engine": "watch live run", "fired": fired})
+        watcher.close()
     finally:
         uninstall(cluster, settings, purge=True)
     return rows
@@ -204,6 +220,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default=os.environ.get("PACSGUARD_TEST_URL", "http://127.0.0.1:9200"))
     parser.add_argument("--users", type=int, nargs="+", default=[1000, 10_000, 100_000])
+    parser.add_argument("--active", type=float, default=1.0,
+                        help="share of the users with events in the monitors' windows (0.01: 1 %%)")
+    parser.add_argument("--no-trace", action="store_true", help="skip the tracemalloc runs of the jobs")
     parser.add_argument("--child", choices=["baselines", "profiles"], help=argparse.SUPPRESS)
     parser.add_argument("--users-one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
@@ -211,9 +230,10 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    print(f"command: {shlex.join([os.path.basename(sys.executable), *sys.argv])}")
-    print(f"nproc: {os.cpu_count()}  cluster: {args.url}")
-    rows = [row for users in args.users for row in bench(args.url, users)]
+    for line in machine_facts(Cluster.connect(bench_settings(args.url, 0).cluster)):
+        print(line, flush=True)
+    print(f"active in the monitors' windows: {args.active:.0%} of the users")
+    rows = [row for users in args.users for row in bench(args.url, users, args.active, not args.no_trace)]
     header = f"{'users':>7} {'events':>8} {'job':<9} {'seconds':>8} {'pages':>6} {'written':>8} " \
              f"{'deleted':>7} {'tracemalloc peak':>16} {'rss delta':>9} {'rss max':>8}"
     print(header)
@@ -224,6 +244,7 @@ def main() -> None:
               f"{r['rss_delta_mb']:>6.1f} MB {r['rss_max_mb']:>5.0f} MB")
     print()
     print("monitor run time (best of 3; engine: alerting-dryrun where the cluster has Alerting, else core-search)")
+    print(f"after the runs: {load_average()}")
     print(f"{'users':>7} {'monitor':<11} {'ms':>8} {'entities fired':>15} engine")
     for r in (r for r in rows if "engine" in r):
         print(f"{r['users']:>7} {r['job']:<11} {r['seconds'] * 1000:>8.0f} {r['fired']:>15} {r['engine']}")

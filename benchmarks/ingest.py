@@ -25,10 +25,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
-import os
-import platform
 import random
-import shlex
 import shutil
 import statistics
 import sys
@@ -39,6 +36,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from machine import machine_facts
 from pacsguard.collector import CollectorConfig, CollectorThread
 from pacsguard.collector.events import Event, make_id
 from pacsguard.collector.sender import SenderConfig
@@ -248,17 +246,6 @@ def run_direct(cluster: Cluster, stream: str, messages: list[str], round_no: int
 # ------------------------------------------------------------------ main
 
 
-def machine_facts(cluster: Cluster) -> list[str]:
-    info = cluster.info()
-    nodes = cluster.request("GET", "/_nodes/jvm,os")["nodes"]
-    node = next(iter(nodes.values()))
-    heap = node.get("jvm", {}).get("mem", {}).get("heap_max_in_bytes", 0) // (1024 * 1024)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return [f"nproc {cpus} (os.cpu_count {os.cpu_count()}), {platform.machine()}, {platform.platform()}",
-            (f"python {platform.python_version()}; OpenSearch {info['version']['number']} at {cluster.url}, "
-             f"{len(nodes)} node(s), heap {heap} MiB, node processors {node.get('os', {}).get('allocated_processors')}")]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:9200")
@@ -268,7 +255,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="bulk requests in flight (both runs)")
     args = parser.parse_args(argv)
 
-    print("command: " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]))
     tag = uuid.uuid4().hex[:6]
     settings = load_settings(overrides={"cluster": {"url": args.url}, "id_prefix": f"pgbench{tag}",
                                         "namespace": f"bench{tag}",

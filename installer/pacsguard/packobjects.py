@@ -419,16 +419,48 @@ class SecurityRole(DescriptionStamped):
         return {name: body for name, body in res.items() if name.startswith(f"{id_prefix}-")}
 
 
-KINDS: dict[str, Kind] = {k.name: k for k in (SecurityRole(), ComponentTemplate(), IndexTemplate(), StoredScript(),
-                                               IngestPipeline(), Index(), NotificationChannel(), Monitor())}
+class IsmPolicy(DescriptionStamped):
+    """An Index State Management policy (rollover and retention of the event data stream); the
+    stamp ends policy.description. Its ism_template attaches it to the backing indices the data
+    stream creates (ISM matches a backing index by its data stream's name)."""
+
+    name, order = "ism_policy", 15
+
+    def path(self, obj_id: str) -> str:
+        return f"/_plugins/_ism/policies/{obj_id}"
+
+    def described(self, body: dict[str, Any]) -> dict[str, Any]:
+        policy = body.get("policy")
+        return policy if isinstance(policy, dict) else {}
+
+    def get(self, cluster: Cluster, obj_id: str) -> dict[str, Any] | None:
+        res = cluster.request("GET", self.path(obj_id), ok_missing=True)
+        return {"policy": res["policy"]} if res and "policy" in res else None
+
+    def candidates(self, cluster: Cluster, id_prefix: str) -> dict[str, dict[str, Any]]:
+        res = cluster.request("GET", "/_plugins/_ism/policies", params={"queryString": f"{id_prefix}-*", "size": 1000},
+                              ok_missing=True) or {}
+        return {str(p["_id"]): {"policy": p["policy"]} for p in res.get("policies", [])}
+
+    def put(self, cluster: Cluster, obj: PackObject, stamp: Stamp) -> None:
+        """An update names the version it replaces (the API refuses a blind overwrite)."""
+        live = cluster.request("GET", self.path(obj.id), ok_missing=True)
+        params = {"if_seq_no": live["_seq_no"], "if_primary_term": live["_primary_term"]} if live else None
+        cluster.request("PUT", self.path(obj.id), body=self.stamped(obj.body, stamp), params=params)
+
+
+KINDS: dict[str, Kind] = {k.name: k for k in (SecurityRole(), ComponentTemplate(), IsmPolicy(), IndexTemplate(),
+                                               StoredScript(), IngestPipeline(), Index(), NotificationChannel(),
+                                               Monitor())}
 # Which plugin each kind needs: objects of these kinds are only planned where it runs.
 KIND_PLUGINS = {"monitor": "opensearch-alerting", "notification_channel": "opensearch-notifications",
-                "security_role": "opensearch-security"}
+                "security_role": "opensearch-security", "ism_policy": "opensearch-index-management"}
 # Kinds that only make sense where their plugin runs: a cluster without the
-# Security plugin has no roles to apply, which is not a failure of the install.
+# Security plugin has no roles to apply, nor one without Index Management a
+# lifecycle policy, which is not a failure of the install.
 # (Monitors and channels are only desired for rules whose engine is Alerting:
 # services/install.py decides, from the engine setting and the cluster's plugins.)
-OPTIONAL_KINDS = {SecurityRole.name}
+OPTIONAL_KINDS = {SecurityRole.name, IsmPolicy.name}
 # Kinds that read the event data stream: written once it exists (Alerting checks
 # a monitor's indices when it is created).
 AFTER_DATA_STREAM = {Monitor.name, NotificationChannel.name}

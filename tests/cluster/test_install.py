@@ -36,12 +36,15 @@ def test_install_creates_everything_and_second_install_changes_nothing(cluster: 
     desired = desired_objects(cluster, pack_settings)
     expected = {o.key for o in desired if o.kind in usable}
     assert {f"{c.kind}:{c.id}" for c in first.applied} == expected
-    # monitors and channels wait for their plugin; roles apply only where the
-    # Security plugin runs (skipped, not a failure); nothing else waits
+    # monitors and channels wait for their plugin; roles apply only where the Security plugin
+    # runs, the lifecycle policy where Index Management does (skipped, not a failure); nothing
+    # else waits
     waiting = {f"{c.kind}:{c.id}" for c in first.plan.changes if c.action in ("blocked", "skipped")}
     assert waiting == {o.key for o in desired if o.kind not in usable}
     assert all(c.kind in ("monitor", "notification_channel") for c in first.plan.blocked)
-    assert all(c.kind == "security_role" for c in first.plan.changes if c.action == "skipped")
+    assert all(c.kind in ("security_role", "ism_policy") for c in first.plan.changes if c.action == "skipped")
+    if "opensearch-index-management" not in cluster.installed_components()[0]:
+        assert any(c.kind == "ism_policy" and c.action == "skipped" for c in first.plan.changes)
     assert first.data_streams == [pack_settings.index("events_data_stream")]
 
     second = install(cluster, pack_settings, allow_missing_plugins=True)

@@ -23,6 +23,7 @@ BODIES: dict[str, dict[str, Any]] = {
                                                                       "config_type": "webhook", "is_enabled": True}},
     "monitor": {"type": "monitor", "name": "pacsguard 1a", "monitor_type": "bucket_level_monitor", "inputs": []},
     "stored_script": {"script": {"lang": "painless", "source": "ctx.pacs.patient.remove('id');\n"}},
+    "ism_policy": {"policy": {"description": "pacsguard: lifecycle", "default_state": "hot", "states": []}},
 }
 LIVE = {
     "index": lambda stamped: {"mappings": stamped["mappings"]},  # GET /<index>/_mapping
@@ -54,11 +55,12 @@ def test_an_object_without_a_stamp_is_not_the_packs(kind: str) -> None:
     assert KINDS[kind].stamp_of(live) is None
 
 
-@pytest.mark.parametrize("kind", ["ingest_pipeline", "security_role", "notification_channel"])
+@pytest.mark.parametrize("kind", ["ingest_pipeline", "security_role", "notification_channel", "ism_policy"])
 def test_description_stamp_keeps_the_description(kind: str) -> None:
     stamped = KINDS[kind].stamped(BODIES[kind], STAMP)
-    described = stamped["config"] if kind == "notification_channel" else stamped
-    original = (BODIES[kind]["config"] if kind == "notification_channel" else BODIES[kind])["description"]
+    part = {"notification_channel": "config", "ism_policy": "policy"}.get(kind)
+    described = stamped[part] if part else stamped
+    original = (BODIES[kind][part] if part else BODIES[kind])["description"]
     assert described["description"] == f"{original} [pacsguard acme/radiology 0.9.1 #0123456789abcdef]"
 
 

@@ -51,6 +51,7 @@ def render_context(settings: Settings, salt: str | None = None,
         "namespace": settings.namespace,
         "indices": {key: settings.index(key) for key in type(settings.indices).model_fields},
         "thresholds": settings.thresholds.model_dump(),
+        "retention": settings.retention.model_dump(),
         "internal_domains": list(settings.internal_domains),
         "sources": settings.sources.model_dump(),
         # per format, where its patient data hides (sources.<format>.patient; enrich reads it)

@@ -295,6 +295,9 @@ class EngineSettings(Frozen):
     renotify_every: str = "60m"
     # a failed delivery is tried again on later ticks, this long after the previous try
     redeliver_after: str = "30s"
+    # this often `watch` asks whether events a rule reads arrived since its last run,
+    # and runs it at once when they did, not at its schedule ("0s": on the schedule only)
+    arrival_check_every: str = "2s"
 
     def engine_for(self, signal: str, alerting_present: bool) -> EngineName:
         mode = self.rules.get(signal, self.mode)
@@ -584,6 +587,21 @@ class RulesSettings(Frozen):
         return self
 
 
+class RetentionSettings(Frozen):
+    """How long the event data stream keeps events, and when it rolls over to a new backing index
+    (an ISM policy, installed where the Index Management plugin runs: docs/sizing.md)."""
+
+    events: str = "2190d"  # audit trails are often kept for years (6 here); a backing index goes after this age
+    rollover_age: str = "30d"
+    rollover_primary_shard_size: str = Field(default="30gb", pattern=r"^[0-9]+(b|kb|mb|gb|tb)$")
+
+    @field_validator("events", "rollover_age")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        duration_seconds(value)
+        return value
+
+
 class Settings(Frozen):
     cluster: ClusterSettings
     namespace: str = Field(pattern=r"^[a-z0-9_]+$")
@@ -597,6 +615,7 @@ class Settings(Frozen):
     connectors: Connectors = Connectors()
     detection: DetectionSettings
     engine: EngineSettings = EngineSettings()
+    retention: RetentionSettings = RetentionSettings()
     routing: Routing
     response: ResponseSettings = ResponseSettings()
     checklist: ChecklistSettings = ChecklistSettings()

@@ -15,6 +15,7 @@ import copy
 import datetime as dt
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,16 +114,31 @@ def arrivals(cluster: Cluster, index: str, events: dict[str, Any], entity_field:
         {"cell": {"date_histogram": {"field": time_field, "fixed_interval": f"{step_seconds}s"}}}]}
     body = {"size": 0, "query": query, "aggregations": {"late": {"composite": composite, "aggs": {
         "last": {"max": {"field": time_field}}}}}}
-    out: list[Arrival] = []
+    return [Arrival(str(b["key"]["entity"]), _from_millis(b["key"]["cell"]), _from_millis(b["last"]["value"]),
+                    int(b["doc_count"])) for b in _pages(cluster, index, body, "late")]
+
+
+def entities(cluster: Cluster, index: str, events: dict[str, Any], entity_field: str, time_field: str,
+             since: dt.datetime, until: dt.datetime, page_size: int) -> list[str]:
+    """Which entities have events matching `events` with own times in [since, until]: the only
+    ones a rule that needs events in that window can fire for (a composite on the entity)."""
+    query = {"bool": {"filter": [events, {"range": {time_field: {
+        "gte": _millis(since), "lte": _millis(until), "format": "epoch_millis"}}}]}}
+    body = {"size": 0, "query": query, "aggregations": {"active": {"composite": {
+        "size": page_size, "sources": [{"entity": {"terms": {"field": entity_field}}}]}}}}
+    return [str(b["key"]["entity"]) for b in _pages(cluster, index, body, "active")]
+
+
+def _pages(cluster: Cluster, index: str, body: dict[str, Any], name: str) -> Iterator[dict[str, Any]]:
+    """The buckets of the composite aggregation `name` of a search body, paged to its end."""
+    composite = body["aggregations"][name]["composite"]
     while True:
         res = cluster.request("POST", f"/{index}/_search", params={"ignore_unavailable": "true"}, body=body)
-        agg = res.get("aggregations", {}).get("late", {"buckets": []})
-        for b in agg["buckets"]:
-            out.append(Arrival(str(b["key"]["entity"]), _from_millis(b["key"]["cell"]),
-                               _from_millis(b["last"]["value"]), int(b["doc_count"])))
+        agg = res.get("aggregations", {}).get(name, {"buckets": []})
+        yield from agg["buckets"]
         after = agg.get("after_key")
         if not after or not agg["buckets"]:
-            return out
+            return
         composite["after"] = after
 
 

@@ -108,12 +108,19 @@ def _document(clock: RunClock, kind: Kind, user: str, s: Seen, new: bool, window
     }
 
 
+def feed_query() -> dict[str, Any]:
+    """The events any profile kind is made of (a successful login, an external share)."""
+    return {"bool": {"should": [{"bool": {"filter": k.filters}} for k in kinds()], "minimum_should_match": 1}}
+
+
 def run_profiles(cluster: Cluster, settings: Settings, *, now: dt.datetime | None = None,
                  lookback_seconds: int | None = None, page_size: int = MAX_PAGE_SIZE,
-                 stop: threading.Event | None = None) -> JobReport:
+                 stop: threading.Event | None = None, users: list[str] | None = None) -> JobReport:
     """Rewrite every user's profile from the history window and mark values new in the lookback.
 
-    lookback_seconds defaults to default_lookback() for a single run.
+    lookback_seconds defaults to default_lookback() for a single run. users: only theirs, from
+    the same history (an incremental run for the users with new events, as `watch` makes before
+    the rules that read profiles); it deletes nothing: the full run keeps the rest.
     """
     began = time.monotonic()
     if lookback_seconds is None:
@@ -131,11 +138,12 @@ def run_profiles(cluster: Cluster, settings: Settings, *, now: dt.datetime | Non
     writer = BulkWriter(cluster, target, flush_every=page_size)
     aggs = {"first": {"min": {"field": "@timestamp"}}, "last": {"max": {"field": "@timestamp"}}}
     for kind in kinds():
-        query = {"bool": {"filter": [*kind.filters,
+        only = [] if users is None else [{"terms": {"user.name": users}}]
+        query = {"bool": {"filter": [*kind.filters, *only,
                                      time_range("@timestamp", start_ms, clock.now_ms, include_end=True)]}}
         sources = [{USER: {"terms": {"field": "user.name"}}}, {VALUE: {"terms": {"field": kind.field}}}]
         buckets = iter_composite(cluster, events, query, sources, aggs, page_size, counter, stop)
-        users = 0
+        n_users = 0
         for user, group in by_user(buckets, USER):
             seen = _seen(group, kind, internal)
             fresh = new_values(seen, lookback_start_ms)
@@ -143,9 +151,10 @@ def run_profiles(cluster: Cluster, settings: Settings, *, now: dt.datetime | Non
                 doc_id = profile_id(kind.name, user, s.value)
                 writer.put(doc_id, _document(clock, kind, user, s, s.value in fresh, window, doc_id))
             report.markers += len(fresh)
-            users += 1 if seen else 0
-        report.users[kind.name] = users
-    return finish_run(cluster, writer, target, clock.run_id, report, counter.pages, began, page_size)
+            n_users += 1 if seen else 0
+        report.users[kind.name] = n_users
+    return finish_run(cluster, writer, target, clock.run_id, report, counter.pages, began, page_size,
+                      sweep=users is None)
 
 
 def default_lookback(settings: Settings, every_seconds: int | None) -> int:

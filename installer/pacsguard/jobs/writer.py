@@ -133,13 +133,15 @@ def sweep_stale(cluster: Cluster, writer: BulkWriter, run_id: str, page_size: in
 
 
 def finish_run(cluster: Cluster, writer: BulkWriter, target: str, run_id: str, report: JobReport, pages: int,
-               began: float, page_size: int) -> JobReport:
+               began: float, page_size: int, sweep: bool = True) -> JobReport:
     """The end of every job run: write what is buffered, drop what this run did
-    not rewrite (users or values gone from the window), fill in the report."""
+    not rewrite (users or values gone from the window; not after a run for some users only,
+    sweep=False), fill in the report."""
     writer.flush()
     refresh(cluster, target)
-    report.deleted = sweep_stale(cluster, writer, run_id, page_size)
-    refresh(cluster, target)
+    if sweep:
+        report.deleted = sweep_stale(cluster, writer, run_id, page_size)
+        refresh(cluster, target)
     report.written, report.pages = writer.written, pages
     report.seconds = round(time.monotonic() - began, 3)
     return report

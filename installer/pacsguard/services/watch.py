@@ -25,6 +25,7 @@ what the old one cannot still be sending.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 import time
@@ -55,8 +56,9 @@ from pacsguard.engines.delivery import AlertMessage, DeliveryResult, Lanes, deli
 from pacsguard.engines.entity import bounded, is_bounded
 from pacsguard.engines.lease import Lease, read_lease
 from pacsguard.engines.result import Bucket, MonitorRun
-from pacsguard.jobs import run_job
+from pacsguard.jobs import run_job, run_profiles
 from pacsguard.jobs.directory import directory_configured, lookup_names
+from pacsguard.jobs.profiles import feed_query
 from pacsguard.jobs.schedule import all_jobs
 from pacsguard.rules.compiler import (
     CompiledRule,
@@ -83,10 +85,20 @@ LEASE_TICKS = 8
 # the lease run out (the shortest rule schedule, Alerting's minimum: a standby then takes over
 # within two schedule intervals).
 HUNG_SECONDS = 60.0
+# An arrival check counts events ingested this long before a rule's last run started: a document
+# is searchable within a refresh (1 s) of its event.ingested stamp, so the run may not have seen it.
+ARRIVAL_OVERLAP_SECONDS = 2
+# Retries and reminders are looked for at least this often (more often where redeliver_after or
+# renotify_every is shorter): what is due waits at most this long beyond its time.
+SCAN_SECONDS = 15
 # A run spends at most this share of the rule's interval on past periods; the rest next run.
 CATCHUP_SHARE = 0.5
 MAX_ENTITY_ERRORS = 20
 ENTITIES_PER_SEARCH = 10_000  # a terms filter takes at most 65,536 values
+# Rule types whose query joins state of every entity with no time bound (4b: the baselines of
+# all users): the live run is narrowed to the entities with events in the rule's window, which
+# are the only ones it can fire for, so its cost follows activity, not the number of users.
+NARROWED_TYPES = frozenset({"baseline"})
 
 
 class LeaseLost(PacsguardError):
@@ -103,9 +115,16 @@ class RuleState:
     last_took_ms: float = 0.0
     runs: int = 0
     running: Future[None] | None = None
+    started_at: dt.datetime | None = None  # when its last run started (wall clock)
     # what the rule has evaluated (kept in its status document, so it survives restarts)
     checkpoint: dict[str, Any] = field(default_factory=dict)
     entity_errors: list[dict[str, str]] = field(default_factory=list)
+    # how many open alerts this instance knows the rule has (None: unknown, search); a run that
+    # fires nothing while none is open has nothing to look up, clear or refresh
+    open_known: int | None = None
+    # the lease epoch under which this instance last wrote the checkpoint: while it still holds
+    # that epoch, no other instance has led since, and the checkpoint in memory is the one stored
+    written_epoch: int | None = None
 
 
 @dataclass
@@ -175,6 +194,9 @@ class Watcher:
         # Rules run in workers of their own, so a slow windowed rule never holds back the
         # event rules due every few seconds; alert documents change under one lock.
         self.rule_pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="pacsguard-rule")
+        # event rules (signal 3) in workers of their own: windowed rules started by their arrivals
+        # all at once never queue ahead of them
+        self.event_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pacsguard-event-rule")
         self.lock = threading.RLock()
         self.pending: list[Pending] = []
         self.report = WatchReport()
@@ -182,9 +204,20 @@ class Watcher:
         self.jobs_every = duration_seconds(settings.engine.jobs_every)
         self.next_jobs = 0.0
         self.jobs_thread: threading.Thread | None = None
+        # profiles rewritten for the users with new logins or shares before the rules that read
+        # them (_fresh_profiles); never beside the full profiles job, whose sweep would delete them
+        self.profiles_lock = threading.Lock()
+        self.full_profiles = threading.Event()
+        self.profiles_since: dt.datetime | None = None
         self.renotify = duration_seconds(settings.engine.renotify_every)
         self.redeliver = duration_seconds(settings.engine.redeliver_after)
         self.named: dict[tuple[str, tuple[str, ...]], dict[str, str]] = {}
+        self.arrival_every = duration_seconds(settings.engine.arrival_check_every)
+        # the alerts that may need a retry or a reminder are looked up this often, and at the next
+        # tick after a delivery failed or this instance took the lease (None: at the next tick)
+        self.scan_every = min(s for s in (SCAN_SECONDS, self.redeliver, self.renotify) if s > 0)
+        self.next_scan: dt.datetime | None = None
+        self.next_arrival_check = 0.0
 
     # ------------------------------------------------------------ one tick
 
@@ -204,11 +237,16 @@ class Watcher:
             self.next_jobs = mono + self.jobs_every
             self.jobs_thread = threading.Thread(target=self._jobs, name="pacsguard-jobs", daemon=True)
             self.jobs_thread.start()
+        if self.arrival_every and mono >= self.next_arrival_check:
+            self.next_arrival_check = mono + self.arrival_every
+            self._run_on_arrival(mono)
         started = []
         for state in self.rules:
             if mono >= state.next_run and (state.running is None or state.running.done()):
                 state.next_run = mono + state.every
-                state.running = self.rule_pool.submit(self.run_rule, state, now)
+                state.started_at = now or dt.datetime.now(dt.timezone.utc)
+                pool = self.event_pool if state.compiled.rule.detection.type == "event" else self.rule_pool
+                state.running = pool.submit(self.run_rule, state, now)
                 started.append(state.running)
         while wait and started:
             self.heartbeat = self.clock()
@@ -216,6 +254,32 @@ class Watcher:
             started = list(running)
         with self.lock:
             self._retry_and_remind(now)
+
+    def _run_on_arrival(self, mono: float) -> None:
+        """Make due now every rule with events it reads that arrived (event.ingested) since its last
+        run started: one search for all of them. An alert then waits for this check, not for the
+        rule's schedule (1 minute; 5 s for event rules); the schedule still runs the rule (a
+        condition that clears)."""
+        waiting = {s.compiled.signal: s for s in self.rules if s.every > self.arrival_every and s.started_at
+                   and mono < s.next_run and (s.running is None or s.running.done())}
+        filters: dict[str, Any] = {}
+        for signal, state in waiting.items():
+            rule = state.compiled.rule
+            # rules that read only profiles (2a, 2b, 5b) are made of logins and shares
+            events = rule_events(rule, self.settings) or feed_query()
+            since = state.started_at - dt.timedelta(seconds=ARRIVAL_OVERLAP_SECONDS)
+            filters[signal] = {"bool": {"filter": [events, {"range": {core.INGESTED: {
+                "gt": int(since.timestamp() * 1000), "format": "epoch_millis"}}}]}}
+        if not filters:
+            return
+        res = self.cluster.request("POST", f"/{self.settings.index('events_data_stream')}/_search",
+                                   params={"ignore_unavailable": "true"},
+                                   body={"size": 0, "query": {"bool": {"should": list(filters.values())}},
+                                         "aggregations": {"arrived": {"filters": {"filters": filters}}}})
+        buckets = res.get("aggregations", {}).get("arrived", {}).get("buckets", {})
+        for signal, bucket in buckets.items():
+            if bucket.get("doc_count"):
+                waiting[signal].next_run = mono
 
     def _lead(self) -> bool:
         """Whether this instance holds the lease (the renewing thread starts on the first call);
@@ -229,6 +293,8 @@ class Watcher:
             self.progress(f"leading (lease epoch {self.lease.epoch}, {self.lease.holder})")
             for state in self.rules:
                 state.next_run = 0.0  # take over at once: the checkpoints say what is left to do
+                state.open_known = None  # the previous leader may have opened alerts
+            self.next_scan = None  # and left deliveries to finish
         elif self.leading and not leading:
             self.progress("lost the lease: standing by (no rule runs, no deliveries)")
         self.leading = leading
@@ -251,11 +317,36 @@ class Watcher:
 
     def _jobs(self) -> None:
         for job in all_jobs(self.settings):
+            profiles = job == "profiles"
+            if profiles:
+                self.full_profiles.set()
             try:
-                run_job(self.cluster, self.settings, job)
+                with self.profiles_lock if profiles else contextlib.nullcontext():
+                    run_job(self.cluster, self.settings, job)
             except PacsguardError as exc:
                 self.report.errors.append(f"job {job}: {exc}")
                 self.progress(f"error: job {job}: {exc}")
+            finally:
+                if profiles:
+                    self.full_profiles.clear()
+
+    def _fresh_profiles(self, at: dt.datetime) -> None:
+        """Rewrite the profiles of the users whose logins or external shares arrived since the last
+        time (by event.ingested), from the same history the profiles job reads: a rule that reads
+        profiles (2a, 2b, 5b, and 4a/4b for 4c) then compares the new events with the stored
+        history now, not at the next job run. The job keeps everyone else's."""
+        if self.full_profiles.is_set():
+            return  # the job is rewriting every profile; what it misses, the next rule run takes
+        with self.profiles_lock:
+            since = self.profiles_since or at - dt.timedelta(seconds=self.jobs_every)
+            if at - since < dt.timedelta(seconds=1):
+                return  # another rule of this tick has just done it
+            users = core.entities(self.cluster, self.settings.index("events_data_stream"), feed_query(), "user.name",
+                                  core.INGESTED, since - dt.timedelta(seconds=SETTLE_SECONDS), at,
+                                  self.settings.detection.composite_page_size)
+            for chunk in range(0, len(users), ENTITIES_PER_SEARCH):
+                run_profiles(self.cluster, self.settings, now=at, users=users[chunk:chunk + ENTITIES_PER_SEARCH])
+            self.profiles_since = at
 
     def run_rule(self, state: RuleState, now: dt.datetime | None = None) -> None:
         """Run one rule and apply what it found; an error is recorded, never raised (a worker runs this)."""
@@ -264,8 +355,10 @@ class Watcher:
         try:
             state.checkpoint = self._read_checkpoint(state)
             state.entity_errors = []
+            if self.settings.index("profiles") in compiled.monitor["inputs"][0]["search"]["indices"]:
+                self._fresh_profiles(at)
             self._catch_up(state, at)
-            run = core.run(self.cluster, compiled.monitor, at)
+            run = self.live_run(state, at)
             with self.lock:
                 self._guard()
                 self._apply(state, run, at)
@@ -280,13 +373,30 @@ class Watcher:
             except PacsguardError:
                 pass  # the cluster is away: the next run records it
 
+    def live_run(self, state: RuleState, at: dt.datetime) -> MonitorRun:
+        """The monitor at `at`; a rule of NARROWED_TYPES for the entities with events in its window."""
+        compiled = state.compiled
+        rule = compiled.rule
+        events = rule_events(rule, self.settings)
+        if rule.detection.type not in NARROWED_TYPES or events is None:
+            return core.run(self.cluster, compiled.monitor, at)
+        since = at - dt.timedelta(seconds=duration_seconds(rule_window(rule, self.settings)))
+        active = core.entities(self.cluster, self.settings.index("events_data_stream"), events,
+                               rule.detection.entity, self.settings.detection.time_field, since, at,
+                               self.settings.detection.composite_page_size)
+        if len(active) > ENTITIES_PER_SEARCH:
+            return core.run(self.cluster, compiled.monitor, at)  # most are active: a filter saves nothing
+        return core.run(self.cluster, compiled.monitor, at, only=(rule.detection.entity, active))
+
     def _apply(self, state: RuleState, run: MonitorRun, at: dt.datetime) -> None:
         compiled = state.compiled
-        open_alerts = self.store.open_alerts(compiled.object_id)
         state.last_error, state.last_run, state.last_took_ms = None, now_iso(at), run.took_ms
         state.runs += 1
         self.report.runs += 1
         firing = {bounded(entity): fired for entity, fired in _firing(run).items()}
+        # nothing fires and no alert is open: nothing to look up, clear or make visible
+        open_alerts = {} if not firing and state.open_known == 0 else self.store.open_alerts(compiled.object_id)
+        changes = self.report.opened + self.report.completed
         for entity, (severity, bucket, trigger) in firing.items():
             alert = open_alerts.get(entity)
             try:
@@ -296,10 +406,15 @@ class Watcher:
                     self._still_firing(compiled, alert, severity, bucket, trigger, at)
             except (ApiError, ValueError) as exc:  # this entity's alert cannot be written: the others go on
                 self._entity_error(state, entity, exc)
+        kept = 0
         for entity, alert in open_alerts.items():
             if entity not in firing and alert.state != ERROR:
                 self._clear(alert.id, at, "condition cleared")
-        self.store.refresh()
+            elif entity not in firing:
+                kept += 1
+        state.open_known = len(firing) + kept  # an entity whose alert could not be written: counted, so searched
+        if self.report.opened + self.report.completed > changes:
+            self.store.refresh()  # the next run's search must see the alerts opened and cleared
         state.checkpoint["evaluated_through"] = now_iso(at)
         state.checkpoint.setdefault("ingested_through", now_iso(at - dt.timedelta(seconds=SETTLE_SECONDS)))
         self._record_status(state, at)
@@ -314,7 +429,10 @@ class Watcher:
     # ------------------------------------------------------------ event time: late events, downtime
 
     def _read_checkpoint(self, state: RuleState) -> dict[str, Any]:
-        """The rule's checkpoint from its status document: another instance may have moved it."""
+        """The rule's checkpoint from its status document: another instance may have moved it
+        (not while this one has held the lease since it wrote it)."""
+        if self.lease.epoch is not None and state.written_epoch == self.lease.epoch:
+            return state.checkpoint
         res = self.cluster.request("GET", f"/{self.settings.index('state')}/_doc/"
                                    f"{WATCH_STATUS_PREFIX}{state.compiled.signal}", ok_missing=True)
         found = (res or {}).get("_source", {}).get("checkpoint") if res and res.get("found") else None
@@ -380,6 +498,7 @@ class Watcher:
                     self._clear(alert.id, at, "condition cleared (a past episode, found late)")
             if touched:
                 self.store.refresh()
+                state.open_known = None  # a late alert may still be open
         cp.pop("batch", None)
         cp["ingested_through"], cp["behind_periods"] = batch["to"], 0
 
@@ -625,11 +744,15 @@ class Watcher:
                 self.report.delivered += 1
             else:
                 self.report.failed_deliveries += 1
+                self.next_scan = None
                 self.progress(f"delivery {p.delivery_id} failed: {result.error or result.reason}")
         self.pending = still
 
     def _retry_and_remind(self, now: dt.datetime | None) -> None:
         at = now or dt.datetime.now(dt.timezone.utc)
+        if self.next_scan is not None and at < self.next_scan:
+            return
+        self.next_scan = at + dt.timedelta(seconds=self.scan_every)
         in_flight = {p.delivery_id for p in self.pending}
         seen: set[str] = set()
         # a completed alert whose delivery failed is still owed its message
@@ -703,12 +826,14 @@ class Watcher:
                                    "checkpoint": cp, "evaluated_through": cp.get("evaluated_through"),
                                    "catching_up": behind, "entity_errors": state.entity_errors,
                                    "leader": self.lease.holder, "written_at": now_iso(at)})
+        state.written_epoch = self.lease.epoch
 
     def close(self) -> None:
         """Finish the rule runs and deliveries in flight (still leading meanwhile), then hand the
         lease over."""
         self.heartbeat = float("inf")
         self.rule_pool.shutdown(wait=True, cancel_futures=True)
+        self.event_pool.shutdown(wait=True, cancel_futures=True)
         with self.lock:
             self._collect_deliveries(wait=True)
         self.lanes.shutdown(wait=True)
