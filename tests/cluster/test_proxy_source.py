@@ -167,6 +167,7 @@ def test_new_browser_then_bulk_retrieval_raise_2b_and_4a_escalated(
         run_job(cluster, settings, "profiles")
         watcher = Watcher(cluster, settings, run_jobs=False)
         watcher.tick()
+        watcher.close()  # hands the lease over: the next watch leads at once
         assert not list_alerts(cluster, settings, signal="2b"), "the first device of an account is not new"
 
         # Browser B: a login from a new device, then 15 studies retrieved (WADO-RS) in minutes.
