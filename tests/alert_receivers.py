@@ -1,5 +1,6 @@
-"""Real receivers for the alert-loop tests: a webhook receiver that checks every request's HMAC
-signature, an SMTP mailbox (aiosmtpd), and settings that route alerts to them."""
+"""Real receivers for the alert-loop tests: a webhook receiver that keeps every request (Hook), one
+that also checks every request's HMAC signature (Receiver), an SMTP mailbox (aiosmtpd), and
+settings that route alerts to them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import hashlib
 import hmac
 import json
 import threading
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -16,21 +18,17 @@ from pacsguard.core.settings import Settings
 SECRET = "loop-test-signing-secret-0123456789"
 
 
-class Receiver:
-    """A webhook receiver that checks the HMAC signature of every request it records."""
+class Hook:
+    """A webhook receiver on loopback that answers 200 and keeps every request: its headers (names
+    in lower case) and its body as text. Subclasses read the request their own way (record)."""
 
     def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.bad_signatures = 0
+        self.requests: list[Any] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                want = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-                if not hmac.compare_digest(want, self.headers.get("X-Pacsguard-Signature", "")):
-                    outer.bad_signatures += 1
-                outer.requests.append({"headers": dict(self.headers), "body": json.loads(body)})
+                outer.record(self.headers, self.rfile.read(int(self.headers.get("Content-Length") or 0)))
                 self.send_response(200)
                 self.end_headers()
 
@@ -40,6 +38,28 @@ class Receiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def record(self, headers: Message, body: bytes) -> None:
+        self.requests.append(({k.lower(): v for k, v in headers.items()}, body.decode(errors="replace")))
+
+    def bodies(self, needle: str) -> list[str]:
+        """The bodies that contain needle."""
+        return [body for _, body in self.requests if needle in body]
+
+
+class Receiver(Hook):
+    """A receiver of the pack's signed JSON deliveries: checks the HMAC signature of every request
+    it records and keeps the parsed body."""
+
+    def __init__(self) -> None:
+        self.bad_signatures = 0
+        super().__init__()
+
+    def record(self, headers: Message, body: bytes) -> None:
+        want = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(want, headers.get("X-Pacsguard-Signature", "")):
+            self.bad_signatures += 1
+        self.requests.append({"headers": dict(headers), "body": json.loads(body)})
 
 
 class Mailbox:

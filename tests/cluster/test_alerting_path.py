@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from alert_receivers import Hook
 from pacsguard.cli import app
 from pacsguard.core.connection import Cluster
 from pacsguard.core.settings import Settings
@@ -43,31 +42,6 @@ from typer.testing import CliRunner
 
 pytestmark = pytest.mark.cluster
 SCENARIO_CASES = 35
-
-
-class Hook:
-    """A webhook receiver that keeps every request's headers and body."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[dict[str, str], str]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-                outer.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/pacsguard"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def bodies(self, needle: str) -> list[str]:
-        return [body for _, body in self.requests if needle in body]
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 150.0, every: float = 3.0) -> Any:

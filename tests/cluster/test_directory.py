@@ -15,15 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from directory_pack import csv_directory_pack, pack_rule, send_messages
 from pacsguard.core.connection import Cluster
-from pacsguard.core.content import content_path
 from pacsguard.core.settings import Settings
 from pacsguard.engines import run_monitor
 from pacsguard.jobs.schedule import JobName, run_once
 from pacsguard.rules.compiler import render_monitor
-from pacsguard.rules.model import Rule, load_rules
-from pacsguard.services.install import install, uninstall
-from testnode import make_settings
 
 pytestmark = pytest.mark.cluster
 
@@ -33,30 +30,11 @@ nick,nick@hospital.example,radiologist,true,2026-02-01
 """
 
 
-def rule(signal: str) -> Rule:
-    return next(r for r in load_rules(content_path("detections")) if r.signal == signal)
-
-
 @pytest.fixture
 def csv_pack(cluster_url: str, unique: str, tmp_path: Path) -> Iterator[Settings]:
-    csv_file = tmp_path / "directory.csv"
-    csv_file.write_text(DIRECTORY_CSV)
-    settings = make_settings(cluster_url, f"pgd{unique}", f"d{unique}",
-                             sources={"directory": {"csv_file": str(csv_file), "from_keycloak": False}})
-    cluster = Cluster.connect(settings.cluster)
-    install(cluster, settings, allow_missing_plugins=True)
-    try:
+    with csv_directory_pack(cluster_url, f"pgd{unique}", f"d{unique}", DIRECTORY_CSV, tmp_path) as settings:
         yield settings
-    finally:
-        uninstall(cluster, settings, purge=True)
 
-
-def send(cluster: Cluster, settings: Settings, messages: list[str]) -> None:
-    stream = settings.index("events_data_stream")
-    body = "".join('{"create":{}}\n' + json.dumps({"message": m}) + "\n" for m in messages)
-    res = cluster.request("POST", f"/{stream}/_bulk", body=body)
-    assert not res["errors"], res["items"][:1]
-    cluster.request("POST", f"/{stream},{settings.index('failures')}/_refresh")
 
 
 def export(when: dt.datetime, user: str, studies: int) -> str:
@@ -74,10 +52,10 @@ def test_an_admin_in_the_directory_exporting_40_studies_raises_no_4a(csv_pack: S
     settings = csv_pack
     cluster = Cluster.connect(settings.cluster)
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    send(cluster, settings, [export(now - dt.timedelta(minutes=5), "ada", 40),
+    send_messages(cluster, settings, [export(now - dt.timedelta(minutes=5), "ada", 40),
                              export(now - dt.timedelta(minutes=4), "nick", 40)])
     assert cluster.request("GET", f"/{settings.index('failures')}/_count")["count"] == 0
-    monitor = render_monitor(rule("4a"), settings)
+    monitor = render_monitor(pack_rule("4a"), settings)
     # Without a directory, the events alone cannot tell the admin: both fire.
     assert run_monitor(cluster, monitor, period_end=now).fired() == {"ada", "nick"}
 
@@ -121,7 +99,7 @@ def test_a_keycloak_admin_event_with_a_garbled_representation_raises_signal_3(cs
     settings = csv_pack
     cluster = Cluster.connect(settings.cluster)
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    send(cluster, settings, [GARBLED_GRANT.format(ts=now.strftime("%Y-%m-%d %H:%M:%S,000"))])
+    send_messages(cluster, settings, [GARBLED_GRANT.format(ts=now.strftime("%Y-%m-%d %H:%M:%S,000"))])
 
     assert cluster.request("GET", f"/{settings.index('failures')}/_count")["count"] == 0
     (hit,) = cluster.request("POST", f"/{settings.index('events_data_stream')}/_search")["hits"]["hits"]
@@ -130,6 +108,6 @@ def test_a_keycloak_admin_event_with_a_garbled_representation_raises_signal_3(cs
     assert "the quoted value of [representation] is not closed" in doc["error"]["message"]
     assert (doc["event"]["action"], doc["user"]["name"], doc["user"]["target"]["id"]) == (
         "role-grant", "e18a7ec9-2f96-42f1-9063-e53b396342ab", "2ca23e5c-56ad-4b55-badb-87706a54dc80")
-    fired = run_monitor(cluster, render_monitor(rule("3"), settings),
+    fired = run_monitor(cluster, render_monitor(pack_rule("3"), settings),
                         period_end=dt.datetime.now(dt.timezone.utc)).fired()
     assert any(e.startswith("e18a7ec9-2f96-42f1-9063-e53b396342ab") for e in fired), fired

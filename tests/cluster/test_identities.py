@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from directory_pack import csv_directory_pack, pack_rule, send_messages
 from pacsguard.collector.syslog_input import convert_frame
 from pacsguard.core.connection import Cluster
 from pacsguard.core.content import content_path
@@ -20,11 +21,8 @@ from pacsguard.core.settings import Settings
 from pacsguard.engines import run_monitor
 from pacsguard.jobs import run_job
 from pacsguard.rules.compiler import render_monitor
-from pacsguard.rules.model import Rule, load_rules
 from pacsguard.services.backtest import backtest
-from pacsguard.services.install import install, uninstall
 from pacsguard.services.watch import Watcher
-from testnode import make_settings
 
 pytestmark = pytest.mark.cluster
 
@@ -39,30 +37,14 @@ nick,nick@hospital.example,radiologist,true,2026-02-01,{NICK_ID}
 """
 
 
-def rule(signal: str) -> Rule:
-    return next(r for r in load_rules(content_path("detections")) if r.signal == signal)
-
-
 @pytest.fixture
 def pack(cluster_url: str, unique: str, tmp_path: Path) -> Iterator[Settings]:
-    csv_file = tmp_path / "directory.csv"
-    csv_file.write_text(DIRECTORY_CSV)
-    settings = make_settings(cluster_url, f"pgi{unique}", f"i{unique}",
-                             sources={"directory": {"csv_file": str(csv_file), "from_keycloak": False}})
-    cluster = Cluster.connect(settings.cluster)
-    install(cluster, settings, allow_missing_plugins=True)
-    try:
+    with csv_directory_pack(cluster_url, f"pgi{unique}", f"i{unique}", DIRECTORY_CSV, tmp_path) as settings:
         yield settings
-    finally:
-        uninstall(cluster, settings, purge=True)
 
 
 def send(cluster: Cluster, settings: Settings, messages: list[str]) -> None:
-    stream = settings.index("events_data_stream")
-    body = "".join('{"create":{}}\n' + json.dumps({"message": m}) + "\n" for m in messages)
-    res = cluster.request("POST", f"/{stream}/_bulk", body=body)
-    assert not res["errors"], res["items"][:1]
-    cluster.request("POST", f"/{stream},{settings.index('failures')}/_refresh")
+    send_messages(cluster, settings, messages)
     assert cluster.request("GET", f"/{settings.index('failures')}/_count")["count"] == 0
 
 
@@ -99,7 +81,7 @@ def test_a_failure_burst_typed_in_three_cases_is_one_account(pack: Settings) -> 
                                                       ("dave", "da7eda7e")] * 3)][:8]
     send(cluster, settings, one_account + three_accounts)
 
-    fired = run_monitor(cluster, render_monitor(rule("1a"), settings), period_end=now).fired()
+    fired = run_monitor(cluster, render_monitor(pack_rule("1a"), settings), period_end=now).fired()
 
     assert fired == {"alice"}
     hit = cluster.request("POST", f"/{settings.index('events_data_stream')}/_search", body={
@@ -171,7 +153,7 @@ def test_one_export_audited_by_two_sources_counts_its_studies_once(pack: Setting
     assert events == 20
 
     for signal in ("4a", "4b"):
-        run = run_monitor(cluster, render_monitor(rule(signal), settings), period_end=now)
+        run = run_monitor(cluster, render_monitor(pack_rule(signal), settings), period_end=now)
         assert run.fired() == set(), (signal, [(b.entity, b.values) for t in run.triggers for b in t.buckets])
 
     # sixteen distinct studies, some audited by both sources, some by one: 4a
@@ -179,7 +161,7 @@ def test_one_export_audited_by_two_sources_counts_its_studies_once(pack: Setting
     send(cluster, settings, both_sources(now - dt.timedelta(minutes=10), "clerk.kowal", more[:8])
          + [atna_export(now - dt.timedelta(minutes=9), "clerk.kowal", s) for s in more[8:12]]
          + [fhir_export(now - dt.timedelta(minutes=8), "clerk.kowal", s) for s in more[12:]])
-    run = run_monitor(cluster, render_monitor(rule("4a"), settings), period_end=now)
+    run = run_monitor(cluster, render_monitor(pack_rule("4a"), settings), period_end=now)
     assert run.fired() == {"clerk.kowal"}
     assert next(b.count for t in run.triggers for b in t.buckets if b.entity == "clerk.kowal") == 16
 
@@ -214,7 +196,7 @@ def test_recipients_differing_in_case_and_spaces_are_one_recipient(pack: Setting
     run_job(cluster, settings, "profiles", now=now)
     cluster.request("POST", f"/{settings.index('profiles')}/_refresh")
 
-    assert run_monitor(cluster, render_monitor(rule("5b"), settings), period_end=now).fired() == set()
+    assert run_monitor(cluster, render_monitor(pack_rule("5b"), settings), period_end=now).fired() == set()
     hits = cluster.request("POST", f"/{settings.index('events_data_stream')}/_search",
                            body={"size": 10, "sort": ["@timestamp"]})["hits"]["hits"]
     assert [h["_source"]["pacs"]["share"]["recipients"] for h in hits] == [

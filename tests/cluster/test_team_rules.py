@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from alert_receivers import Hook
 from pacsguard.cli import app
 from pacsguard.core.connection import Cluster
 from pacsguard.core.settings import Settings
@@ -115,25 +114,6 @@ def test_exception_for_one_user_then_expiry(request: pytest.FixtureRequest, uniq
         uninstall(cluster, settings, purge=True)
 
 
-class Hook:
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                outer.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 def test_snooze_records_and_delivers_after_its_end(cluster_url: str, unique: str) -> None:
     hook = Hook()
     settings = make_settings(cluster_url, f"pgsn{unique}", "sn", engine={"mode": "pacsguard", "redeliver_after": "1s"},
@@ -153,10 +133,10 @@ def test_snooze_records_and_delivers_after_its_end(cluster_url: str, unique: str
         assert [d["status"] for d in alerts[0].source["deliveries"]] == ["snoozed"]
         watcher.tick(now + dt.timedelta(seconds=10))
         watcher._collect_deliveries(wait=True)
-        assert hook.bodies == []  # delivered nothing while snoozed
+        assert hook.requests == []  # delivered nothing while snoozed
         watcher.tick(now + dt.timedelta(seconds=31))
         watcher._collect_deliveries(wait=True)
-        assert [b["alert"]["entity"]["value"] for b in hook.bodies] == ["ex-alice"]  # once, at its end
+        assert [json.loads(b)["alert"]["entity"]["value"] for _, b in hook.requests] == ["ex-alice"]  # once, at its end
     finally:
         watcher.close()
         hook.server.shutdown()

@@ -132,20 +132,18 @@ def delivery_warnings(settings: Settings, plugins: set[str]) -> list[str]:
         return []
     on_alerting = alerting_signals(settings, plugins)
     warnings: list[str] = []
-    moved: dict[str, list[str]] = {}
+    moved: dict[str, tuple[list[str], list[str]]] = {}  # channel -> (what it asks for, signals moved)
     for rule in all_rules(settings):
-        gaps = _channel_gaps(settings, rule)
-        for name, missing in gaps.items():
+        for name, missing in _channel_gaps(settings, rule).items():
             if rule.signal in on_alerting:
                 warnings.append(f"rule {rule.signal} runs on Alerting (engine setting) but channel {name} asks for "
                                 f"{'; '.join(missing)}, which Notifications cannot do: its deliveries of this rule "
                                 "arrive without it (set the rule's engine to auto or pacsguard to keep it)")
             else:
-                moved.setdefault(name, []).append(rule.signal)
-    for name, signals in moved.items():
-        gaps = notifications_gaps(next(c for c in settings.notifications.channels if c.name == name))
+                moved.setdefault(name, (missing, []))[1].append(rule.signal)
+    for name, (missing, signals) in moved.items():
         warnings.append(f"rules {', '.join(signals)} run on the pacsguard engine (`pacsguard watch`), not on "
-                        f"Alerting: channel {name} asks for {'; '.join(gaps)}, which Notifications cannot do")
+                        f"Alerting: channel {name} asks for {'; '.join(missing)}, which Notifications cannot do")
     if on_alerting and not settings.notifications.channels:
         warnings.append(f"no channel (notifications.channels): the {len(on_alerting)} monitor(s) on Alerting have no "
                         "actions and page nobody; their alerts are seen only in `pacsguard alerts list` and the console")
