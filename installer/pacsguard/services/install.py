@@ -502,12 +502,30 @@ def uninstall(cluster: Cluster, settings: Settings, purge: bool = False,
                 cluster.request("PUT", f"/{index}/_mapping", body={
                     "_meta": {"description": f"pacsguard {what}, kept after uninstall"}})
                 kept.append(index)
-    for kind_name, obj_id in orphans(cluster, settings, wanted=set()):
+    for kind_name, obj_id in owned_everywhere(cluster, settings):
         progress(f"delete {kind_name} {obj_id}")
         KINDS[kind_name].delete(cluster, obj_id)
         removed.append((kind_name, obj_id))
     cluster.request("DELETE", f"/{_state_index(settings)}", ok_missing=True)
     return UninstallResult(removed, kept, purged)
+
+
+def owned_everywhere(cluster: Cluster, settings: Settings) -> list[tuple[str, str]]:
+    """Every object of this installation (data indices excepted), in uninstall order: those the
+    list APIs show, and those install recorded in the state index, read by id. A list API can lag a
+    write by a refresh (Notifications' config list does, seen on 2.19.6): a channel created seconds
+    before an uninstall must go too."""
+    found = orphans(cluster, settings, wanted=set())
+    usable = usable_kinds(cluster)
+    for record in _read_state(cluster, settings).values():
+        kind_name, obj_id = str(record.get("kind")), str(record.get("id"))
+        if (kind_name, obj_id) in found or kind_name not in usable or _is_data(settings, kind_name, obj_id):
+            continue
+        live = KINDS[kind_name].get(cluster, obj_id)
+        stamp = KINDS[kind_name].stamp_of(live) if live else None
+        if stamp is not None and stamp.owner == settings.owner:
+            found.append((kind_name, obj_id))
+    return sorted(found, key=lambda item: -KINDS[item[0]].order)
 
 
 def retained_template_name(settings: Settings) -> str:
