@@ -92,8 +92,10 @@ class TrackedServer:
         if not proxy_header:
             return gate.admit(host, asyncio.current_task(), capped=False), label
         try:
-            line = await asyncio.wait_for(reader.readuntil(b"\n"), gate.limits.handshake_timeout)
-            sender = parse_proxy_v1(line)
+            async def header() -> bytes:
+                start = await reader.readexactly(6)  # not "PROXY ": refused now, not after a timeout
+                return start + await reader.readuntil(b"\n") if start == b"PROXY " else start
+            sender = parse_proxy_v1(await asyncio.wait_for(header(), gate.limits.handshake_timeout))
         except (ValueError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 ConnectionError):
             return gate.refuse("proxy_header"), label
