@@ -239,6 +239,7 @@ def test_two_instances_share_http_and_syslog_and_each_event_lands_once(settings:
     assert sum(s["http"] for s in by_source.values()) == len(fhir)
     assert sum(s["tcp"] for s in by_source.values()) == len(frames)
     assert {name: h["instance"]["name"] for name, h in health.items()} == {"a": "a", "b": "b"}
+    print(f"received by source: {by_source}")
 
 
 def test_kill_one_instance_mid_stream_every_event_lands_once(settings: Settings, start: Any) -> None:
@@ -250,9 +251,9 @@ def test_kill_one_instance_mid_stream_every_event_lands_once(settings: Settings,
     sent: list[str] = []
     retries = [0]
 
-    def sender() -> None:
+    def sender(mine: list[str]) -> None:
         """A FHIR sender: each request with its Idempotency-Key, sent until it gets a 202."""
-        for marker in markers:
+        for marker in mine:
             deadline = time.monotonic() + 60
             while post(front.http_url, audit_event(marker), key=f"key-{marker}")[0] != 202:
                 assert time.monotonic() < deadline, f"{marker} not accepted within 60 s"
@@ -260,14 +261,17 @@ def test_kill_one_instance_mid_stream_every_event_lands_once(settings: Settings,
                 time.sleep(0.1)
             sent.append(marker)
 
-    thread = threading.Thread(target=sender)
-    thread.start()
-    while len(sent) < 80 and thread.is_alive():
+    # four senders at once, so requests are on their way to a when it dies
+    threads = [threading.Thread(target=sender, args=(markers[n::4],)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    while len(sent) < 80 and any(t.is_alive() for t in threads):
         time.sleep(0.01)
     held = a.health()["in_flight"]
     a.kill()
-    thread.join(180)
-    assert len(sent) == len(markers)
+    for thread in threads:
+        thread.join(180)
+    assert sorted(sent) == sorted(markers)
     assert held > 0, "the killed instance held nothing in its journal: the test would not see a replay"
     after_kill = landed(settings, "user.id", "kill-")
     assert all(count == 1 for count in after_kill.values()), after_kill
@@ -278,6 +282,8 @@ def test_kill_one_instance_mid_stream_every_event_lands_once(settings: Settings,
     restarted = a.health()
     assert restarted["resumed"] >= held, restarted
     assert restarted["in_flight"] == 0
+    print(f"a held {held} at the kill, resumed {restarted['resumed']}; the sender retried {retries[0]} times; "
+          f"b received {b.health()['received']}")
 
 
 def test_a_retry_to_the_other_instance_with_the_same_idempotency_key_lands_once(
@@ -286,6 +292,7 @@ def test_a_retry_to_the_other_instance_with_the_same_idempotency_key_lands_once(
     body = audit_event("retry-keyed")
     first, second = post(f"http://{a.http}", body, key="req-1"), post(f"http://{b.http}", body, key="req-1")
     assert first[0] == second[0] == 202 and first[1]["ids"] == second[1]["ids"]
+    assert post(f"http://{a.http}", body, key="not a token")[0] == 400  # 1-255 visible ASCII characters
     # without a key two sends are two events (a device may send the same message twice)
     post(f"http://{a.http}", audit_event("retry-unkeyed"))
     post(f"http://{b.http}", audit_event("retry-unkeyed"))
