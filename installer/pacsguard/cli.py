@@ -889,6 +889,13 @@ def collect(
                                               help="Partial frames and bodies held per input, all connections.")] = "64MiB",
     udp_receive_buffer: Annotated[str, typer.Option("--udp-receive-buffer",
                                                     help="Kernel receive buffer asked for per UDP socket.")] = "8MiB",
+    proxy_from: Annotated[list[str] | None, typer.Option(
+        "--proxy-from", metavar="ADDRESS[/BITS]",
+        help="A load balancer in front of this collector: its TCP syslog connections start with a PROXY "
+             "protocol v1 header naming the sender (nginx stream `proxy_protocol on;`), and its own "
+             "connections are not held to --max-connections-per-address.")] = None,
+    instance_name: Annotated[str | None, typer.Option(
+        "--instance-name", help="This instance's name in /health (default: the host name).")] = None,
 ) -> None:
     """Receive audit events (syslog UDP/TCP/TLS, files, FHIR over HTTP) and bulk them into the data stream.
 
@@ -902,6 +909,7 @@ def collect(
         CollectorConfig,
         Listen,
         default_state_dir,
+        parse_networks,
         parse_size,
         run_collector,
     )
@@ -921,7 +929,8 @@ def collect(
         failures_key=resolve_failures_key(create=True),
         limits=Limits(max_connections=max_connections, max_connections_per_address=max_connections_per_address,
                       idle_timeout=idle_timeout, request_timeout=request_timeout,
-                      max_buffered_bytes=parse_size(max_buffered)),
+                      max_buffered_bytes=parse_size(max_buffered), proxies=parse_networks(proxy_from or [])),
+        instance=instance_name or "",
         udp_receive_buffer=parse_size(udp_receive_buffer),
         state_dir=state_dir or default_state_dir(settings),
         udp=tuple(Listen.parse(a) for a in udp or []),

@@ -110,6 +110,7 @@ def test_item5_full_disk_refuses_clearly_keeps_health_backs_off_and_recovers_exa
             time.sleep(3.0)  # the fault lasts: the collector waits, it does not spin or log on
             cpu, logged = time.process_time() - cpu_before, len(caplog.records) - logs_before
             status, during = health(web)
+            not_ready = http(web, b"GET /ready HTTP/1.1\r\nConnection: close\r\n\r\n")  # a balancer's check
             ballast.unlink()  # space comes back
             final = settle(thread, 56, timeout=60)
         again = post(web, "/fhir/AuditEvent", json.dumps(audit_event("after-full")).encode())
@@ -119,6 +120,7 @@ def test_item5_full_disk_refuses_clearly_keeps_health_backs_off_and_recovers_exa
     assert refused[0] == 507 and "No space left on device" in refused[1]["issue"][0]["diagnostics"], refused
     assert refused[1]["accepted"] == 0
     assert status == 200 and during["journal"]["writable"] is False
+    assert not_ready[0] == 503 and not_ready[1]["ready"] is False and "No space left" in not_ready[1]["reason"]
     assert "No space left on device" in during["journal"]["error"]
     assert cpu < 1.0, f"{cpu:.2f}s of CPU in 3s of a full disk: the collector spins"
     assert logged <= 3, [r.getMessage() for r in caplog.records[-10:]]

@@ -248,6 +248,12 @@ def set_envelope_key(key: str) -> None:
     _envelope_key = key
 
 
+def envelope_key_id() -> str:
+    """Names the envelope key without revealing it: every collector instance must show the same one
+    (the pipeline refuses envelopes signed with another key as forged)."""
+    return hashlib.sha256(b"pacsguard-envelope-key:" + _key().encode()).hexdigest()[:12]
+
+
 def _key() -> str:
     if _envelope_key is None:
         # Not set by the collector service (a test, a library use): the environment's settings.

@@ -7,7 +7,13 @@ older offset) ends in a 409 "already exists" instead of a duplicate.
 
 How the id is made depends on what makes an event the same event:
 - network sources (syslog, HTTP): a random run id + a receive sequence number,
-  so two identical messages sent twice by a device stay two events;
+  so two identical messages sent twice by a device stay two events; ids of two
+  collector instances (or two runs of one) never meet: each run draws its own;
+- an HTTP request with an ``Idempotency-Key`` header: the key + the SHA-256 of
+  the body + the entry's place in it, so the sender's retry of a request whose
+  answer it lost gets the same ids on whichever instance behind a balancer
+  takes it, and lands once (docs/collector.md, several collectors); the same
+  key with another body gives other ids: a reused key never loses an event;
 - files: device + inode + truncation generation + byte offset + the line,
   so re-reading a file after a restart gives the same ids.
 """
@@ -42,6 +48,12 @@ class NetworkIds:
 
     def next(self, source: str) -> str:
         return make_id("net", self.run_id, source, next(self._seq))
+
+
+def idempotent_ids(key: str, body: bytes, count: int) -> list[str]:
+    """The ids of the ``count`` events of a request sent with ``Idempotency-Key: key``."""
+    body_hash = hashlib.sha256(body).digest()
+    return [make_id("http-key", key, body_hash, n) for n in range(count)]
 
 
 def decode(data: bytes) -> tuple[str, bool]:

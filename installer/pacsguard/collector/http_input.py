@@ -2,7 +2,15 @@
 
     POST /fhir/AuditEvent   one AuditEvent
     POST /fhir              an AuditEvent, or a Bundle: one event per entry
-    GET  /health            the counters, as JSON
+    GET  /health            the counters, as JSON (and which instance answers: ``instance``)
+    GET  /ready             200 {"ready": true} while the instance takes events, else 503 with
+                            the reason: for a load balancer's health check, so without a token
+                            (it says nothing else)
+
+A request may carry ``Idempotency-Key: <key>`` (1-255 visible ASCII characters, optionally in
+double quotes): its events' ids then follow from the key and the body (events.idempotent_ids),
+so a sender that retries a request whose answer it never got (an instance behind a balancer
+died with it) stores each event once, whichever instance takes the retry.
 
 Every request needs ``Authorization: Bearer <token>`` (the token from
 PACSGUARD_COLLECTOR_TOKEN or a file), unless the listener is HTTPS with
@@ -39,7 +47,7 @@ from typing import Any
 
 from pacsguard.collector.connections import TrackedServer, start_tls
 from pacsguard.collector.counters import Counters
-from pacsguard.collector.events import Event, NetworkIds, decode
+from pacsguard.collector.events import Event, NetworkIds, decode, idempotent_ids
 from pacsguard.collector.limits import Gate, Limits, Ticket
 from pacsguard.collector.ratelog import RateLimitedLog
 from pacsguard.collector.sender import Sender
@@ -179,10 +187,9 @@ class FhirHttpServer(TrackedServer):
     # ------------------------------------------------------------ protocol
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        ticket = self.admit(self.gate, writer)
+        ticket, peer = await self.admit(self.gate, reader, writer)
         if isinstance(ticket, str):  # a connection, not an event: counted in the input's `refused`
-            self.rlog.warning(ticket, "http: refused a connection from %s (%s)", writer.get_extra_info("peername"),
-                              ticket)
+            self.rlog.warning(ticket, "http: refused a connection from %s (%s)", peer, ticket)
             if self._tls is None:
                 try:
                     await self._send(writer, 503, outcome(f"connection refused: {ticket.replace('_', ' ')}"),
@@ -255,6 +262,11 @@ class FhirHttpServer(TrackedServer):
         keep_alive = connection != "close" and (version == "HTTP/1.1" or connection == "keep-alive")
         path = target.split("?", 1)[0].rstrip("/") or "/"
 
+        if path == "/ready" and method == "GET":
+            fault = self.sender.fault or ("shutting down" if self.sender.closing else None)
+            await self._send(writer, 503 if fault else 200, {"ready": not fault, **({"reason": fault} if fault else {})},
+                             keep_alive)
+            return keep_alive
         if not self._authorized(headers):
             return await self._refuse(writer, 401, "a valid bearer token is required (Authorization: Bearer ...)",
                                       "unauthorized")
@@ -268,6 +280,12 @@ class FhirHttpServer(TrackedServer):
                                       "http_not_found")
         if method != "POST":
             return await self._refuse(writer, 405, f"use POST {path}", "http_method")
+        key = headers.get("idempotency-key")
+        if key is not None:
+            key = key[1:-1] if len(key) >= 2 and key[0] == key[-1] == '"' else key
+            if not 0 < len(key) <= 255 or not all("!" <= c <= "~" for c in key):
+                return await self._refuse(writer, 400, "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                                          "bad_idempotency_key")
         encoding = headers.get("transfer-encoding", "").lower().strip()
         chunked = encoding == "chunked"
         if encoding and not chunked:
@@ -307,7 +325,7 @@ class FhirHttpServer(TrackedServer):
                 return await self._refuse(writer, exc.status, str(exc), exc.reason)
             ticket.touch()
             ticket.busy = True
-            status, answer = await self._accept(body, path)
+            status, answer = await self._accept(body, path, key)
             ticket.busy = False
         finally:
             self.gate.release(reserve)
@@ -360,7 +378,7 @@ class FhirHttpServer(TrackedServer):
             body += await reader.readexactly(size)
             await reader.readexactly(2)  # CRLF after the chunk
 
-    async def _accept(self, body: bytes, path: str) -> tuple[int, dict[str, Any]]:
+    async def _accept(self, body: bytes, path: str, key: str | None = None) -> tuple[int, dict[str, Any]]:
         try:
             messages = split_resources(body, path, self.counters)
             too_big = [len(m) for m in messages if len(m) > self.max_event_bytes]
@@ -373,7 +391,8 @@ class FhirHttpServer(TrackedServer):
             answer = outcome(str(exc))
             answer.update(accepted=0, rejected=exc.rejected or 1)
             return exc.status, answer
-        events = [Event(self.ids.next(SOURCE), message, SOURCE) for message in messages]
+        ids = idempotent_ids(key, body, len(messages)) if key else [self.ids.next(SOURCE) for _ in messages]
+        events = [Event(event_id, message, SOURCE) for event_id, message in zip(ids, messages)]
         # In the journal before the 202; a journal that cannot be written refuses at once (507), whole.
         taken = await self.sender.submit_many(events, wait_on_fault=False)
         ids = [e.id for e in events[:taken]]

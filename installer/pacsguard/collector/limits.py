@@ -27,6 +27,13 @@ closing the busiest address's connection that has been silent longest (at
 least ``evict_silent_after`` seconds without a byte). Counted as
 ``evicted_silent`` in the input's ``refused``.
 
+Behind a load balancer every connection comes from the balancer's address, which would make
+the per-address limit one limit for all senders together. Connections from ``proxies`` (the
+balancers' addresses, ``--proxy-from``) are therefore not held to it: a TCP syslog one names
+its sender in a PROXY protocol header (connections.py), which is counted instead; an HTTP
+or TLS one (nginx's http proxy sends no such header) is counted under the balancer's address
+without the per-address cap, and the balancer limits each client (nginx ``limit_conn``).
+
 Connection-level refusals (limits, timeouts, a frame or request never
 completed) are facts of the input (``refused`` in /health's ``inputs``), not
 events: no complete event arrived, so ``received`` does not count them.
@@ -35,6 +42,7 @@ events: no complete event arrived, so ``received`` does not count them.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -50,6 +58,17 @@ class Limits:
     request_timeout: float = 60.0
     max_buffered_bytes: int = 64 * MiB
     evict_silent_after: float = 2.0
+    proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  # load balancers (--proxy-from)
+
+    def trusts(self, address: str) -> bool:
+        """Whether ``address`` is one of the load balancers in front of the collector."""
+        if not self.proxies:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.proxies if network.version == ip.version)
 
     @property
     def handshake_timeout(self) -> float:
@@ -81,9 +100,11 @@ class Gate:
         self.buffered = 0
         self.refused: Counter[str] = Counter()  # reason -> connections or requests refused
 
-    def admit(self, address: str, task: asyncio.Task[object] | None = None) -> Ticket | str:
-        """A Ticket when the connection may proceed (give it back with ``leave``), else the reason it may not."""
-        if self.by_address[address] >= self.limits.max_connections_per_address:
+    def admit(self, address: str, task: asyncio.Task[object] | None = None, capped: bool = True) -> Ticket | str:
+        """A Ticket when the connection may proceed (give it back with ``leave``), else the reason it may not.
+
+        ``capped=False``: a balancer's own connection, not held to the per-address limit."""
+        if capped and self.by_address[address] >= self.limits.max_connections_per_address:
             return self.refuse("too_many_connections_from_address")
         if self.open >= self.limits.max_connections:
             victim = self._silent_of_busiest(address)

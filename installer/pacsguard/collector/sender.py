@@ -153,6 +153,11 @@ class Sender:
     def spooling(self) -> bool:
         return self.counters.parked
 
+    @property
+    def closing(self) -> bool:
+        """Shutting down: no new events are taken."""
+        return self._closing
+
     def journal_state(self) -> dict[str, Any]:
         """What /health says about the journal: whether it takes events, why not, and the room left."""
         state: dict[str, Any] = {"writable": self.fault is None, "bytes": self.journal.used_bytes,

@@ -4,6 +4,12 @@
 ``CollectorThread`` runs the same collector on a background thread for tests
 and the benchmark.
 
+Several instances (behind one load balancer, docs/collector.md) share the cluster, the
+envelope key and the failures key, and nothing else: each has a state directory of its own
+(journal, file offsets), locked while it runs, so a second instance on the same directory
+refuses to start instead of interleaving two journals. /health names the instance and the
+ids of its two keys, so an operator can see that every instance holds the same ones.
+
 Shutdown order matters for "nothing lost": stop the sources (no new events),
 then let the sender flush the queue (or spool it), then persist the file
 offsets, which only move once the events behind them are settled.
@@ -12,9 +18,13 @@ offsets, which only move once the events behind them are settled.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import ipaddress
 import logging
+import os
 import re
 import signal
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -24,10 +34,10 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from pacsguard.collector.atna_envelope import set_envelope_key
+from pacsguard.collector.atna_envelope import envelope_key_id, set_envelope_key
 from pacsguard.collector.counters import Counters, Throughput, progress_line
 from pacsguard.collector.events import NetworkIds
-from pacsguard.collector.failures import FailureProtector
+from pacsguard.collector.failures import FailureProtector, key_id
 from pacsguard.collector.files import FileKind, FileTailer
 from pacsguard.collector.http_input import FhirHttpServer
 from pacsguard.collector.journal import Journal
@@ -54,6 +64,15 @@ def parse_size(text: str) -> int:
     if not match or match[2].lower() not in _UNITS:
         raise PacsguardError(f"bad size {text!r}: use e.g. 1MiB, 512MiB, 10MB or a number of bytes")
     return int(float(match[1]) * _UNITS[match[2].lower()])
+
+
+def parse_networks(texts: list[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """'10.0.0.5', '10.0.0.0/24', '::1' -> networks (--proxy-from)."""
+    try:
+        return tuple(ipaddress.ip_network(text.strip(), strict=False) for text in texts)
+    except ValueError as exc:
+        raise PacsguardError(f"bad --proxy-from: {exc} (use an address or ADDRESS/BITS, e.g. 10.0.0.5 or "
+                             "10.0.0.0/24)") from None
 
 
 @dataclass(frozen=True)
@@ -102,6 +121,7 @@ class CollectorConfig:
     http_token: SecretStr | None = None
     http_anonymous: bool = False  # explicit opt-out, for a loopback-only test set-up
     failures_key: bytes | None = None  # encrypts originals that go to the failure index (failures.py)
+    instance: str = ""  # this instance's name in /health (default: the host name)
 
     def validate(self, require_source: bool = True) -> None:
         # Without sources a collector still replays its spool (tests, a drain-only run).
@@ -122,12 +142,38 @@ class CollectorConfig:
             raise PacsguardError("--max-message-size must be at least 1KiB")
 
     @property
+    def instance_name(self) -> str:
+        return self.instance or socket.gethostname()
+
+    @property
     def spool_dir(self) -> Path:
         return self.state_dir / "spool"  # the write-ahead journal (kept under its old name)
 
     @property
     def files_dir(self) -> Path:
         return self.state_dir / "files"
+
+
+LOCK_FILE = "collector.lock"
+
+
+def lock_state_dir(path: Path) -> int:
+    """Hold ``path`` for this process (an exclusive lock the kernel drops when it ends, kill -9 too)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise PacsguardError(f"cannot use the state directory {path}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise PacsguardError(f"the state directory {path} is in use by another collector (pid {holder}): give "
+                             "every instance a --state-dir of its own (its journal and file offsets)") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 def default_state_dir(settings: Settings) -> Path:
@@ -176,11 +222,15 @@ class Collector:
         self._tailers: list[FileTailer] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._reporter: asyncio.Task[None] | None = None
+        self._lock: int | None = None
+        self.instance = {"name": config.instance_name, "pid": os.getpid(),
+                         "envelope_key_id": envelope_key_id(),
+                         "failures_key_id": key_id(config.failures_key) if config.failures_key else None}
 
     def snapshot(self) -> dict[str, Any]:
         if self._udp:
             self.counters.set_fact("udp_kernel_drops", self._udp_prior_drops + sum(u.drops() for u in self._udp))
-        snap = self.counters.snapshot()
+        snap = {"instance": self.instance, **self.counters.snapshot()}
         if self.sender is not None:
             snap["spooling"] = self.sender.spooling
             snap["journal_bytes"] = self.sender.journal.used_bytes
@@ -196,6 +246,7 @@ class Collector:
     async def start(self) -> None:
         cfg = self.config
         cfg.validate(require_source=False)
+        self._lock = lock_state_dir(cfg.state_dir)
         journal = Journal(cfg.spool_dir, cfg.spool_max_bytes)
         protect = FailureProtector(cfg.failures_key) if cfg.failures_key else None
         self.sender = Sender(self.cluster, self.data_stream, self.failures_index, self.counters, journal, cfg.sender,
@@ -274,6 +325,9 @@ class Collector:
             await self.sender.close(self.config.shutdown_timeout)
         for tailer in self._tailers:
             tailer.save_state()  # offsets moved while the sender flushed
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
         snap = self.snapshot()
         elapsed = max(snap["uptime_seconds"], 1e-9)
         snap["events_per_second"] = round((snap["indexed"] + snap["failed"]) / elapsed, 1)

@@ -291,10 +291,10 @@ class StreamServer(TrackedServer):
         return self._port
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        ticket = self.admit(self.gate, writer)
+        # The PROXY header (from a balancer) precedes the TLS handshake: read on TCP only (connections.py).
+        ticket, peer = await self.admit(self.gate, reader, writer, proxy_header=self.tls is None)
         if isinstance(ticket, str):
-            self.intake.rlog.warning(ticket, "%s: refused a connection from %s (%s)", self.source,
-                                     writer.get_extra_info("peername"), ticket)
+            self.intake.rlog.warning(ticket, "%s: refused a connection from %s (%s)", self.source, peer, ticket)
             writer.close()
             return
         try:
@@ -304,15 +304,14 @@ class StreamServer(TrackedServer):
                     self.gate.refuse("tls_handshake")
                     writer.close()
                     return
-                await self._handle(reader, writer, ticket)
+                await self._handle(reader, writer, ticket, peer)
         except asyncio.CancelledError:
             writer.close()  # evicted (a silent connection of the busiest address) or shutting down
         finally:
             self.gate.leave(ticket)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ticket: Ticket) -> None:
-        address = writer.get_extra_info("peername")
-        peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ticket: Ticket,
+                      peer: str) -> None:
         intake, source, limits = self.intake, self.source, self.gate.limits
 
         def on_oversize(frame: OversizeFrame) -> None:

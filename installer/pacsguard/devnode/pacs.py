@@ -16,8 +16,6 @@ client, which a production front must never do (docs/sources/proxy.md says how).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import time
@@ -27,13 +25,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pacsguard.core.errors import PacsguardError
-from pacsguard.devnode import local
+from pacsguard.devnode import local, nginx
 from pacsguard.devnode.local import Progress
 
-NGINX = "/usr/sbin/nginx"
 ORTHANC = "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
-DEBIAN_PACKAGES = ("nginx-light", "orthanc", "orthanc-dicomweb")
 STATE_FILE = "pacs.json"
 LOGIN_PATH = "/login"  # the front's login endpoint (pack setting sources.proxy.login_paths)
 
@@ -72,30 +68,17 @@ class PacsState:
             return None
 
 
+PACKAGES = {"nginx-light": nginx.NGINX, "orthanc": ORTHANC, "orthanc-dicomweb": DICOMWEB_PLUGIN}
+
+
 def missing_software() -> list[str]:
     """The Debian packages whose programs are not installed."""
-    need = {"nginx-light": NGINX, "orthanc": ORTHANC, "orthanc-dicomweb": DICOMWEB_PLUGIN}
-    return [pkg for pkg, path in need.items() if not os.path.exists(path)]
+    return nginx.missing_packages(PACKAGES)
 
 
 def install_software(progress: Progress = _quiet) -> None:
     """apt-get install the packages that are missing (root only); a clear error otherwise."""
-    missing = missing_software()
-    if not missing:
-        return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise PacsguardError(f"missing {', '.join(missing)}: install them with "
-                             f"`apt-get install -y {' '.join(DEBIAN_PACKAGES)}` (needs root and Debian/Ubuntu)")
-    progress(f"installing {' '.join(missing)} from Debian's packages")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    done = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing], env=env,
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
-        done = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing], env=env,
-                              capture_output=True, text=True, check=False)
-    if done.returncode != 0 or missing_software():
-        raise PacsguardError(f"apt-get install {' '.join(missing)} failed: {done.stderr.strip()[-500:]}")
+    nginx.install_packages(PACKAGES, progress)
 
 
 def pacs_root() -> Path:
@@ -110,18 +93,10 @@ def _state_file(port: int) -> Path:
     return run_dir_for(port) / STATE_FILE
 
 
-def _alive(pid: int, program: str) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return program.encode() in cmdline
-
-
 def status(port: int) -> PacsState | None:
     """Our front on <port> when both of its processes run."""
     state = PacsState.load(_state_file(port))
-    if state and _alive(state.nginx_pid, "nginx") and _alive(state.orthanc_pid, "Orthanc"):
+    if state and nginx.alive(state.nginx_pid, "nginx") and nginx.alive(state.orthanc_pid, "Orthanc"):
         return state
     return None
 
@@ -143,18 +118,8 @@ def orthanc_config(run: Path, orthanc_port: int) -> dict[str, object]:
 
 
 def nginx_config(run: Path, port: int, orthanc_port: int) -> str:
-    logs, tmp = run / "logs", run / "nginx-tmp"
-    temp = "\n".join(f"    {name}_temp_path {tmp / name};" for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    return f"""# written by pacsguard.devnode.pacs: a DICOMweb front for tests
-daemon off;
-master_process on;
-worker_processes 1;
-pid {run / 'nginx.pid'};
-error_log {logs / 'nginx-error.log'} notice;
-events {{ worker_connections 256; }}
-http {{
-{temp}
-    log_format pacsguard_json escape=json
+    logs = run / "logs"
+    return nginx.config(run, http=f"""    log_format pacsguard_json escape=json
         {LOG_FORMAT};
     access_log {logs / 'access.log'} pacsguard_json;
     client_max_body_size 512m;
@@ -173,14 +138,13 @@ http {{
         }}
         location /wado {{ proxy_pass http://127.0.0.1:{orthanc_port}/wado; }}
     }}
-}}
-"""
+""")
 
 
 def _wait_http(url: str, timeout: float, what: str, log: Path, pid: int, program: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid, program):
+        if not nginx.alive(pid, program):
             raise PacsguardError(f"{what} exited at start-up; its log ({log}):\n{local.tail(log)}")
         try:
             with urllib.request.urlopen(url, timeout=2):
@@ -201,28 +165,19 @@ def up(port: int, progress: Progress = _quiet, fresh: bool = False, timeout: flo
     down(port)
     missing = missing_software()
     if missing:
-        raise PacsguardError(f"missing {', '.join(missing)}: `apt-get install -y {' '.join(DEBIAN_PACKAGES)}`")
+        raise PacsguardError(f"missing {', '.join(missing)}: `apt-get install -y {' '.join(PACKAGES)}`")
     if not local.bindable(port):
         raise PacsguardError(f"port {port} is taken by another program")
     from pacsguard.devnode.keycloak import free_port
 
     orthanc_port = free_port()
     run = run_dir_for(port)
-    if run.exists():
-        shutil.rmtree(run)
+    nginx.prepare(run)
     logs = run / "logs"
-    for d in (logs, run / "orthanc-db", *[run / "nginx-tmp" / n for n in ("client_body", "proxy", "fastcgi",
-                                                                         "uwsgi", "scgi")]):
-        d.mkdir(parents=True, exist_ok=True)
+    (run / "orthanc-db").mkdir()
     (run / "orthanc.json").write_text(json.dumps(orthanc_config(run, orthanc_port), indent=2))
-    (run / "nginx.conf").write_text(nginx_config(run, port, orthanc_port))
-    kwargs: dict[str, object] = {}
-    if os.geteuid() == 0:
-        uid, gid = local.node_user()
-        for d in (local.cache_root(), pacs_root(), pacs_root() / "run"):
-            d.chmod(d.stat().st_mode | 0o011)  # traversable by the node user
-        local.chown_tree(run, uid, gid)
-        kwargs.update(user=uid, group=gid, extra_groups=[])
+    parents = (local.cache_root(), pacs_root(), pacs_root() / "run")  # traversable by the node user
+    kwargs = nginx.as_node_user(run, parents)
     orthanc_log = logs / "orthanc.log"
     progress(f"starting Orthanc (DICOMweb) on 127.0.0.1:{orthanc_port}")
     with orthanc_log.open("ab") as out:
@@ -234,16 +189,13 @@ def up(port: int, progress: Progress = _quiet, fresh: bool = False, timeout: flo
     try:
         _wait_http(f"http://127.0.0.1:{orthanc_port}/system", timeout, "Orthanc", orthanc_log, orthanc.pid, "Orthanc")
         progress(f"starting nginx on 127.0.0.1:{port}")
-        with (logs / "nginx-stderr.log").open("ab") as out:
-            nginx = subprocess.Popen([NGINX, "-p", str(run), "-c", str(run / "nginx.conf"), "-e", str(error_log)],
-                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, cwd=str(run), **kwargs)  # type: ignore[call-overload]
-        state = PacsState(nginx_pid=nginx.pid, orthanc_pid=orthanc.pid, port=port, orthanc_port=orthanc_port,
+        front = nginx.start(run, nginx_config(run, port, orthanc_port), parents)
+        state = PacsState(nginx_pid=front.pid, orthanc_pid=orthanc.pid, port=port, orthanc_port=orthanc_port,
                           url=f"http://127.0.0.1:{port}", dicomweb_url=f"http://127.0.0.1:{port}/dicom-web",
                           run_dir=str(run), access_log=str(logs / "access.log"), orthanc_log=str(orthanc_log),
                           nginx_error_log=str(error_log))
         _state_file(port).write_text(json.dumps(asdict(state), indent=2))
-        _wait_http(f"{state.url}/dicom-web/studies", timeout, "nginx", error_log, nginx.pid, "nginx")
+        _wait_http(f"{state.url}/dicom-web/studies", timeout, "nginx", error_log, front.pid, "nginx")
     except BaseException:
         down(port)  # by the state file, when it was written
         if orthanc.poll() is None:
@@ -253,28 +205,13 @@ def up(port: int, progress: Progress = _quiet, fresh: bool = False, timeout: flo
     return state
 
 
-def _stop(pid: int, program: str, sig: signal.Signals, timeout: float) -> None:
-    if not _alive(pid, program):
-        return
-    os.kill(pid, sig)
-    deadline = time.monotonic() + timeout
-    while _alive(pid, program) and time.monotonic() < deadline:
-        time.sleep(0.1)
-        try:
-            os.waitpid(pid, os.WNOHANG)  # reap it when it is our child
-        except ChildProcessError:
-            pass
-    if _alive(pid, program):
-        os.killpg(pid, signal.SIGKILL)  # the session we created for it (nginx's workers, too)
-
-
 def down(port: int, timeout: float = 20.0) -> bool:
     """Stop only the front this project started on <port> (by its pids). True if something was stopped."""
     state = PacsState.load(_state_file(port))
     if state is None:
         return False
-    running = _alive(state.nginx_pid, "nginx") or _alive(state.orthanc_pid, "Orthanc")
-    _stop(state.nginx_pid, "nginx", signal.SIGQUIT, timeout)  # graceful: finishes requests, flushes the log
-    _stop(state.orthanc_pid, "Orthanc", signal.SIGTERM, timeout)
+    running = nginx.alive(state.nginx_pid, "nginx") or nginx.alive(state.orthanc_pid, "Orthanc")
+    nginx.stop(state.nginx_pid, "nginx", signal.SIGQUIT, timeout)  # graceful: finishes requests, flushes the log
+    nginx.stop(state.orthanc_pid, "Orthanc", signal.SIGTERM, timeout)
     _state_file(port).unlink(missing_ok=True)
     return running
