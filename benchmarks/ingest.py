@@ -1,21 +1,32 @@
-"""Ingest throughput: the full pipeline vs a plain bulk of the same normalized documents.
+"""Ingest throughput and cost: the full pipeline vs its parsing floor and a plain bulk, and a per-step cost table.
 
-    python benchmarks/ingest.py --url http://127.0.0.1:9200 --events 20000 --rounds 3
+    python benchmarks/ingest.py --url http://127.0.0.1:9200 --events 10000 --rounds 3
 
 What it does:
 1. installs an isolated pack (own id_prefix and namespace) on --url;
 2. generates N realistic events: generic JSON (logins, shares, exports, role
    changes), Keycloak event lines, and ATNA audit messages (the dcm4chee samples
    with fresh timestamps) turned into the collector's envelope;
-3. per round, measures
-   a. full pipeline: the collector's sender bulk-creates {"message": raw} into
-      the data stream (router -> source pipeline -> enrich) until every event
-      is settled;
-   b. plain bulk: the documents the pipeline produced (read back once) are
-      bulk-created into a plain index with the same mappings and no pipeline,
-      same batch size, same number of requests in flight;
-4. prints both rates, the ratio (target >= 70%) and the machine facts;
-5. removes everything it created.
+3. per round, measures (node CPU before and after each run, divided by the events: microseconds
+   of node CPU per event; from /proc for a node on this machine, else _nodes/stats process.cpu)
+   a. collector + pipeline: the collector's sender bulk-creates {"message": raw} into
+      the data stream (router -> source pipeline -> enrich) until every event is settled;
+   b. plain bulk: the documents the pipeline produced (read back once) bulk-created
+      into a plain index with the same mappings and no pipeline;
+   c. full pipeline: the same {"message": raw} bulk-created straight into the data stream;
+   d. floor: the same {"message": raw} bulk-created into an index whose pipeline holds one
+      `json` processor (message -> parsed, ignore_failure for the text lines), with the
+      data stream's mappings, `message` stored like event.original and `parsed` not indexed;
+   all with the same batch size and number of requests in flight;
+4. prints the rates, the ratios (full pipeline / floor: goal >= 0.5; full pipeline / plain
+   bulk: target >= 70%), the CPU per event of each and the machine facts;
+5. per-step cost table (the node's ingest stats cannot rank processors on 2.19: batching
+   inflates the router's times and nested pipelines round to whole ms): the installed
+   pipelines are copied with a `drop` processor after step k (nested pipelines expanded
+   in order; the source pipelines side by side, step j of each), the events run through
+   each cut, and a step's cost is the CPU per event of its cut minus the previous one's;
+   the last row is indexing (the full pipeline minus the cut after its last step);
+6. removes everything it created.
 
 Not a test: numbers depend on the machine; run it on the hardware you size.
 """
@@ -25,6 +36,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import os
 import random
 import shutil
 import statistics
@@ -226,21 +238,133 @@ def run_plain(cluster: Cluster, plain: str, docs: list[dict[str, Any]], round_no
     return elapsed
 
 
-def run_direct(cluster: Cluster, stream: str, messages: list[str], round_no: int, batch: int, workers: int) -> float:
-    """Control: the same raw messages bulk-created into the data stream without the collector."""
-    docs = [{"message": m} for m in messages]
-    lines = [f'{{"create":{{"_id":"{make_id("direct", round_no, n)}"}}}}\n{json.dumps(d, ensure_ascii=False)}\n'
-             for n, d in enumerate(docs)]
+def node_cpu_ms(cluster: Cluster) -> float:
+    """CPU milliseconds the node processes have used (summed over the nodes). A node on this machine is read
+    from /proc (exact, no lag); another from _nodes/stats, which the node refreshes once a second
+    (monitor.process.refresh_interval): then it waits that long for a fresh figure."""
+    nodes = cluster.request("GET", "/_nodes/process")["nodes"]
+    pids = [n.get("process", {}).get("id") for n in nodes.values()]
+    stats = [Path(f"/proc/{pid}/stat") for pid in pids]
+    if cluster.url.split("//")[-1].startswith(("127.0.0.1", "localhost")) and all(p.exists() for p in stats):
+        ticks = os.sysconf("SC_CLK_TCK")
+        # utime and stime: fields 14 and 15, counted after the ")" that closes the command name
+        return sum(sum(int(f) for f in p.read_text().rsplit(")", 1)[1].split()[11:13]) for p in stats) * 1000 / ticks
+    time.sleep(1.1)
+    nodes = cluster.request("GET", "/_nodes/stats/process")["nodes"]
+    return sum(n["process"]["cpu"]["total_in_millis"] for n in nodes.values())
+
+
+def run_direct(cluster: Cluster, index: str, messages: list[str], tag: str, batch: int, workers: int,
+               pipeline: str | None = None) -> tuple[float, float]:
+    """The raw messages bulk-created as {"message": raw} into `index` (through `pipeline` if given, else
+    the index's own): (seconds, node CPU microseconds per event)."""
+    lines = [f'{{"create":{{"_id":"{make_id(tag, n)}"}}}}\n{json.dumps({"message": m}, ensure_ascii=False)}\n'
+             for n, m in enumerate(messages)]
     bodies = ["".join(lines[i:i + batch]) for i in range(0, len(lines), batch)]
+    params = {"pipeline": pipeline} if pipeline else None
 
     def send(body: str) -> int:
-        return len(cluster.request("POST", f"/{stream}/_bulk", body=body)["items"])
+        return len(cluster.request("POST", f"/{index}/_bulk", body=body, params=params)["items"])
 
+    cpu = node_cpu_ms(cluster)
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         total = sum(pool.map(send, bodies))
-    assert total == len(docs)
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    assert total == len(messages)
+    return seconds, (node_cpu_ms(cluster) - cpu) * 1000 / len(messages)
+
+
+def make_floor(cluster: Cluster, stream: str, floor: str) -> None:
+    """The floor: one `json` processor, into an index with the data stream's mappings."""
+    mappings = next(iter(cluster.request("GET", f"/{stream}/_mapping").values()))["mappings"]
+    mappings.pop("_data_stream_timestamp", None)
+    mappings["properties"]["message"] = {"type": "keyword", "index": False, "doc_values": False}
+    mappings["properties"]["parsed"] = {"type": "object", "enabled": False}
+    cluster.request("PUT", f"/_ingest/pipeline/{floor}", body={
+        "description": "pacsguard benchmark: the parsing floor",
+        "processors": [{"json": {"field": "message", "target_field": "parsed", "ignore_failure": True}}]})
+    cluster.request("PUT", f"/{floor}", body={
+        "settings": {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1", "refresh_interval": "1s",
+                               "default_pipeline": floor, "mapping": {"total_fields": {"limit": 2000}}}},
+        "mappings": mappings})
+
+
+# ------------------------------------------------------------------ per-step cost
+
+
+def processor_label(processor: dict[str, Any]) -> str:
+    kind, conf = next(iter(processor.items()))
+    return f"{conf.get('tag', '-')} ({kind}{', if' if 'if' in conf else ''})"
+
+
+def steps_of(pipelines: dict[str, dict[str, Any]], names: list[str], prefix: str,
+             formats: list[str]) -> list[tuple[list[tuple[str, int]], str]]:
+    """Every step of the pipelines `names` (run side by side) in order, nested pipeline calls expanded:
+    (where a drop goes after it, as (pipeline, index) per pipeline run side by side, label)."""
+    steps: list[tuple[list[tuple[str, int]], str]] = []
+    bodies = {name: pipelines[name]["processors"] for name in names if name in pipelines}
+    for j in range(max(len(b) for b in bodies.values())):
+        # a pipeline shorter than the others gets its drop at its end
+        at = [(name, min(j, len(body) - 1)) for name, body in bodies.items()]
+        running = [name for name, body in bodies.items() if j < len(body)]
+        calls = [bodies[name][j]["pipeline"]["name"] for name in running if "pipeline" in bodies[name][j]]
+        if calls:
+            # a call by a name template runs one pipeline per format: expand them side by side
+            callees = sorted({c.replace("{{_pg.format}}", f) for c in calls for f in formats}
+                             if any("{{" in c for c in calls) else set(calls))
+            steps += steps_of(pipelines, [c for c in callees if c in pipelines], prefix, formats)
+            continue
+        where = ", ".join(sorted(name.removeprefix(prefix + "-") for name in running))
+        labels = sorted({processor_label(bodies[name][j]) for name in running})
+        steps.append((at, f"{where}: {' | '.join(labels)}"))
+    return steps
+
+
+def install_cut(cluster: Cluster, pipelines: dict[str, dict[str, Any]], prefix: str, cut: str,
+                after: list[tuple[str, int]]) -> str:
+    """Copies of every pack pipeline under `cut`-* with a `drop` after the given steps; the router's name."""
+    def rename(node: Any) -> None:
+        if isinstance(node, dict):
+            call = node.get("pipeline")
+            if isinstance(call, dict) and isinstance(call.get("name"), str):
+                call["name"] = call["name"].replace(f"{prefix}-", f"{cut}-", 1)
+            for value in node.values():
+                rename(value)
+        elif isinstance(node, list):
+            for value in node:
+                rename(value)
+
+    for name, body in pipelines.items():
+        copy = json.loads(json.dumps(body))
+        copy.pop("version", None)
+        rename(copy)
+        for where, index in after:
+            if where == name:
+                copy["processors"].insert(index + 1, {"drop": {"tag": "bench_cut"}})
+        cluster.request("PUT", f"/_ingest/pipeline/{cut}-{name.removeprefix(prefix + '-')}", body=copy)
+    return f"{cut}-router"
+
+
+def step_costs(cluster: Cluster, settings: Settings, sink: str, messages: list[str], batch: int, workers: int,
+               rounds: int) -> list[tuple[str, float]]:
+    """(step, node CPU us per event of the pipeline cut after it), median of `rounds` runs."""
+    prefix = settings.scope
+    pipelines = {name: body for name, body in cluster.request("GET", f"/_ingest/pipeline/{prefix}-*").items()
+                 if "-cut" not in name}
+    formats = [n.removeprefix(prefix + "-") for n in pipelines if n not in (f"{prefix}-router", f"{prefix}-enrich")]
+    steps = steps_of(pipelines, [f"{prefix}-router"], prefix, formats)
+    figures: list[tuple[str, float]] = []
+    try:
+        for k, (after, label) in enumerate(steps):
+            router = install_cut(cluster, pipelines, prefix, f"{prefix}-cut{k}", after)
+            cpus = [run_direct(cluster, sink, messages, f"cut{k}-{r}", batch, workers, router)[1]
+                    for r in range(rounds)]
+            figures.append((label, statistics.median(cpus)))
+    finally:
+        for k in range(len(steps)):
+            cluster.request("DELETE", f"/_ingest/pipeline/{prefix}-cut{k}-*", ok_missing=True)
+    return figures
 
 
 # ------------------------------------------------------------------ main
@@ -270,49 +394,79 @@ def main(argv: list[str] | None = None) -> int:
 
     stream = settings.index("events_data_stream")
     plain = f"{settings.id_prefix}-plain"
+    floor = f"{settings.id_prefix}floor"
     state = Path(tempfile.mkdtemp(prefix="pacsguard-bench-"))
     install(cluster, settings, allow_missing_plugins=True)
-    pipeline_rates: list[float] = []
-    plain_rates: list[float] = []
-    direct_rates: list[float] = []
+    rates: dict[str, list[float]] = {"collector": [], "plain": [], "full": [], "floor": []}
+    cpu: dict[str, list[float]] = {"collector": [], "plain": [], "full": [], "floor": []}
     try:
         docs: list[dict[str, Any]] = []
         for round_no in range(1, args.rounds + 1):
+            before = node_cpu_ms(cluster)
             seconds, snap = run_pipeline(cluster, settings, messages, round_no, args.batch_size, args.workers, state)
+            cpu["collector"].append((node_cpu_ms(cluster) - before) * 1000 / len(messages))
             if snap["indexed"] + snap["failed"] != len(messages):
                 raise SystemExit(f"round {round_no}: not every event settled: {snap}")
             if not docs:
                 docs = normalized_docs(cluster, stream)
                 make_plain_index(cluster, stream, plain)
+                make_floor(cluster, stream, floor)
+            before = node_cpu_ms(cluster)
             plain_seconds = run_plain(cluster, plain, docs, round_no, args.batch_size, args.workers)
-            direct_seconds = run_direct(cluster, stream, messages, round_no, args.batch_size, args.workers)
-            pipeline_rates.append(len(messages) / seconds)
-            plain_rates.append(len(docs) / plain_seconds)
-            direct_rates.append(len(messages) / direct_seconds)
-            print(f"round {round_no}: collector+pipeline {pipeline_rates[-1]:7,.0f} events/s "
-                  f"({snap['indexed']} indexed, {snap['failed']} failed) | plain bulk {plain_rates[-1]:7,.0f} docs/s "
-                  f"| ratio {pipeline_rates[-1] / plain_rates[-1]:.0%} "
-                  f"| control, pipeline without collector {direct_rates[-1]:7,.0f} events/s")
-        pipeline_median, plain_median = statistics.median(pipeline_rates), statistics.median(plain_rates)
-        ratio = pipeline_median / plain_median
-        print(f"median: full pipeline {pipeline_median:,.0f} events/s, plain bulk {plain_median:,.0f} docs/s, "
-              f"ratio {ratio:.0%} (target >= 70%: {'met' if ratio >= 0.7 else 'NOT met'}); "
-              f"pipeline without the collector {statistics.median(direct_rates):,.0f} events/s")
-        # Where the pipeline time goes, by source format (the node's per-processor
-        # ingest stats are not usable for this: they count wall time of async batches).
+            cpu["plain"].append((node_cpu_ms(cluster) - before) * 1000 / len(docs))
+            full_seconds, full_cpu = run_direct(cluster, stream, messages, f"direct{round_no}", args.batch_size,
+                                                args.workers)
+            floor_seconds, floor_cpu = run_direct(cluster, floor, messages, f"floor{round_no}", args.batch_size,
+                                                  args.workers)
+            cpu["full"].append(full_cpu)
+            cpu["floor"].append(floor_cpu)
+            rates["collector"].append(len(messages) / seconds)
+            rates["plain"].append(len(docs) / plain_seconds)
+            rates["full"].append(len(messages) / full_seconds)
+            rates["floor"].append(len(messages) / floor_seconds)
+            print(f"round {round_no}: collector+pipeline {rates['collector'][-1]:7,.0f} events/s "
+                  f"({snap['indexed']} indexed, {snap['failed']} failed) | plain bulk {rates['plain'][-1]:7,.0f} "
+                  f"docs/s | full pipeline {rates['full'][-1]:7,.0f} events/s | floor (one json processor) "
+                  f"{rates['floor'][-1]:7,.0f} events/s | ratio full/floor {rates['full'][-1] / rates['floor'][-1]:.2f}")
+        median = {k: statistics.median(v) for k, v in rates.items()}
+        cpu_median = {k: statistics.median(v) for k, v in cpu.items()}
+        ratio = median["full"] / median["floor"]
+        plain_ratio = median["collector"] / median["plain"]
+        print(f"median: full pipeline {median['full']:,.0f} events/s vs floor {median['floor']:,.0f} events/s: "
+              f"ratio {ratio:.2f} (goal >= 0.5: {'met' if ratio >= 0.5 else 'NOT met'})")
+        print(f"median: collector+pipeline {median['collector']:,.0f} events/s, plain bulk {median['plain']:,.0f} "
+              f"docs/s, ratio {plain_ratio:.0%} (target >= 70%: {'met' if plain_ratio >= 0.7 else 'NOT met'})")
+        print("node CPU per event (median, us): " + ", ".join(
+            f"{label} {cpu_median[k]:,.0f}" for k, label in (("full", "full pipeline"), ("floor", "floor"),
+                                                             ("plain", "plain bulk"),
+                                                             ("collector", "collector+pipeline"))))
+        # Where the pipeline time goes, by source format.
         by_format: dict[str, list[str]] = {}
         for message, kind in zip(messages, kinds):
             by_format.setdefault(kind, []).append(message)
         figures: list[str] = []
         for kind, subset in sorted(by_format.items()):
-            rate = len(subset) / run_direct(cluster, stream, subset, 1000 + len(figures), args.batch_size, args.workers)
-            figures.append(f"{kind} {rate:,.0f}")
-        print(f"pipeline without the collector, one format at a time (events/s): {', '.join(figures)}")
+            seconds, per_event = run_direct(cluster, stream, subset, f"fmt-{kind}", args.batch_size, args.workers)
+            figures.append(f"{kind} {len(subset) / seconds:,.0f} events/s, {per_event:,.0f} us")
+        print(f"full pipeline, one format at a time: {'; '.join(figures)}")
+        # Per-step cost: the pipelines cut after each step (a drop processor), median CPU of the rounds.
+        costs = step_costs(cluster, settings, plain, messages, args.batch_size, args.workers, args.rounds)
+        print("per-step cost, node CPU us per event (pipeline cut after the step; the step = the difference):")
+        rows = [*costs, ("indexing (full pipeline minus the last cut)", cpu_median["full"])]
+        width = max(len(label) for label, _ in rows)
+        print(f"  {'step':<{width}} {'cut':>6} {'step':>6}")
+        previous = 0.0
+        for label, value in rows:
+            print(f"  {label:<{width}} {value:6.0f} {value - previous:6.0f}")
+            previous = value
+        print(f"  {'floor (one json processor, indexed)':<{width}} {cpu_median['floor']:6.0f}")
     finally:
         cluster.request("DELETE", f"/{plain}", ok_missing=True)
+        cluster.request("DELETE", f"/{floor}", ok_missing=True)
+        cluster.request("DELETE", f"/_ingest/pipeline/{floor}", ok_missing=True)
         uninstall(cluster, settings, purge=True)
         shutil.rmtree(state, ignore_errors=True)
-        print(f"cleaned up: {stream}, {settings.index('failures')}, {plain} and the pack objects of "
+        print(f"cleaned up: {stream}, {settings.index('failures')}, {plain}, {floor} and the pack objects of "
               f"{settings.id_prefix}")
     return 0
 
