@@ -32,9 +32,10 @@ import html
 import json
 import logging
 import re
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
-from pacsguard.parsers.atna import AtnaParseError, read_audit_message
+from pacsguard.parsers.atna import AtnaParseError, alternation, read_audit_message, terms_pattern
 
 log = logging.getLogger("pacsguard.collector")
 
@@ -183,14 +184,10 @@ def _redact(text: str) -> tuple[str, set[str]]:
     text = _QUERY.sub(query, text)
     text = _DETAIL_VALUE.sub(detail, text)
     text = _URI_PATIENT.sub(lambda m: f"{m.group(1)}{PATIENT_REDACTED}", text)
-    if terms:
-        text = _terms_pattern(_with_prefixes(terms)).sub(PATIENT_REDACTED, text)
+    pattern = terms_pattern(_with_prefixes(terms), text) if terms else None
+    if pattern is not None:
+        text = pattern.sub(PATIENT_REDACTED, text)
     return text, terms
-
-
-def _terms_pattern(terms: set[str]) -> re.Pattern[str]:
-    # Longest first, so "DOE^JOHN" is replaced whole before "JOHN" alone.
-    return re.compile("|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True)))
 
 
 def _with_prefixes(terms: set[str]) -> set[str]:
@@ -204,7 +201,13 @@ def scrub_document(doc: Any, terms: set[str]) -> Any:
     patient id (pacs.patient.id, which the pipeline hashes) is left to the caller."""
     if not terms:
         return doc
-    pattern = _terms_pattern(_with_prefixes(terms))
+    # Only the terms found in the document's JSON text (keys and values; a string's JSON form holds
+    # each term of it in its JSON form) can match in any of its strings: mostly none is there.
+    text = json.dumps(doc, ensure_ascii=False)
+    present = [term for term in _with_prefixes(terms) if encode_basestring(term)[1:-1] in text]
+    if not present:
+        return doc
+    pattern = alternation(present)
 
     def walk(value: Any) -> Any:
         if isinstance(value, str):

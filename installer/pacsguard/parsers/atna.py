@@ -23,6 +23,7 @@ import ipaddress
 import json
 import re
 from datetime import datetime, timedelta, timezone
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 from xml.parsers import expat
 
@@ -855,8 +856,7 @@ class _PhiScrubber:
         for obj in objects:
             if obj.is_patient:
                 terms |= self._id_terms(obj.object_id) | self._name_terms(obj.name)
-        ordered = sorted(terms, key=len, reverse=True)  # longest first, so "A^B" wins over "A"
-        self._terms = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self._terms = terms
 
     @staticmethod
     def _id_terms(patient_id: str | None) -> set[str]:
@@ -876,4 +876,21 @@ class _PhiScrubber:
         if self._withhold:
             return REDACTED if text.strip() else text
         text = self._DCM4CHEE_PATIENT.sub(f"Patient{REDACTED}", text)
-        return self._terms.sub(REDACTED, text) if self._terms else text
+        pattern = terms_pattern(self._terms, text)
+        return pattern.sub(REDACTED, text) if pattern else text
+
+
+def terms_pattern(terms: Iterable[str], text: str) -> re.Pattern[str] | None:
+    """The alternation of the terms that occur in ``text``, longest first (so "A^B" wins over "A"),
+    or None when none does. It matches in ``text`` exactly what the alternation of all the terms
+    would (a term absent from a text matches nowhere in it), and a patient's terms, new in nearly
+    every message, are compiled only where they occur (issue 22: compiling them for every message
+    was a third of the collector's time). Equal lengths need no order: at one position only one
+    of them can match."""
+    present = [term for term in terms if term in text]
+    return alternation(present) if present else None
+
+
+def alternation(terms: Iterable[str]) -> re.Pattern[str]:
+    """One pattern for the terms, longest first."""
+    return re.compile("|".join(map(re.escape, sorted(terms, key=len, reverse=True))))
