@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import ipaddress
 import json
 import re
-from datetime import datetime, timedelta, timezone
 from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 from xml.parsers import expat
 
@@ -716,8 +717,20 @@ def _ip(value: str | None) -> str | None:
     """Normalized IP text, or None. An IPv6 zone (fe80::1%11) is dropped: ip fields refuse it."""
     if not value:
         return None
+    # The same addresses and user ids come back in message after message (short ones only are kept).
+    return _ip_text(value) if len(value) <= 80 else _ip_text.__wrapped__(value)
+
+
+_IP_CHARACTERS = frozenset("0123456789abcdefABCDEF:.")
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip_text(value: str) -> str | None:
+    address = value.split("%", 1)[0].strip("[]")
+    if not _IP_CHARACTERS.issuperset(address):
+        return None  # ip_address refuses it too (a user id): without raising
     try:
-        return str(ipaddress.ip_address(value.split("%", 1)[0].strip("[]")))
+        return str(ipaddress.ip_address(address))
     except ValueError:
         return None
 
