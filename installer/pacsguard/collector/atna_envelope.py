@@ -84,8 +84,9 @@ _OBJECT_ID = re.compile(r"""(\bParticipantObjectID\s*=\s*)(["'])(.*?)(\2|\Z)""",
 # (Element content up to its end tag, CDATA sections and comments included.)
 _OBJECT_NAME = _element("ParticipantObjectName")
 _QUERY = _element("ParticipantObjectQuery")
+# (The value runs to its closing quote, as ``.*?`` before it would: the lookbehind tells which quote.)
 _DETAIL_VALUE = re.compile(
-    r"""(<(?:[\w.-]+:)?ParticipantObjectDetail\b[^>]*?\bvalue\s*=\s*)(["'])(.*?)(\2|\Z)""", re.DOTALL)
+    r"""(<(?:[\w.-]+:)?ParticipantObjectDetail\b[^>]*?\bvalue\s*=\s*)(["'])((?<=")[^"]*|[^']*)(\2|\Z)""")
 # REST paths name patients by id: dcm4chee's .../rs/patients/<id> (a new id in an
 # "identifier changed" event is not in that message's patient object).
 _URI_PATIENT = re.compile(r"""(/patients/)([^/"'?#\s<&]+)""", re.IGNORECASE)
@@ -174,7 +175,10 @@ def _redact(text: str) -> tuple[str, set[str]]:
             terms.update(_terms(_MARKUP.sub("", m.group(2)), is_name=True))
             return f"{m.group(1)}{PATIENT_REDACTED}{m.group(3)}"
 
-        content = _OBJECT_ID.sub(object_id, content, count=1)
+        # the first id (the pattern starts with \b, so the engine cannot skip to its name by itself)
+        first = _OBJECT_ID.search(content, max(content.find("ParticipantObjectID"), 0))
+        if first is not None:
+            content = content[:first.start()] + object_id(first) + content[first.end():]
         return _OBJECT_NAME.sub(object_name, content)
 
     text = _OBJECT_BLOCK.sub(block, text)
