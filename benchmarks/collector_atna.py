@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import random
 import re
 import subprocess
@@ -69,25 +70,26 @@ def templates(with_samples: bool) -> tuple[list[bytes], str]:
 def frames(count: int, xmls: list[bytes], seed: int = 22) -> list[bytes]:
     """``count`` syslog frames, each with its own time, patient and studies."""
     rng = random.Random(seed)
-    out = []
-    for n in range(count):
-        stamp = f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:" \
-                f"{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}.{rng.randint(0, 999):03d}Z"
-        patient = f"PID{rng.randint(1, 10**7):07d}^^^HOSP"
+    return [frame(n, rng.choice(xmls), rng) for n in range(count)]
 
-        def object_id(m: re.Match[bytes]) -> bytes:
-            value = m[2]
-            if _UID.match(value):
-                value = f"1.2.840.{rng.randint(1, 10**6)}.{n}.{rng.randint(1, 10**9)}".encode()
-            elif value and value != b"<none>":
-                value = patient.encode()
-            return m[1] + value + m[3]
 
-        xml = _DATETIME.sub(lambda m: m[1] + stamp.encode() + m[2], rng.choice(xmls))
-        xml = _OBJECT_ID.sub(object_id, xml)
-        xml = _OBJECT_NAME.sub(lambda m: m[1] + f"SURNAME{n}^GIVEN{rng.randint(1, 999)}".encode() + m[3], xml)
-        out.append(f"<85>1 {stamp} pacs{n % 7:02d} dcm4chee-arc 4711 IHE+RFC-3881 - ".encode() + b"\xef\xbb\xbf" + xml)
-    return out
+def frame(n: int, xml: bytes, rng: random.Random) -> bytes:
+    stamp = f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:" \
+            f"{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}.{rng.randint(0, 999):03d}Z"
+    patient = f"PID{rng.randint(1, 10**7):07d}^^^HOSP".encode()
+
+    def object_id(m: re.Match[bytes]) -> bytes:
+        value = m[2]
+        if _UID.match(value):
+            value = f"1.2.840.{rng.randint(1, 10**6)}.{n}.{rng.randint(1, 10**9)}".encode()
+        elif value and value != b"<none>":
+            value = patient
+        return m[1] + value + m[3]
+
+    xml = _DATETIME.sub(lambda m: m[1] + stamp.encode() + m[2], xml)
+    xml = _OBJECT_ID.sub(object_id, xml)
+    xml = _OBJECT_NAME.sub(lambda m: m[1] + f"SURNAME{n}^GIVEN{rng.randint(1, 999)}".encode() + m[3], xml)
+    return f"<85>1 {stamp} pacs{n % 7:02d} dcm4chee-arc 4711 IHE+RFC-3881 - ".encode() + b"\xef\xbb\xbf" + xml
 
 
 def octet_stream(items: list[bytes]) -> bytes:
@@ -190,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     set_envelope_key("0123456789abcdef" * 4)  # a fixed bench key: no settings needed
+    logging.getLogger("pacsguard.collector").setLevel(logging.ERROR)  # frames refused are counted below
     for fact in machine_facts():
         print(fact)
     import pacsguard  # where the code under test came from

@@ -326,8 +326,8 @@ class _Event(NamedTuple):
 class _Participant:
     """One ActiveParticipant, filled by the reader."""
 
-    __slots__ = ("user_id", "alt_user_id", "user_name", "requestor", "user_type", "nap_id", "nap_type", "roles",
-                 "id_type", "id_type_seen")
+    __slots__ = ("alt_user_id", "id_type", "id_type_seen", "nap_id", "nap_type", "requestor", "roles", "user_id",
+                 "user_name", "user_type")
 
     def __init__(self, attrs: dict[str, str]) -> None:
         self.user_id = _attr(attrs, "UserID")
@@ -371,8 +371,8 @@ class _Object:
     """One ParticipantObjectIdentification, filled by the reader. ``name`` is read only so that it
     can be scrubbed from free text; it is never output."""
 
-    __slots__ = ("object_id", "id_type", "role", "name", "query", "details", "raw_counts", "instance_counts",
-                 "contained_studies", "seen")
+    __slots__ = ("contained_studies", "details", "id_type", "instance_counts", "name", "object_id", "query",
+                 "raw_counts", "role", "seen")
 
     def __init__(self, attrs: dict[str, str]) -> None:
         self.object_id = _attr(attrs, "ParticipantObjectID")
