@@ -27,14 +27,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import html
 import json
 import logging
 import re
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
-from pacsguard.parsers.atna import AtnaParseError, read_audit_message
+from pacsguard.parsers.atna import AtnaParseError, alternation, read_audit_message, terms_pattern
 
 log = logging.getLogger("pacsguard.collector")
 
@@ -43,12 +45,27 @@ PATIENT_REDACTED = "[patient-redacted]"
 ROUTER_MAX_CHARS = 1_048_576
 
 _XML_START = re.compile(rb"^(?:<\?xml|<(?:[\w.-]+:)?AuditMessage\b)")
+
+
+def _content_and_end(name: str) -> tuple[str, str]:
+    """Patterns for an element's content and for what follows it: its end tag, or the end of a frame
+    cut inside it. The content is what ``.*?`` (DOTALL) before that matches, unrolled so that the
+    engine runs over the text between tags instead of trying the end tag at every character (issue 22)."""
+    end = rf"</(?:[\w.-]+:)?{name}\s*>"
+    return rf"[^<]*(?:(?!{end})<[^<]*)*", rf"{end}|\Z"
+
+
+def _element(name: str) -> re.Pattern[str]:
+    """(start tag)(content)(end tag, or nothing at the end of a frame cut inside it)"""
+    content, end = _content_and_end(name)
+    return re.compile(rf"(<(?:[\w.-]+:)?{name}\b[^>]*>)({content})({end})")
+
+
 # An object up to its end tag, or to the end of a frame cut inside it (even inside its start tag).
 # A self-closing object is a block of its own (else it would run on into the next object).
 _OBJECT_BLOCK = re.compile(
     r"<(?:[\w.-]+:)?ParticipantObjectIdentification\b(?:[^>]*/>"
-    r"|[^>]*>.*?(?:</(?:[\w.-]+:)?ParticipantObjectIdentification\s*>|\Z)|[^>]*\Z)",
-    re.DOTALL)
+    r"|[^>]*>{}(?:{})|[^>]*\Z)".format(*_content_and_end("ParticipantObjectIdentification")))
 _MARKUP = re.compile(r"<!\[CDATA\[|\]\]>|<!--.*?-->", re.DOTALL)
 _OBJECT_END = re.compile(r"</(?:[\w.-]+:)?ParticipantObjectIdentification\s*>\Z")
 _IDTYPE_ELEMENT = re.compile(r"<(?:[\w.-]+:)?ParticipantObjectIDTypeCode\b[^>]*>")
@@ -65,21 +82,18 @@ _UID_ID = re.compile(r"""\bParticipantObjectID\s*=\s*["'][0-9]+(?:\.[0-9]+)+["']
 # Each value also up to the end of a frame cut inside it (group 4 / 3 is then empty).
 _OBJECT_ID = re.compile(r"""(\bParticipantObjectID\s*=\s*)(["'])(.*?)(\2|\Z)""", re.DOTALL)
 # (Element content up to its end tag, CDATA sections and comments included.)
-_OBJECT_NAME = re.compile(
-    r"(<(?:[\w.-]+:)?ParticipantObjectName\b[^>]*>)(.*?)(</(?:[\w.-]+:)?ParticipantObjectName\s*>|\Z)", re.DOTALL)
-_QUERY = re.compile(
-    r"(<(?:[\w.-]+:)?ParticipantObjectQuery\b[^>]*>)(.*?)(</(?:[\w.-]+:)?ParticipantObjectQuery\s*>|\Z)", re.DOTALL)
+_OBJECT_NAME = _element("ParticipantObjectName")
+_QUERY = _element("ParticipantObjectQuery")
+# (The value runs to its closing quote, as ``.*?`` before it would: the lookbehind tells which quote.)
 _DETAIL_VALUE = re.compile(
-    r"""(<(?:[\w.-]+:)?ParticipantObjectDetail\b[^>]*?\bvalue\s*=\s*)(["'])(.*?)(\2|\Z)""", re.DOTALL)
+    r"""(<(?:[\w.-]+:)?ParticipantObjectDetail\b[^>]*?\bvalue\s*=\s*)(["'])((?<=")[^"]*|[^']*)(\2|\Z)""")
 # REST paths name patients by id: dcm4chee's .../rs/patients/<id> (a new id in an
 # "identifier changed" event is not in that message's patient object).
 _URI_PATIENT = re.compile(r"""(/patients/)([^/"'?#\s<&]+)""", re.IGNORECASE)
 # A frame without its end tag was cut: the patient objects it would have named may be lost, so
 # free text and encoded values that could name them (unknown terms) are redacted whole.
 _MESSAGE_END = re.compile(r"</(?:[\w.-]+:)?AuditMessage\s*>")
-_DESCRIPTION = re.compile(
-    r"(<(?:[\w.-]+:)?EventOutcomeDescription\b[^>]*>)(.*?)(</(?:[\w.-]+:)?EventOutcomeDescription\s*>|\Z)",
-    re.DOTALL)
+_DESCRIPTION = _element("EventOutcomeDescription")
 # HL7 v2 segments that name a patient (PID, merge, PIX/PDQ query, next of kin).
 _HL7_PATIENT_SEGMENT = re.compile(r"(?:^|[\r\n])(?:PID|MRG|QPD|NK1|PD1)\|")
 
@@ -161,7 +175,10 @@ def _redact(text: str) -> tuple[str, set[str]]:
             terms.update(_terms(_MARKUP.sub("", m.group(2)), is_name=True))
             return f"{m.group(1)}{PATIENT_REDACTED}{m.group(3)}"
 
-        content = _OBJECT_ID.sub(object_id, content, count=1)
+        # the first id (the pattern starts with \b, so the engine cannot skip to its name by itself)
+        first = _OBJECT_ID.search(content, max(content.find("ParticipantObjectID"), 0))
+        if first is not None:
+            content = content[:first.start()] + object_id(first) + content[first.end():]
         return _OBJECT_NAME.sub(object_name, content)
 
     text = _OBJECT_BLOCK.sub(block, text)
@@ -183,14 +200,10 @@ def _redact(text: str) -> tuple[str, set[str]]:
     text = _QUERY.sub(query, text)
     text = _DETAIL_VALUE.sub(detail, text)
     text = _URI_PATIENT.sub(lambda m: f"{m.group(1)}{PATIENT_REDACTED}", text)
-    if terms:
-        text = _terms_pattern(_with_prefixes(terms)).sub(PATIENT_REDACTED, text)
+    pattern = terms_pattern(_with_prefixes(terms), text) if terms else None
+    if pattern is not None:
+        text = pattern.sub(PATIENT_REDACTED, text)
     return text, terms
-
-
-def _terms_pattern(terms: set[str]) -> re.Pattern[str]:
-    # Longest first, so "DOE^JOHN" is replaced whole before "JOHN" alone.
-    return re.compile("|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True)))
 
 
 def _with_prefixes(terms: set[str]) -> set[str]:
@@ -204,7 +217,13 @@ def scrub_document(doc: Any, terms: set[str]) -> Any:
     patient id (pacs.patient.id, which the pipeline hashes) is left to the caller."""
     if not terms:
         return doc
-    pattern = _terms_pattern(_with_prefixes(terms))
+    # Only the terms found in the document's JSON text (keys and values; a string's JSON form holds
+    # each term of it in its JSON form) can match in any of its strings: mostly none is there.
+    text = json.dumps(doc, ensure_ascii=False)
+    present = [term for term in _with_prefixes(terms) if encode_basestring(term)[1:-1] in text]
+    if not present:
+        return doc
+    pattern = alternation(present)
 
     def walk(value: Any) -> Any:
         if isinstance(value, str):
@@ -266,9 +285,20 @@ def _key() -> str:
 
 
 def envelope_mac(key: str, body: str) -> str:
+    inner_keyed, outer_keyed = _keyed(key)
+    inner = inner_keyed.copy()
+    inner.update(body.encode("utf-8"))
+    outer = outer_keyed.copy()
+    outer.update(inner.hexdigest().encode("ascii"))
+    return outer.hexdigest()
+
+
+@functools.lru_cache(maxsize=4)
+def _keyed(key: str) -> tuple[Any, Any]:
+    """SHA-256 states that have hashed key XOR ipad / key XOR opad (one block each): copied for each
+    message instead of hashing the key blocks again, as HMAC implementations do."""
     block = key.encode("ascii")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in block) + body.encode("utf-8")).hexdigest()
-    return hashlib.sha256(bytes(b ^ 0x5C for b in block) + inner.encode("ascii")).hexdigest()
+    return hashlib.sha256(bytes(b ^ 0x36 for b in block)), hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
 
 def signed_envelope(fields: dict[str, Any]) -> str:
