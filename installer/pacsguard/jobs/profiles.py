@@ -38,7 +38,7 @@ from pacsguard.jobs.composite import (
 )
 from pacsguard.jobs.recipients import internal_set, is_external
 from pacsguard.jobs.report import JobReport, iso_ms
-from pacsguard.jobs.writer import BulkWriter, finish_run, job_stamp, refresh, sweep_stale
+from pacsguard.jobs.writer import BULK_DOCS, BulkWriter, finish_run, job_stamp, refresh, sweep_stale
 
 MIN_LOOKBACK_SECONDS = 15 * 60
 MAX_ID_BYTES = 256  # OpenSearch refuses ids over 512 bytes; long ones are hashed well before that
@@ -186,7 +186,7 @@ def run_profiles(cluster: Cluster, settings: Settings, *, now: dt.datetime | Non
     report = JobReport("profiles", clock.run_id, clock.now_iso)
     run = _Pass(cluster, events, clock, window, clock.now_ms - duration_seconds(window) * 1000,
                 clock.now_ms - lookback_seconds * 1000, internal_set(settings.internal_domains), page_size, stop,
-                BulkWriter(cluster, target, flush_every=page_size, background=True), report, PageCounter())
+                BulkWriter(cluster, target, flush_every=min(page_size, BULK_DOCS), background=True), report, PageCounter())
     if users is not None:
         report.mode = "users"
         run.write(users)

@@ -27,6 +27,7 @@ from pacsguard.jobs.report import JobReport
 
 # docs/design.md: 429s (queue full) are retried with back-off; anything else is a real error.
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+BULK_DOCS = 2000  # documents per bulk request of a job: bounds the buffer and the bulk in flight
 
 
 class BulkWriter:
