@@ -412,8 +412,11 @@ def jobs_run(
     lookback: Annotated[str | None, typer.Option("--lookback", help="Profiles: mark values first seen this "
                                                  "recently as new (default: 2 x --every, at least 15m and "
                                                  "at least the escalation window).")] = None,
-    page_size: Annotated[int, typer.Option("--page-size", min=1, max=1000,
-                                           help="Composite aggregation page size.")] = 1000,
+    page_size: Annotated[int, typer.Option("--page-size", min=1, max=10_000,
+                                           help="Composite aggregation page size.")] = 10_000,
+    full: Annotated[bool, typer.Option("--full", help="Profiles: reread every user's history now (otherwise "
+                                       "a run rewrites only the users with new events or ageing values, and "
+                                       "a full run comes every engine.profiles_full_every).")] = False,
 ) -> None:
     """Recompute baselines and/or profiles from the events: once, or every --every."""
     from pacsguard.core.settings import duration_seconds
@@ -439,12 +442,18 @@ def jobs_run(
                 typer.echo(terminal_safe(f"{r.started_at} {r.summary()}"))
 
     if every_s is None:
-        show(run_once(cluster, settings, job, lookback_seconds=lookback_s, page_size=page_size))
+        show(run_once(cluster, settings, job, lookback_seconds=lookback_s, page_size=page_size, full=full))
         return
     with stop_on_signals() as stop:
         progress(f"running {job.value} every {every} (lookback {lookback_s}s); SIGTERM or Ctrl-C stops")
-        runs = loop(lambda: run_once(cluster, settings, job, lookback_seconds=lookback_s,
-                                     page_size=page_size, stop=stop),
+        forced = [full]  # --full: the loop's first run only
+
+        def one_run() -> list[Any]:
+            force, forced[0] = forced[0], False
+            return run_once(cluster, settings, job, lookback_seconds=lookback_s, page_size=page_size, stop=stop,
+                            full=force)
+
+        runs = loop(one_run,
                     every_s, stop, show, lambda msg: typer.secho(f"error: {msg}", err=True, fg=typer.colors.RED))
     if opts().json:
         typer.echo(json.dumps({"ok": True, "stopped": True, "runs": runs}))

@@ -22,7 +22,7 @@ import yaml
 from pacsguard.core.connection import Cluster
 from pacsguard.core.errors import MissingPlugin
 from pacsguard.core.settings import Settings
-from pacsguard.jobs import run_baselines, run_profiles
+from pacsguard.jobs import profiles, run_baselines, run_profiles
 from pacsguard.jobs.profiles import profile_id
 from pacsguard.services.install import install, uninstall
 from testnode import make_settings
@@ -292,6 +292,63 @@ def test_stale_profile_values_are_removed(cluster: Cluster, pack: Settings) -> N
 
     assert later.deleted == 3  # the leaver's country, region and device
     assert {d["user"]["name"] for d in docs(cluster, pack.index("profiles")).values()} == {"stayer"}
+
+
+def content(got: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The documents as the rules read them: everything but the stamp of the run that wrote them."""
+    return {doc_id: {k: v for k, v in doc.items() if k != "job"} for doc_id, doc in got.items()}
+
+
+def test_an_incremental_run_writes_what_a_full_run_would_for_the_users_that_changed_only(
+        cluster: Cluster, pack: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # arrivals are looked at again from a minute before the previous run: the events of the
+    # first run, sent a moment before it, would count as arrivals of the second
+    monkeypatch.setattr(profiles, "ARRIVAL_OVERLAP_SECONDS", 0)
+    send(cluster, pack, [
+        *[login(ago(days=d), "steady", GB) for d in (30, 2)],
+        *[login(ago(days=d), "quiet", GB) for d in (20, 3)],
+        *[login(ago(days=d), "traveler", GB) for d in (40, 4)],
+        login(ago(minutes=55), "traveler", CN),  # marked now, no longer 10 minutes later
+        login(ago(days=90) + dt.timedelta(minutes=5), "ager", GB), login(ago(days=9), "ager", GB),
+        login(ago(days=90) + dt.timedelta(minutes=5), "leaver", SE),  # leaves the window in 5 minutes
+    ])
+    first = run_profiles(cluster, pack)
+    assert first.mode == "full" and first.markers == 3
+    before = docs(cluster, pack.index("profiles"))
+
+    send(cluster, pack, [login(ago(minutes=1), "quiet", US),  # a new country: marked
+                         login(ago(days=15), "latecomer", SE), login(ago(days=25), "latecomer", GB)])  # late
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=10)
+    inc = run_profiles(cluster, pack, now=later)
+    after = docs(cluster, pack.index("profiles"))
+
+    assert inc.mode == "incremental"
+    # steady's documents are left as they were; the others rewritten, the leaver's deleted
+    rewritten = {d["user"]["name"] for i, d in after.items() if d["job"] != before.get(i, {}).get("job")}
+    assert rewritten == {"quiet", "traveler", "ager", "latecomer"}
+    assert inc.deleted == 3 and not any(d["user"]["name"] == "leaver" for d in after.values())
+    assert inc.written == sum(1 for d in after.values() if d["user"]["name"] in rewritten)
+    assert profile(after, "country", "quiet", "US")["profile"]["new"] is True
+    assert profile(after, "country", "traveler", "CN")["profile"]["new"] is False
+    assert profile(after, "country", "ager", "GB")["profile"]["count"] == 1
+    assert profile(after, "country", "latecomer", "GB")["profile"]["new"] is False  # its first value
+    assert inc.markers == 3  # quiet's country, region and device
+
+    full = run_profiles(cluster, pack, now=later, full=True)
+    assert full.mode == "full" and full.deleted == 0 and full.markers == 3
+    assert content(docs(cluster, pack.index("profiles"))) == content(after)
+
+
+def test_a_run_is_full_again_when_what_profiles_depend_on_changed(cluster: Cluster, pack: Settings) -> None:
+    send(cluster, pack, [login(ago(days=2), "someone", GB)])
+    assert run_profiles(cluster, pack).mode == "full"  # no checkpoint yet
+    assert run_profiles(cluster, pack).mode == "incremental"
+    assert run_profiles(cluster, pack, lookback_seconds=7200).mode == "full"  # another lookback
+    other = pack.model_copy(update={"internal_domains": ["hospital.example"]})
+    assert run_profiles(cluster, other, lookback_seconds=7200).mode == "full"
+    assert run_profiles(cluster, other, lookback_seconds=7200).mode == "incremental"
+    daily = pack.model_copy(update={"engine": pack.engine.model_copy(update={"profiles_full_every": "0s"})})
+    assert run_profiles(cluster, daily).mode == "full"
 
 
 # --------------------------------------------------------------- the CLI

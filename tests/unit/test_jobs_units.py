@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from pacsguard.core.errors import ConnectionProblem
+from pacsguard.core.errors import ConnectionProblem, PacsguardError
 from pacsguard.core.settings import load_settings
 from pacsguard.jobs import JobReport, JobStopped
 from pacsguard.jobs.baselines import settled
@@ -89,6 +89,30 @@ def test_bulk_writer_retries_only_what_was_refused_with_429() -> None:
     for i in range(3):
         writer.put(f"id{i}", {"n": i})
     assert fake.calls == [3, 1] and writer.written == 3
+
+
+class RefusingBulk:
+    """Answers _bulk like a node that refuses every document with HTTP 400."""
+
+    def __init__(self) -> None:
+        self.threads: set[str] = set()
+
+    def request(self, method: str, path: str, body: Any = None, params: Any = None) -> dict[str, Any]:
+        self.threads.add(threading.current_thread().name)
+        lines = body.splitlines()
+        items = [{"index": {"_id": json.loads(lines[i])["index"]["_id"], "status": 400,
+                            "error": {"reason": "mapper_parsing_exception"}}} for i in range(0, len(lines), 2)]
+        return {"errors": True, "items": items}
+
+
+def test_a_background_bulk_sends_from_its_thread_and_its_error_surfaces_in_the_job() -> None:
+    fake = RefusingBulk()
+    writer = BulkWriter(fake, "idx", flush_every=2, background=True)  # type: ignore[arg-type]
+    writer.put("a", {"n": 1})
+    writer.put("b", {"n": 2})  # handed to the sender thread
+    with pytest.raises(PacsguardError, match="bulk index of a in idx failed .*mapper_parsing_exception"):
+        writer.flush()
+    assert fake.threads == {"pacsguard-bulk-idx"} and writer.written == 0
 
 
 def test_long_profile_ids_are_hashed() -> None:

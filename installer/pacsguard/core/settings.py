@@ -290,6 +290,9 @@ class EngineSettings(Frozen):
     # per-signal override, e.g. {"3": pacsguard} for admin changes within seconds
     rules: dict[str, Literal["auto", "alerting", "pacsguard"]] = {}
     jobs_every: str = "5m"
+    # the profiles job rereads every user's history this often; between, it rewrites only the users
+    # with new events or ageing values (docs/baselines.md; "0s": every run is full)
+    profiles_full_every: str = "24h"
     tick_seconds: float = Field(default=1.0, gt=0)
     # an ACTIVE alert nobody acknowledged is sent again this often ("0s": never)
     renotify_every: str = "60m"
@@ -298,6 +301,12 @@ class EngineSettings(Frozen):
     # this often `watch` asks whether events a rule reads arrived since its last run,
     # and runs it at once when they did, not at its schedule ("0s": on the schedule only)
     arrival_check_every: str = "2s"
+
+    @field_validator("profiles_full_every")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        duration_seconds(value)
+        return value
 
     def engine_for(self, signal: str, alerting_present: bool) -> EngineName:
         mode = self.rules.get(signal, self.mode)

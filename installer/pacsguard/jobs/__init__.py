@@ -6,7 +6,8 @@
 - directory: accounts, roles and admin flag from the identity provider and/or a CSV (4a).
 
 Both page through the events with composite aggregations and stream the pages,
-so memory stays flat in the number of users (docs/baselines.md).
+so memory stays flat in the number of users; profiles runs are incremental between
+full ones (docs/baselines.md).
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ __all__ = ["JobReport", "JobStopped", "run_baselines", "run_directory", "run_job
 
 def run_job(cluster: Cluster, settings: Settings, job: str, *, now: dt.datetime | None = None,
             lookback_seconds: int | None = None, page_size: int = MAX_PAGE_SIZE,
-            stop: threading.Event | None = None) -> JobReport:
-    """One run of one job by name ("baselines", "profiles" or "directory")."""
+            stop: threading.Event | None = None, full: bool = False) -> JobReport:
+    """One run of one job by name ("baselines", "profiles" or "directory"); full: a full profiles run
+    even where an incremental one would do."""
     if job == "baselines":
         return run_baselines(cluster, settings, now=now, page_size=page_size, stop=stop)
     if job == "profiles":
         return run_profiles(cluster, settings, now=now, lookback_seconds=lookback_seconds,
-                            page_size=page_size, stop=stop)
+                            page_size=page_size, stop=stop, full=full)
     if job == "directory":
         return run_directory(cluster, settings, now=now)
     raise PacsguardError(f"unknown job {job!r}: use baselines, profiles or directory")

@@ -32,7 +32,7 @@ from pacsguard.jobs.composite import (
 from pacsguard.jobs.recipients import internal_set, is_external
 from pacsguard.jobs.report import JobReport, iso_ms
 from pacsguard.jobs.stats import baseline
-from pacsguard.jobs.writer import BulkWriter, finish_run, job_stamp
+from pacsguard.jobs.writer import BULK_DOCS, BulkWriter, finish_run, job_stamp
 
 USER = "user"
 
@@ -171,7 +171,7 @@ def run_baselines(cluster: Cluster, settings: Settings, *, now: dt.datetime | No
     end_ms = clock.now_ms - unit_seconds(settings, "hour") * 1000
     report = JobReport("baselines", clock.run_id, clock.now_iso)
     counter = PageCounter()
-    writer = BulkWriter(cluster, target, flush_every=page_size)
+    writer = BulkWriter(cluster, target, flush_every=min(page_size, BULK_DOCS), background=True)
     max_ongoing = duration_seconds(settings.thresholds.baseline_ongoing_window) // unit_seconds(settings, "hour")
     for series in series_for(settings, end_ms):
         query = {"bool": {"filter": [*series.filters, time_range("@timestamp", start_ms, end_ms)]}}

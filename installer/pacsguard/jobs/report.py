@@ -27,6 +27,8 @@ class JobReport:
     deleted: int = 0
     pages: int = 0
     markers: int = 0  # profiles only: values flagged profile.new
+    # profiles: full (every user), incremental (the users whose profiles changed), users (given ones)
+    mode: str = "full"
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -36,7 +38,8 @@ class JobReport:
         users = " ".join(f"{name}={n}" for name, n in self.users.items()) or "none"
         markers = {"profiles": f", {self.markers} new-value marker(s)",
                    "directory": f", {self.markers} admin-event actor(s) named"}.get(self.job, "")
-        return (f"{self.job}: users {users}; {self.written} doc(s) written, {self.deleted} stale deleted"
+        mode = "" if self.mode == "full" else f" ({self.mode})"
+        return (f"{self.job}{mode}: users {users}; {self.written} doc(s) written, {self.deleted} stale deleted"
                 f"{markers}; {self.pages} page(s) in {self.seconds:.1f}s")
 
 

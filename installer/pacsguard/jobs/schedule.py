@@ -31,10 +31,10 @@ class JobName(str, Enum):
 
 
 def run_once(cluster: Cluster, settings: Settings, job: JobName, *, lookback_seconds: int | None,
-             page_size: int, stop: threading.Event | None = None) -> list[JobReport]:
+             page_size: int, stop: threading.Event | None = None, full: bool = False) -> list[JobReport]:
     names = all_jobs(settings) if job == JobName.all else [job.value]
-    return [run_job(cluster, settings, name, lookback_seconds=lookback_seconds, page_size=page_size, stop=stop)
-            for name in names]
+    return [run_job(cluster, settings, name, lookback_seconds=lookback_seconds, page_size=page_size, stop=stop,
+                    full=full) for name in names]
 
 
 def all_jobs(settings: Settings) -> list[str]:
