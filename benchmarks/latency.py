@@ -217,6 +217,19 @@ def goals_met(sent: dict[tuple[str, str], float], arrivals: dict[tuple[str, str]
     return True
 
 
+def bench_pack(url: str, prefix: str, namespace: str, hook: str
+               ) -> tuple[Path, Path, dict[str, str], Settings, Cluster]:
+    """A work directory and the settings of an isolated pack on the pack's engine, delivering to hook."""
+    work = Path(tempfile.mkdtemp(prefix=f"pacsguard-{namespace}-"))
+    user_settings = work / "settings.yaml"
+    user_settings.write_text(json.dumps({
+        "id_prefix": prefix, "namespace": namespace, "engine": {"mode": "pacsguard"},
+        "notifications": {"channels": [{"name": "bench", "type": "webhook", "url": hook}]}}))
+    env = {**os.environ, "PACSGUARD_SALT": f"{namespace}-salt-0123456789abcdef"}
+    settings = load_settings(user_settings, {"cluster": {"url": url}}, env)
+    return work, user_settings, env, settings, Cluster.connect(settings.cluster)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default=os.environ.get("PACSGUARD_TEST_URL"))
@@ -233,14 +246,7 @@ def main() -> None:
         node_port = local.claim_free_port() if hasattr(local, "claim_free_port") else 9290
         url = local.up(node_port, fresh=True).url
     receiver = Receiver()
-    work = Path(tempfile.mkdtemp(prefix="pacsguard-latency-"))
-    user_settings = work / "settings.yaml"
-    user_settings.write_text(json.dumps({
-        "id_prefix": "pglat", "namespace": "latency", "engine": {"mode": "pacsguard"},
-        "notifications": {"channels": [{"name": "bench", "type": "webhook", "url": receiver.url}]}}))
-    env = {**os.environ, "PACSGUARD_SALT": "latency-salt-0123456789abcdef"}
-    settings = load_settings(user_settings, {"cluster": {"url": url}}, env)
-    cluster = Cluster.connect(settings.cluster)
+    work, user_settings, env, settings, cluster = bench_pack(url, "pglat", "latency", receiver.url)
     for line in machine_facts(cluster):
         print(line, flush=True)
     uninstall(cluster, settings, purge=True)  # leftovers of an interrupted run

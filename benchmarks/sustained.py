@@ -39,7 +39,6 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -49,7 +48,6 @@ import detect
 import latency
 from machine import load_average, machine_facts
 from pacsguard.core.connection import Cluster
-from pacsguard.core.settings import load_settings
 from pacsguard.services.install import install, uninstall
 from watch_idle import cpu_seconds, rss_mb
 
@@ -128,14 +126,7 @@ def main() -> None:
     args = parser.parse_args()
     rounds = max(1, int(args.seconds // args.every))
     receiver = latency.Receiver()
-    work = Path(tempfile.mkdtemp(prefix="pacsguard-sustained-"))
-    user_settings = work / "settings.yaml"
-    user_settings.write_text(json.dumps({
-        "id_prefix": "pgsus", "namespace": "sustained", "engine": {"mode": "pacsguard"},
-        "notifications": {"channels": [{"name": "bench", "type": "webhook", "url": receiver.url}]}}))
-    env = {**os.environ, "PACSGUARD_SALT": "sustained-salt-0123456789abcdef"}
-    settings = load_settings(user_settings, {"cluster": {"url": args.url}}, env)
-    cluster = Cluster.connect(settings.cluster)
+    work, user_settings, env, settings, cluster = latency.bench_pack(args.url, "pgsus", "sustained", receiver.url)
     for line in machine_facts(cluster):
         print(line, flush=True)
     stream, failures = settings.index("events_data_stream"), settings.index("failures")
