@@ -31,6 +31,7 @@ from testnode import (
     TEST_ENVELOPE_KEY,
     SessionNode,
     first_test_port,
+    installed_pack,
     make_settings,
     session_node,
 )
@@ -158,14 +159,9 @@ def golden_pack(cluster_url: str) -> Iterator[Settings]:
     Its back- and future-dating windows are a century wide: the golden inputs carry fixed
     historical timestamps, and whether enrich tags them pacsguard-backdated depends on the
     clock of the day the tests run, not on the pipeline."""
-    from pacsguard.services.install import install, uninstall
-
-    settings = make_settings(cluster_url, "pggold", "golden",
-                             thresholds={"max_backdate_window": "36500d", "max_future_window": "36500d"})
-    cluster = Cluster.connect(settings.cluster)
-    install(cluster, settings, allow_missing_plugins=True)
-    yield settings
-    uninstall(cluster, settings, purge=True)
+    with installed_pack(cluster_url, "pggold", "golden",
+                        thresholds={"max_backdate_window": "36500d", "max_future_window": "36500d"}) as settings:
+        yield settings
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,7 @@ from pacsguard.core.connection import Cluster
 from pacsguard.core.content import content_path
 from pacsguard.core.settings import Settings
 from pacsguard.rules.model import Rule, load_rules
-from pacsguard.services.install import install, uninstall
-from testnode import make_settings
+from testnode import installed_pack
 
 
 def pack_rule(signal: str) -> Rule:
@@ -26,14 +25,9 @@ def csv_directory_pack(cluster_url: str, prefix: str, namespace: str, csv_text: 
     """The pack installed with the directory job reading csv_text (not Keycloak); purged after."""
     csv_file = folder / "directory.csv"
     csv_file.write_text(csv_text)
-    settings = make_settings(cluster_url, prefix, namespace,
-                             sources={"directory": {"csv_file": str(csv_file), "from_keycloak": False}})
-    cluster = Cluster.connect(settings.cluster)
-    install(cluster, settings, allow_missing_plugins=True)
-    try:
+    with installed_pack(cluster_url, prefix, namespace,
+                        sources={"directory": {"csv_file": str(csv_file), "from_keycloak": False}}) as settings:
         yield settings
-    finally:
-        uninstall(cluster, settings, purge=True)
 
 
 def send_messages(cluster: Cluster, settings: Settings, messages: list[str]) -> None:

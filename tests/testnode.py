@@ -88,3 +88,18 @@ def make_settings(url: str, prefix: str, namespace: str, **extra: Any) -> Settin
     }
     overrides.update(extra)
     return load_settings(overrides=overrides, environ={})
+
+
+@contextmanager
+def installed_pack(url: str, prefix: str, namespace: str, **extra: Any) -> Iterator[Settings]:
+    """make_settings(...) installed (without the plugins a node may lack) for the block; purged after."""
+    from pacsguard.core.connection import Cluster
+    from pacsguard.services.install import install, uninstall
+
+    settings = make_settings(url, prefix, namespace, **extra)
+    cluster = Cluster.connect(settings.cluster)
+    install(cluster, settings, allow_missing_plugins=True)
+    try:
+        yield settings
+    finally:
+        uninstall(cluster, settings, purge=True)

@@ -31,8 +31,7 @@ from pacsguard.core.errors import PacsguardError
 from pacsguard.core.settings import Settings
 from pacsguard.devnode import nginx
 from pacsguard.devnode.keycloak import free_port
-from pacsguard.services.install import install, uninstall
-from testnode import TEST_ENVELOPE_KEY, TEST_SALT, make_settings
+from testnode import TEST_ENVELOPE_KEY, TEST_SALT, installed_pack
 
 pytestmark = pytest.mark.cluster
 TOKEN = "balancer-test-token-0123456789"
@@ -51,11 +50,8 @@ def stream_module() -> None:
 @pytest.fixture(scope="module")
 def settings(cluster_url: str, stream_module: None) -> Iterator[Settings]:
     """One pack for the module; every test marks its events with a prefix of its own."""
-    settings = make_settings(cluster_url, "pgtlb", f"lb{os.getpid()}")
-    cluster = Cluster.connect(settings.cluster)
-    install(cluster, settings, allow_missing_plugins=True)
-    yield settings
-    uninstall(cluster, settings, purge=True)
+    with installed_pack(cluster_url, "pgtlb", f"lb{os.getpid()}") as settings:
+        yield settings
 
 
 class Instance:

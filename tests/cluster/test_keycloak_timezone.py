@@ -8,8 +8,7 @@ from collections.abc import Iterator
 import pytest
 from pacsguard.core.connection import Cluster
 from pacsguard.core.settings import Settings
-from pacsguard.services.install import install, uninstall
-from testnode import make_settings
+from testnode import installed_pack, make_settings
 
 pytestmark = pytest.mark.cluster
 
@@ -19,15 +18,10 @@ LINE = ('{ts} INFO  [org.keycloak.events] (executor-thread-1) type="LOGIN", real
 
 @pytest.fixture
 def paris_pack(cluster_url: str, unique: str) -> Iterator[Settings]:
-    settings = make_settings(cluster_url, f"pgz{unique}", f"z{unique}",
-                             sources={"keycloak": {"timezone": "Europe/Paris"}},
-                             thresholds={"max_backdate_window": "36500d", "max_future_window": "36500d"})
-    cluster = Cluster.connect(settings.cluster)
-    install(cluster, settings, allow_missing_plugins=True)
-    try:
+    with installed_pack(cluster_url, f"pgz{unique}", f"z{unique}",
+                        sources={"keycloak": {"timezone": "Europe/Paris"}},
+                        thresholds={"max_backdate_window": "36500d", "max_future_window": "36500d"}) as settings:
         yield settings
-    finally:
-        uninstall(cluster, settings, purge=True)
 
 
 @pytest.mark.parametrize(("ts", "utc"), [
