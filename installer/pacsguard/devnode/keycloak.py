@@ -211,18 +211,10 @@ def _state_file(port: int) -> Path:
     return run_dir_for(port) / STATE_FILE
 
 
-def _pid_alive(pid: int, home: str) -> bool:
-    """Our Keycloak: the launcher (kc.sh) or the JVM it exec'd, both naming this instance's home."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return home.encode() in cmdline
-
-
 def status(port: int) -> KeycloakState | None:
     state = KeycloakState.load(_state_file(port))
-    if state and _pid_alive(state.pid, state.home):
+    # our Keycloak: the launcher (kc.sh) or the JVM it exec'd, both naming this instance's home
+    if state and local.pid_runs(state.pid, state.home):
         return state
     return None
 
@@ -375,15 +367,9 @@ def down(port: int, timeout: float = 60.0) -> bool:
     state = KeycloakState.load(_state_file(port))
     if not state:
         return False
-    stopped = False
-    if _pid_alive(state.pid, state.home):
-        os.kill(state.pid, signal.SIGTERM)  # kc.sh forwards TERM to the JVM and waits for it
-        deadline = time.monotonic() + timeout
-        while _pid_alive(state.pid, state.home) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _pid_alive(state.pid, state.home):
-            os.killpg(state.pid, signal.SIGKILL)  # the session we created for it: launcher and JVM
-        stopped = True
+    # kc.sh forwards TERM to the JVM and waits for it; past the timeout, the session we created
+    # for it goes (launcher and JVM)
+    stopped = local.stop_pid(state.pid, state.home, signal.SIGTERM, timeout, group=True)
     deadline = time.monotonic() + 20
     while local.port_open(port) and time.monotonic() < deadline:
         time.sleep(0.2)

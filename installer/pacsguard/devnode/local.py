@@ -43,6 +43,8 @@ NODE_USER = "pacsguard"
 TRANSPORT_PORT_OFFSET = 100
 
 
+OPENSEARCH_MAIN = "org.opensearch.bootstrap.OpenSearch"  # the node's main class, in its command line
+
 def _quiet(_: str) -> None:
     return None
 
@@ -441,12 +443,39 @@ def _state_file(port: int) -> Path:
     return run_dir_for(port) / "node.json"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_runs(pid: int, marker: str) -> bool:
+    """Whether ``pid`` is a process whose command line names ``marker`` (a pid can be reused by
+    something else): how every service started here (node, Keycloak, nginx, Orthanc, watch) is found."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"org.opensearch.bootstrap.OpenSearch" in cmdline
+    return marker.encode() in cmdline
+
+
+def stop_pid(pid: int, marker: str, sig: signal.Signals, timeout: float, group: bool = False) -> bool:
+    """Signal ``pid`` (while pid_runs) and wait up to ``timeout``; then SIGKILL it, or with ``group``
+    the session it was started in (its children too). True if it was running."""
+    if not pid_runs(pid, marker):
+        return False
+    os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while pid_runs(pid, marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            os.waitpid(pid, os.WNOHANG)  # reap it when it is our child
+        except ChildProcessError:
+            pass
+    if pid_runs(pid, marker):
+        if group:
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def _pid_alive(pid: int) -> bool:
+    return pid_runs(pid, OPENSEARCH_MAIN)
 
 
 def port_open(port: int) -> bool:
@@ -580,15 +609,7 @@ def down(port: int, timeout: float = 60.0) -> bool:
     state = NodeState.load(_state_file(port))
     if not state:
         return False
-    stopped = False
-    if _pid_alive(state.pid):
-        os.kill(state.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _pid_alive(state.pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _pid_alive(state.pid):
-            os.kill(state.pid, signal.SIGKILL)
-        stopped = True
+    stopped = stop_pid(state.pid, OPENSEARCH_MAIN, signal.SIGTERM, timeout)
     deadline = time.monotonic() + 20
     while port_open(port) and time.monotonic() < deadline:
         time.sleep(0.2)

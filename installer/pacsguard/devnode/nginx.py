@@ -67,34 +67,6 @@ def install_packages(need: dict[str, str], progress: Progress = _quiet) -> None:
         raise PacsguardError(f"apt-get install {' '.join(missing)} failed: {done.stderr.strip()[-500:]}")
 
 
-# ------------------------------------------------------------ processes
-
-
-def alive(pid: int, program: str) -> bool:
-    """Whether ``pid`` runs ``program`` (a pid can be reused by something else)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return program.encode() in cmdline
-
-
-def stop(pid: int, program: str, sig: signal.Signals, timeout: float) -> None:
-    """Signal ``pid`` and wait; kill its session (the one it was started in) if it outlives ``timeout``."""
-    if not alive(pid, program):
-        return
-    os.kill(pid, sig)
-    deadline = time.monotonic() + timeout
-    while alive(pid, program) and time.monotonic() < deadline:
-        time.sleep(0.1)
-        try:
-            os.waitpid(pid, os.WNOHANG)  # reap it when it is our child
-        except ChildProcessError:
-            pass
-    if alive(pid, program):
-        os.killpg(pid, signal.SIGKILL)  # the session we created for it (nginx's workers, too)
-
-
 # ------------------------------------------------------------ a private nginx
 
 
@@ -240,7 +212,6 @@ def balancer_down(run: Path, timeout: float = 20.0) -> bool:
         state = BalancerState(**json.loads((run / BALANCER_STATE).read_text()))
     except (OSError, ValueError, TypeError):
         return False
-    running = alive(state.pid, "nginx")
-    stop(state.pid, "nginx", signal.SIGQUIT, timeout)
+    running = local.stop_pid(state.pid, "nginx", signal.SIGQUIT, timeout, group=True)
     (run / BALANCER_STATE).unlink(missing_ok=True)
     return running

@@ -96,7 +96,7 @@ def _state_file(port: int) -> Path:
 def status(port: int) -> PacsState | None:
     """Our front on <port> when both of its processes run."""
     state = PacsState.load(_state_file(port))
-    if state and nginx.alive(state.nginx_pid, "nginx") and nginx.alive(state.orthanc_pid, "Orthanc"):
+    if state and local.pid_runs(state.nginx_pid, "nginx") and local.pid_runs(state.orthanc_pid, "Orthanc"):
         return state
     return None
 
@@ -144,7 +144,7 @@ def nginx_config(run: Path, port: int, orthanc_port: int) -> str:
 def _wait_http(url: str, timeout: float, what: str, log: Path, pid: int, program: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not nginx.alive(pid, program):
+        if not local.pid_runs(pid, program):
             raise PacsguardError(f"{what} exited at start-up; its log ({log}):\n{local.tail(log)}")
         try:
             with urllib.request.urlopen(url, timeout=2):
@@ -210,8 +210,9 @@ def down(port: int, timeout: float = 20.0) -> bool:
     state = PacsState.load(_state_file(port))
     if state is None:
         return False
-    running = nginx.alive(state.nginx_pid, "nginx") or nginx.alive(state.orthanc_pid, "Orthanc")
-    nginx.stop(state.nginx_pid, "nginx", signal.SIGQUIT, timeout)  # graceful: finishes requests, flushes the log
-    nginx.stop(state.orthanc_pid, "Orthanc", signal.SIGTERM, timeout)
+    running = local.pid_runs(state.nginx_pid, "nginx") or local.pid_runs(state.orthanc_pid, "Orthanc")
+    # graceful: finishes requests, flushes the log; then the session each was started in
+    local.stop_pid(state.nginx_pid, "nginx", signal.SIGQUIT, timeout, group=True)
+    local.stop_pid(state.orthanc_pid, "Orthanc", signal.SIGTERM, timeout, group=True)
     _state_file(port).unlink(missing_ok=True)
     return running

@@ -16,18 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pacsguard.core.errors import PacsguardError
-from pacsguard.devnode.local import run_dir_for
+from pacsguard.devnode.local import pid_runs, run_dir_for, stop_pid
 
 
 def _state(port: int, name: str) -> Path:
     return run_dir_for(port) / f"{name}.json"
-
-
-def _alive(pid: int, name: str) -> bool:
-    try:
-        return name.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
 
 
 def running(port: int, name: str = "watch") -> dict[str, object] | None:
@@ -35,7 +28,7 @@ def running(port: int, name: str = "watch") -> dict[str, object] | None:
     if not path.exists():
         return None
     info: dict[str, object] = json.loads(path.read_text())
-    return info if _alive(int(str(info["pid"])), name) else None
+    return info if pid_runs(int(str(info["pid"])), name) else None
 
 
 def cli_args(url: str, settings_file: Path | None, *command: str) -> list[str]:
@@ -76,13 +69,7 @@ def stop(port: int, name: str = "watch", timeout: float = 30.0) -> bool:
     if info is None:
         _state(port, name).unlink(missing_ok=True)
         return False
-    pid = int(str(info["pid"]))
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _alive(pid, name) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if _alive(pid, name):
-        os.kill(pid, signal.SIGKILL)
+    stop_pid(int(str(info["pid"])), name, signal.SIGTERM, timeout)
     _state(port, name).unlink(missing_ok=True)
     return True
 
